@@ -1,0 +1,248 @@
+"""The one settings tree: everything the reference deployment configures, validated.
+
+Secrets are not part of the YAML: they live in `Settings.secrets`, filled from the environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from mlflow_stack import MLFLOW_VERSION, __version__
+from mlflow_stack.config.secrets import Secrets
+from mlflow_stack.config.types import (
+    BucketName,
+    Hostname,
+    HttpUrlStr,
+    K8sName,
+    PgIdentifier,
+    Port,
+    Quantity,
+    quantity_bytes,
+)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ServerSettings(_Section):
+    """The MLflow tracking server process (the same command line locally and in the pod)."""
+
+    bind_host: str = Field("127.0.0.1", description="Address the server listens on.")
+    port: Port = Field(5000, description="Port the server listens on.")
+    hostname: Hostname | None = Field(
+        None, description="Public host name (default mlflow.<domain> when a domain is set)."
+    )
+    public_scheme: Literal["http", "https"] = "https"
+    workers: int | None = Field(
+        None, ge=1, le=32, description="Worker processes; default chosen from memory_limit."
+    )
+    memory_limit: Quantity = Field("1Gi", description="Memory budget used to choose workers.")
+    job_execution: bool = Field(
+        False, description="MLflow's background job runner (~1.9 GiB and ~7 s of start-up)."
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list, description="Proxy addresses whose X-Forwarded-* headers are trusted."
+    )
+    extra_allowed_hosts: list[str] = Field(default_factory=list)
+    prometheus: bool = Field(True, description="Expose /metrics.")
+    health_timeout: float = Field(180.0, gt=0, description="Seconds to wait for /health.")
+
+
+class DatabaseSettings(_Section):
+    """Metadata store. `sqlite` keeps it in the state directory (local only)."""
+
+    backend: Literal["sqlite", "postgresql"] = "sqlite"
+    host: Hostname | None = None
+    port: Port = 5432
+    name: PgIdentifier = "mlflow"
+    user: PgIdentifier = "admin"
+    admin_user: PgIdentifier | None = Field(
+        None, description="Role that creates the database and owner; default `user`."
+    )
+    auth_name: PgIdentifier = Field("mlflow_auth", description="Database of the SSO layer.")
+    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = (
+        "prefer"
+    )
+    namespace: K8sName | None = Field(None, description="Namespace of the in-cluster PostgreSQL.")
+    release_name: str | None = None
+
+
+class ArtifactSettings(_Section):
+    """Artifact store, proxied by the server so clients hold no storage credentials."""
+
+    backend: Literal["local", "s3"] = "local"
+    bucket: BucketName = "mlflow"
+    prefix: str = Field("artifacts", pattern=r"^[A-Za-z0-9._/-]*$")
+    endpoint_url: HttpUrlStr | None = None
+    region: str = "us-east-1"
+    verify_tls: bool = True
+    ca_bundle: Path | None = None
+    models_dir: Path | None = Field(
+        None, description="Shared models folder (the reference's JuiceFS volume) to mount/create."
+    )
+    credentials_secret: str | None = Field(
+        None, description="Kubernetes Secret holding the S3 keys (reference: seaweedfs-s3-config)."
+    )
+    credentials_namespace: K8sName | None = None
+
+    @property
+    def destination(self) -> str:
+        prefix = self.prefix.strip("/")
+        return f"s3://{self.bucket}/{prefix}" if prefix else f"s3://{self.bucket}"
+
+
+class AuthSettings(_Section):
+    """Single sign-on. `keycloak` runs the server with mlflow-oidc-auth against the realm."""
+
+    provider: Literal["none", "keycloak"] = "none"
+    keycloak_url: HttpUrlStr | None = None
+    realm: str = Field("thinkube", min_length=1)
+    client_id: str = Field("mlflow", min_length=1)
+    admin_username: str = "admin"
+    admin_realm: str = "master"
+    admin_role: str = "mlflow-admin"
+    user_role: str = "mlflow-user"
+    realm_admin_users: list[str] = Field(
+        default_factory=list, description="Realm users granted the admin role."
+    )
+    display_name: str = "Login with Keycloak"
+    scope: str = "openid profile email"
+    access_token_lifespan: int = Field(3600, ge=60)
+    groups_attribute: str = "realm_access.roles"
+    include_client_roles: bool = False
+    automatic_login_redirect: bool = True
+    verify_tls: bool = True
+    ca_bundle: Path | None = None
+
+
+class ModelsVolume(_Section):
+    enabled: bool = True
+    name: K8sName = "thinkube-models"
+    storage_class: str = "juicefs-rwx"
+    capacity: Quantity = "500Gi"
+    mount_path: str = "/models"
+
+
+class StorageSettings(_Section):
+    """Kubernetes volumes: the local artifacts PVC and the shared models volume."""
+
+    storage_class: str = "k8s-hostpath"
+    capacity: Quantity = "1Gi"
+    local_pvc: bool = True
+    local_pvc_name: K8sName = "mlflow-storage"
+    models: ModelsVolume = Field(default_factory=ModelsVolume)
+
+
+class RegistrySettings(_Section):
+    """Where the server image comes from."""
+
+    host: Hostname | None = None
+    project: str = "library"
+    image: str = "mlflow-custom"
+    tag: str = Field(f"{__version__}-mlflow{MLFLOW_VERSION}", min_length=1)
+    robot_name: str = "thinkube-deployer"
+    pull_secret: K8sName = "harbor-registry-secret"
+
+
+class Resources(_Section):
+    cpu: Quantity
+    memory: Quantity
+
+
+class KubernetesSettings(_Section):
+    namespace: K8sName = "mlflow"
+    kubeconfig: Path | None = None
+    context: str | None = None
+    kubectl_bin: str | None = Field(None, description="Accepted for inventory compatibility.")
+    ingress_class: str = "nginx"
+    route: Literal["ingress", "httproute"] = "ingress"
+    replicas: int = Field(1, ge=1, le=20)
+    requests: Resources = Field(default_factory=lambda: Resources(cpu="100m", memory="256Mi"))
+    limits: Resources = Field(default_factory=lambda: Resources(cpu="500m", memory="1Gi"))
+    tls_secret: K8sName = "mlflow-tls-secret"
+    tls_source_namespace: K8sName = "default"
+    tls_source_secret: str | None = None
+
+
+class DiscoverySettings(_Section):
+    enabled: bool = True
+    configmap: K8sName = "thinkube-service-config"
+    display_name: str = "MLflow"
+    description: str = "ML experiment tracking and model registry"
+    category: str = "ai"
+    icon: str = "/icons/tk_ai.svg"
+    code_server_namespace: K8sName = "code-server"
+    code_server_deployment: K8sName = "code-server"
+
+
+class Settings(_Section):
+    """The whole platform configuration."""
+
+    domain: Hostname | None = Field(None, description="Base domain (reference: domain_name).")
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    artifacts: ArtifactSettings = Field(default_factory=ArtifactSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    registry: RegistrySettings = Field(default_factory=RegistrySettings)
+    kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
+    discovery: DiscoverySettings = Field(default_factory=DiscoverySettings)
+    secrets: Secrets = Field(default_factory=Secrets.none, exclude=True)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Settings:
+        if self.database.backend == "postgresql" and not self.database.host:
+            raise ValueError("database.host is required when database.backend is postgresql")
+        if self.auth.provider == "keycloak" and not self.auth.keycloak_url:
+            raise ValueError("auth.keycloak_url is required when auth.provider is keycloak")
+        return self
+
+    # Derived values, computed in one place so local and Kubernetes targets agree.
+    @property
+    def public_hostname(self) -> str | None:
+        if self.server.hostname:
+            return self.server.hostname
+        return f"mlflow.{self.domain}" if self.domain else None
+
+    @property
+    def local_url(self) -> str:
+        host = self.server.bind_host
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        return f"http://{host}:{self.server.port}"
+
+    @property
+    def public_url(self) -> str:
+        host = self.public_hostname
+        return f"{self.server.public_scheme}://{host}" if host else self.local_url
+
+    @property
+    def effective_workers(self) -> int:
+        """Workers that fit the memory budget: ~256 MiB for the parent, ~224 MiB per worker
+        (USS measured with the job runner off), at most 4."""
+        if self.server.workers:
+            return self.server.workers
+        mib = quantity_bytes(self.server.memory_limit) / 2**20
+        return max(1, min(4, int((mib - 256) // 224)))
+
+    def missing_secrets(self) -> list[tuple[str, str]]:
+        """(what, variables) for each secret the configured backends need but don't have."""
+        from mlflow_stack.config.secrets import env_names
+
+        s = self.secrets
+        missing: list[tuple[str, str]] = []
+        if self.database.backend == "postgresql" and s.effective_db_password is None:
+            missing.append(
+                ("database password", f"{env_names('admin_password')} or "
+                 f"{env_names('db_password')}")
+            )
+        if self.artifacts.backend == "s3":
+            if s.s3_access_key_id is None:
+                missing.append(("S3 access key", env_names("s3_access_key_id")))
+            if s.s3_secret_access_key is None:
+                missing.append(("S3 secret key", env_names("s3_secret_access_key")))
+        return missing

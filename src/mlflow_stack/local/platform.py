@@ -1,0 +1,151 @@
+"""`up`, `down` and `status` of the local platform, step by step with progress."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mlflow_stack.components import bucket, postgres
+from mlflow_stack.components.base import Change
+from mlflow_stack.config.model import Settings
+from mlflow_stack.local import process
+from mlflow_stack.local.process import ServerRecord
+from mlflow_stack.local.state import StateDir
+from mlflow_stack.progress import Progress
+from mlflow_stack.server import migrations
+from mlflow_stack.server.command import ServerLaunch, ServerPaths, build_server_launch
+
+
+@dataclass
+class UpResult:
+    record: ServerRecord
+    already_running: bool = False
+    stale_removed: bool = False
+    changes: list[Change] = field(default_factory=list)
+    process: subprocess.Popen[bytes] | None = None
+
+
+@dataclass
+class Status:
+    running: bool
+    state_dir: str
+    record: ServerRecord | None = None
+    memory_uss_bytes: int = 0
+    processes: int = 0
+    healthy: bool = False
+    stale_removed: bool = False
+
+
+def describe(settings: Settings, paths: ServerPaths) -> tuple[str, str, str]:
+    """Human labels for the metadata store, artifact store and auth of these settings."""
+    db = settings.database
+    metadata = (f"sqlite {paths.data_dir / 'mlflow.db'}" if db.backend == "sqlite"
+                else f"postgresql {db.host}:{db.port}/{db.name}")
+    a = settings.artifacts
+    artifacts = (f"{a.destination} at {a.endpoint_url or 'AWS'}" if a.backend == "s3"
+                 else str(paths.artifacts_dir))
+    auth = "none" if settings.auth.provider == "none" else (
+        f"keycloak {settings.auth.keycloak_url}/realms/{settings.auth.realm}")
+    return metadata, artifacts, auth
+
+
+def server_launch(settings: Settings, state: StateDir) -> ServerLaunch:
+    # Run mlflow from the interpreter we are installed in, not whatever `mlflow` is on PATH.
+    return build_server_launch(settings, state.server_paths(),
+                               executable=[sys.executable, "-m", "mlflow"])
+
+
+def up(settings: Settings, state: StateDir, progress: Progress) -> UpResult:
+    """Bring the platform up and return once /health answers. Re-running finds the live server."""
+    with progress.step("state directory"):
+        state.prepare()
+        progress.detail(str(state.root))
+        lookup = process.find_running(state)
+        if lookup.record is not None:
+            return UpResult(lookup.record, already_running=True)
+    process.check_port_free(settings.server.bind_host, settings.server.port)
+
+    changes: list[Change] = []
+    if settings.database.backend == "postgresql":
+        with progress.step("database"):
+            changes += postgres.ensure_database(settings)
+            for c in changes:
+                progress.detail(f"{c.target}: {c.action}")
+    if settings.artifacts.backend == "s3":
+        with progress.step("bucket"):
+            change = bucket.ensure_bucket(settings)
+            changes.append(change)
+            progress.detail(f"{change.target}: {change.action}")
+    launch = server_launch(settings, state)
+    with progress.step("migrations"):
+        progress.detail(migrations.upgrade_if_needed(settings, launch, state.root))
+
+    with progress.step("start server"):
+        proc = process.spawn(launch, state, dict(os.environ))
+        metadata, artifacts, auth = describe(settings, state.server_paths())
+        record = ServerRecord(
+            pid=proc.pid, create_time=_create_time(proc.pid), url=settings.local_url,
+            port=settings.server.port, started_at=time.time(), metadata=metadata,
+            artifacts=artifacts, auth=auth,
+        )
+        record.save(state)
+        progress.detail(f"pid {proc.pid}, log {state.log_file}")
+    with progress.step("health"):
+        try:
+            process.wait_healthy(settings.local_url, proc, state, settings.server.health_timeout)
+        except Exception:
+            state.pid_file.unlink(missing_ok=True)
+            raise
+        progress.detail(f"{settings.local_url}/health answered")
+    return UpResult(record, stale_removed=lookup.stale_removed, changes=changes, process=proc)
+
+
+def _create_time(pid: int) -> float:
+    import psutil
+
+    return float(psutil.Process(pid).create_time())
+
+
+def down(state: StateDir) -> ServerRecord | None:
+    """Stop the server of this state dir; None if none was running."""
+    lookup = process.find_running(state)
+    if lookup.record is None:
+        return None
+    process.stop_tree(lookup.record.pid)
+    state.pid_file.unlink(missing_ok=True)
+    return lookup.record
+
+
+def status(state: StateDir) -> Status:
+    lookup = process.find_running(state)
+    result = Status(running=lookup.record is not None, state_dir=str(state.root),
+                    record=lookup.record, stale_removed=lookup.stale_removed)
+    if lookup.record is not None:
+        result.memory_uss_bytes = process.tree_memory_uss(lookup.record.pid)
+        result.processes = process.tree_size(lookup.record.pid)
+        result.healthy = _healthy(lookup.record.url)
+    return result
+
+
+def _healthy(url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(f"{url}/health", timeout=2.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def wait_foreground(up_result: UpResult) -> int:
+    """Block until the server exits; the caller stops it on Ctrl-C."""
+    if up_result.process is None:
+        return 0
+    return up_result.process.wait()
+
+
+def log_path(state: StateDir) -> Path:
+    return state.log_file

@@ -1,0 +1,201 @@
+"""Run, find and stop the `mlflow server` process tree recorded in the state directory."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import httpx
+import psutil
+
+from mlflow_stack.errors import ConfigError, ServerError
+from mlflow_stack.local.state import StateDir
+from mlflow_stack.server.command import ServerLaunch
+
+
+@dataclass
+class ServerRecord:
+    """What `up` wrote about the running server (pid + start time guard against pid reuse)."""
+
+    pid: int
+    create_time: float
+    url: str
+    port: int
+    started_at: float
+    metadata: str
+    artifacts: str
+    auth: str
+
+    def save(self, state: StateDir) -> None:
+        tmp = state.pid_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2))
+        tmp.replace(state.pid_file)
+
+
+@dataclass
+class RecordLookup:
+    record: ServerRecord | None
+    stale_removed: bool = False
+
+
+def find_running(state: StateDir) -> RecordLookup:
+    """The live server of this state dir; a record whose process is gone is removed as stale."""
+    try:
+        data = json.loads(state.pid_file.read_text())
+        record = ServerRecord(**data)
+    except FileNotFoundError:
+        return RecordLookup(None)
+    except (ValueError, TypeError):
+        state.pid_file.unlink(missing_ok=True)
+        return RecordLookup(None, stale_removed=True)
+    if is_alive(record):
+        return RecordLookup(record)
+    state.pid_file.unlink(missing_ok=True)
+    return RecordLookup(None, stale_removed=True)
+
+
+def is_alive(record: ServerRecord) -> bool:
+    try:
+        proc = psutil.Process(record.pid)
+        return abs(proc.create_time() - record.create_time) < 1.0 and proc.status() != "zombie"
+    except psutil.Error:
+        return False
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Refuse a port something already listens on (bad input: exit 2)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            raise ConfigError(
+                f"port {port} on {host} is already in use",
+                hint="Choose another with --port, or stop what is listening there.",
+            ) from None
+
+
+def spawn(
+    launch: ServerLaunch, state: StateDir, base_env: dict[str, str]
+) -> subprocess.Popen[bytes]:
+    """Start the server in its own session (so its ~9 processes stop together)."""
+    env = {**base_env, **launch.env_dict()}
+    state.log_file.parent.mkdir(parents=True, exist_ok=True)
+    with state.log_file.open("ab") as log:
+        return subprocess.Popen(
+            launch.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=env, cwd=state.root, start_new_session=True,
+        )
+
+
+def log_tail(state: StateDir, lines: int = 25) -> str:
+    try:
+        return "\n".join(state.log_file.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def wait_healthy(url: str, proc: subprocess.Popen[bytes], state: StateDir, timeout: float,
+                 on_wait: Callable[[float], None] | None = None) -> None:
+    """Poll /health until it answers 200; fail with the log tail if the process dies."""
+    deadline = time.monotonic() + timeout
+    start = time.monotonic()
+    with httpx.Client(timeout=2.0) as client:
+        while time.monotonic() < deadline:
+            code = proc.poll()
+            if code is not None:
+                raise ServerError(
+                    f"the MLflow server exited with code {code} before it was healthy; "
+                    f"last lines of {state.log_file}:\n{log_tail(state)}")
+            try:
+                if client.get(f"{url}/health").status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if on_wait:
+                on_wait(time.monotonic() - start)
+            time.sleep(0.2)
+    stop_tree(proc.pid)
+    raise ServerError(f"the MLflow server did not answer {url}/health within {timeout:.0f} s; "
+                      f"last lines of {state.log_file}:\n{log_tail(state)}")
+
+
+def stop_tree(pid: int, timeout: float = 20.0) -> bool:
+    """SIGTERM the server's process group, SIGKILL what is left after timeout. True if it ran."""
+    try:
+        pgid = os.getpgid(pid)
+    except ProcessLookupError:
+        return False
+    if pgid != pid:  # not a group leader we started: stop just the tree under it
+        procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+        for p in procs:
+            p.terminate()
+        psutil.wait_procs(procs, timeout=timeout)
+        return True
+    os.killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        _reap(pid)
+        if not _group_alive(pgid):
+            return True
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
+    _reap(pid)
+    return True
+
+
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    # A group of zombies only is as good as gone.
+    return any(p.status() != "zombie" for p in psutil.process_iter(["status"])
+               if _safe_pgid(p.pid) == pgid)
+
+
+def _safe_pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
+
+
+def tree_memory_uss(pid: int) -> int:
+    """Sum of unique set size (bytes) over the server's process tree: its resting memory."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    total = 0
+    for proc in procs:
+        try:
+            total += proc.memory_full_info().uss
+        except psutil.Error:
+            continue
+    return total
+
+
+def tree_size(pid: int) -> int:
+    try:
+        return 1 + len(psutil.Process(pid).children(recursive=True))
+    except psutil.Error:
+        return 0
+
+
+def read_log(state: StateDir) -> Path:
+    return state.log_file

@@ -1,0 +1,29 @@
+"""Progress reporting for long steps. Library code reports through this; the CLI draws it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import Protocol
+
+
+class Progress(Protocol):
+    def step(self, title: str) -> AbstractContextManager[None]: ...
+
+    def detail(self, text: str) -> None: ...
+
+
+class NullProgress:
+    """Reports nothing (library callers that don't want output)."""
+
+    def __init__(self) -> None:
+        self.steps: list[str] = []
+        self.details: list[str] = []
+
+    @contextmanager
+    def step(self, title: str) -> Iterator[None]:
+        self.steps.append(title)
+        yield
+
+    def detail(self, text: str) -> None:
+        self.details.append(text)

@@ -1,0 +1,86 @@
+"""Schema migrations of the metadata database, run before the server starts when needed.
+
+A new, empty database is initialised by `mlflow server` itself (its parent process runs the same
+alembic migrations once before any worker starts). An existing database at an older revision
+would make the server refuse to start, so `mlflow db upgrade` runs first.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import sqlite3
+import subprocess
+from functools import cache
+from pathlib import Path
+
+from mlflow_stack.components import postgres
+from mlflow_stack.config.model import Settings
+from mlflow_stack.errors import ServerError
+from mlflow_stack.server.command import ServerLaunch
+
+_REVISION_RE = re.compile(r"^revision\s*=\s*['\"]([0-9a-f]+)['\"]", re.M)
+_DOWN_RE = re.compile(r"^down_revision\s*=\s*['\"]([0-9a-f]+)['\"]", re.M)
+
+
+@cache
+def mlflow_head_revision() -> str:
+    """Head of MLflow's migration chain, read from the revision files' text.
+
+    alembic's ScriptDirectory would import every revision module (~3 s, they import mlflow);
+    the two assignments are all we need.
+    """
+    spec = importlib.util.find_spec("mlflow")
+    if spec is None or spec.origin is None:
+        raise ServerError("mlflow is not installed in this environment")
+    versions = Path(spec.origin).parent / "store" / "db_migrations" / "versions"
+    revisions: set[str] = set()
+    downs: set[str] = set()
+    for path in versions.glob("*.py"):
+        text = path.read_text()
+        if m := _REVISION_RE.search(text):
+            revisions.add(m.group(1))
+        downs.update(_DOWN_RE.findall(text))
+    heads = revisions - downs
+    if len(heads) != 1:
+        raise ServerError(f"cannot determine MLflow's schema head revision (found {sorted(heads)})")
+    return heads.pop()
+
+
+def current_revision(settings: Settings, data_dir: Path) -> str | None:
+    """Revision stored in the metadata database; None if it is new or empty."""
+    if settings.database.backend == "sqlite":
+        db_file = data_dir / "mlflow.db"
+        if not db_file.exists():
+            return None
+        with sqlite3.connect(db_file) as conn:
+            try:
+                row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+            except sqlite3.OperationalError:
+                return None
+        return str(row[0]) if row else None
+    return postgres.alembic_revision(settings)
+
+
+def upgrade_if_needed(settings: Settings, launch: ServerLaunch, cwd: Path) -> str:
+    """Run `mlflow db upgrade` if the schema is behind; return what was found/done."""
+    data_dir = Path(_arg(launch, "--backend-store-uri").removeprefix("sqlite:///")).parent
+    revision = current_revision(settings, data_dir)
+    if revision is None:
+        return "new database: the server creates the schema before its workers start"
+    head = mlflow_head_revision()
+    if revision == head:
+        return f"schema current (revision {head})"
+    argv = [*launch.argv[: launch.argv.index("server")], "db", "upgrade",
+            _arg(launch, "--backend-store-uri")]
+    result = subprocess.run(argv, env={**os.environ, **launch.env_dict()}, cwd=cwd,
+                            capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        tail = "\n".join((result.stderr or result.stdout).splitlines()[-15:])
+        raise ServerError(f"schema migration from revision {revision} failed:\n{tail}")
+    return f"schema upgraded from revision {revision} to {head}"
+
+
+def _arg(launch: ServerLaunch, flag: str) -> str:
+    return launch.argv[launch.argv.index(flag) + 1]

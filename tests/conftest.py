@@ -1,0 +1,30 @@
+"""Session-wide real services. The logic lives in tests/harness; these only scope and stop them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from harness.postgres import PostgresServer, start_postgres
+from harness.s3 import S3Server, start_s3
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    """A PostgreSQL superuser login (password auth over TCP) on 127.0.0.1, once per session."""
+    server = start_postgres(tmp_path_factory.mktemp("postgres"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """An S3 endpoint (JuiceFS gateway) whose credentials may create buckets, once per session."""
+    server = start_s3(tmp_path_factory.mktemp("s3"))
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,0 +1,56 @@
+"""Start and stop harness processes: own process group, log to a file, stop by pid."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+
+def spawn(argv: list[str], log_path: Path, env: dict[str, str] | None = None,
+          cwd: Path | None = None, preexec_user: int | None = None,
+          preexec_group: int | None = None) -> subprocess.Popen[bytes]:
+    """Start argv in a new session (so the whole tree can be stopped), output to log_path."""
+    kwargs: dict[str, object] = {}
+    if preexec_user is not None:
+        kwargs["user"] = preexec_user
+    if preexec_group is not None:
+        # Also drop root's supplementary groups, or the child keeps them after switching user.
+        kwargs["group"] = preexec_group
+        kwargs["extra_groups"] = []
+    # The child gets its own copy of the log fd; close ours so it does not leak.
+    with log_path.open("ab") as log:
+        return subprocess.Popen(  # type: ignore[call-overload,no-any-return]
+            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=env, cwd=cwd, start_new_session=True, **kwargs,
+        )
+
+
+def stop_group(pid: int, timeout: float = 15.0) -> None:
+    """SIGTERM the process group led by pid, then SIGKILL after timeout. Only our own pids."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def log_tail(log_path: Path, lines: int = 40) -> str:
+    """Last lines of a log, for failure messages that say why a service did not start."""
+    try:
+        return "\n".join(log_path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
