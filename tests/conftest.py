@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from harness.keycloak import KeycloakServer, default_cache_dir, ensure_keycloak_dist, start_keycloak
 from harness.postgres import PostgresServer, start_postgres
 from harness.s3 import S3Server, start_s3
 
@@ -28,3 +30,22 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def keycloak_dist() -> Path:
+    """The Keycloak distribution, fetched by package name once and cached."""
+    return ensure_keycloak_dist(default_cache_dir())
+
+
+@pytest.fixture(scope="session")
+def keycloak(
+    tmp_path_factory: pytest.TempPathFactory, keycloak_dist: Path
+) -> Iterator[KeycloakServer]:
+    """A real Keycloak (start-dev) on 127.0.0.1, once per session (20-45 s to start)."""
+    server = start_keycloak(tmp_path_factory.mktemp("keycloak"), keycloak_dist)
+    try:
+        yield server
+    finally:
+        server.stop()
+    assert server.process.poll() is not None, "Keycloak still running after stop()"

@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -21,30 +20,12 @@ from .keycloak import (
     create_client,
     create_realm,
     create_user,
-    default_cache_dir,
-    ensure_keycloak_dist,
     jwt_claims,
     password_grant,
     start_keycloak,
 )
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def keycloak_dist() -> Path:
-    return ensure_keycloak_dist(default_cache_dir())
-
-
-@pytest.fixture(scope="module")
-def keycloak(tmp_path_factory: pytest.TempPathFactory,
-             keycloak_dist: Path) -> Iterator[KeycloakServer]:
-    server = start_keycloak(tmp_path_factory.mktemp("keycloak"), keycloak_dist)
-    try:
-        yield server
-    finally:
-        server.stop()
-    assert server.process.poll() is not None, "Keycloak still running after stop()"
 
 
 def _is_loopback(ip: str) -> bool:

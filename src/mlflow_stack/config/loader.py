@@ -160,6 +160,9 @@ def _format_errors(exc: ValidationError, source: str, inventory: bool) -> str:
             lines.append(f"{name}: unknown setting{_suggest(loc)}")
             continue
         message = err["msg"].removeprefix("Value error, ")
+        if not loc:  # a cross-field check: its message names the fields itself
+            lines.append(message)
+            continue
         if err["type"] != "value_error" and "input" in err and not isinstance(
             err["input"], dict | list
         ):

@@ -166,6 +166,20 @@ class KubernetesSettings(_Section):
     tls_secret: K8sName = "mlflow-tls-secret"
     tls_source_namespace: K8sName = "default"
     tls_source_secret: str | None = None
+    ingress_namespace: K8sName = Field(
+        "ingress", description="Namespace of the ingress controller (allowed in by the "
+        "NetworkPolicy)."
+    )
+    gateway_name: K8sName | None = Field(
+        None, description="Gateway the HTTPRoute attaches to (required when route is httproute)."
+    )
+    gateway_namespace: K8sName | None = Field(
+        None, description="Namespace of that Gateway (default: the MLflow namespace)."
+    )
+    proxy_timeout: int = Field(
+        3600, ge=30, description="Seconds the ingress waits on one request (large artifacts)."
+    )
+    network_policy: bool = Field(True, description="Render a NetworkPolicy for the server.")
 
 
 class DiscoverySettings(_Section):
@@ -177,6 +191,9 @@ class DiscoverySettings(_Section):
     icon: str = "/icons/tk_ai.svg"
     code_server_namespace: K8sName = "code-server"
     code_server_deployment: K8sName = "code-server"
+    code_server: bool = Field(True, description="Render the code-server integration objects.")
+    code_server_container: str = Field("code-server", description="Container patched with env.")
+    code_server_home: str = Field("/home/thinkube", description="Where the helpers appear.")
 
 
 class Settings(_Section):

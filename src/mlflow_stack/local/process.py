@@ -73,6 +73,8 @@ def is_alive(record: ServerRecord) -> bool:
 def check_port_free(host: str, port: int) -> None:
     """Refuse a port something already listens on (bad input: exit 2)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # Like the server itself: connections in TIME_WAIT from a previous run don't count.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:

@@ -18,6 +18,9 @@ from mlflow_stack.config.model import Settings
 DB_SECRET = "mlflow-db-secret"
 S3_SECRET = "mlflow-s3-secret"
 OIDC_SECRET = "oauth2-proxy-secret"
+# The SSO layer's session key (key SECRET_KEY): generated once, kept in this Secret and
+# reused by every replica and every deploy, so sessions survive restarts and rollouts.
+SECRET_KEY_SECRET = "mlflow-secret-key"
 
 
 @dataclass(frozen=True)

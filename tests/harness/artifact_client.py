@@ -1,0 +1,95 @@
+"""Run one MLflow artifact transfer in a separate client process that holds no S3 credentials.
+
+The client gets `MLFLOW_TRACKING_URI` and the transfer settings it is given, nothing of the
+caller's `AWS_*` / `MLFLOW_S3_*` / `MLFLOW_STACK_*` variables, and an empty HOME (so no
+`~/.aws`). Whatever it transfers can only go through what the tracking server hands out.
+
+The worker half (`python artifact_client.py upload|download ...`) imports only the stdlib and
+mlflow, so it runs by path without the harness package on sys.path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+# Variables a client must not inherit: AWS_* could hold storage credentials; MLFLOW_* (incl.
+# MLFLOW_S3_*, MLFLOW_STACK_*) could point it at storage or change how it transfers.
+_DROP_PREFIXES = ("AWS_", "MLFLOW_")
+
+
+@dataclass(frozen=True)
+class Transfer:
+    op: str
+    seconds: float  # the transfer call only, not interpreter start-up or imports
+    run_id: str
+    path: str
+    nbytes: int
+
+
+def client_env(tracking_uri: str, home: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The client's whole environment: the caller's, minus anything storage- or MLflow-related."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_DROP_PREFIXES)}
+    home.mkdir(parents=True, exist_ok=True)
+    env.update(HOME=str(home), MLFLOW_TRACKING_URI=tracking_uri)
+    env.update(extra or {})
+    leaked = sorted(k for k in env if k.startswith("AWS_"))
+    if leaked:
+        raise ValueError(f"client env must not carry AWS_* variables: {leaked}")
+    return env
+
+
+def run_transfer(op: str, env: dict[str, str], *args: str, timeout: float = 600.0) -> Transfer:
+    """`upload <experiment> <file>` or `download <run_id> <artifact> <dst_dir>` in a child."""
+    proc = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), op, *args], env=env,
+        capture_output=True, text=True, timeout=timeout, check=False, stdin=subprocess.DEVNULL,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"client {op} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+    data = json.loads(proc.stdout.strip().splitlines()[-1])
+    return Transfer(op=op, seconds=data["seconds"], run_id=data["run_id"], path=data["path"],
+                    nbytes=data["nbytes"])
+
+
+def _upload(experiment: str, local_file: str) -> dict[str, object]:
+    import mlflow
+
+    mlflow.set_experiment(experiment)
+    with mlflow.start_run() as run:
+        started = time.perf_counter()
+        mlflow.log_artifact(local_file)
+        seconds = time.perf_counter() - started
+    return {"seconds": seconds, "run_id": run.info.run_id, "path": os.path.basename(local_file),
+            "nbytes": os.path.getsize(local_file)}
+
+
+def _download(run_id: str, artifact_path: str, dst_dir: str) -> dict[str, object]:
+    import mlflow
+
+    started = time.perf_counter()
+    local = mlflow.artifacts.download_artifacts(
+        run_id=run_id, artifact_path=artifact_path, dst_path=dst_dir)
+    seconds = time.perf_counter() - started
+    return {"seconds": seconds, "run_id": run_id, "path": local,
+            "nbytes": os.path.getsize(local)}
+
+
+def _main(argv: list[str]) -> int:
+    leaked = sorted(k for k in os.environ if k.startswith("AWS_"))
+    if leaked:  # belt and braces: the parent already refused these
+        print(f"refusing to run with AWS_* variables set: {leaked}", file=sys.stderr)
+        return 2
+    op, *args = argv
+    result = _upload(*args) if op == "upload" else _download(*args)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

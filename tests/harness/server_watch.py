@@ -1,0 +1,160 @@
+"""Watch a server's process tree during a transfer: memory, and any large file it writes.
+
+Memory is sampled as the sum over the whole tree (root and all descendants) of USS and RSS.
+Files are caught two ways, because a temp file may be unlinked right after it is opened
+(`tempfile.TemporaryFile`, O_TMPFILE) and so never show in a directory listing:
+  - every regular file any process of the tree has open (/proc/<pid>/fd), wherever it is;
+  - every file under the watched directories (the state dir, its TMPDIR).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+import psutil
+
+
+@dataclass
+class Sample:
+    uss: int
+    rss: int
+    processes: int
+
+
+@dataclass
+class FileSeen:
+    size: int = 0
+    path: str = ""
+
+    def update(self, size: int, path: str) -> None:
+        if size > self.size:
+            self.size, self.path = size, path
+
+
+@dataclass
+class WatchReport:
+    baseline: Sample
+    peak_uss: int = 0
+    peak_rss: int = 0
+    samples: int = 0
+    largest_open_file: FileSeen = field(default_factory=FileSeen)
+    largest_dir_file: FileSeen = field(default_factory=FileSeen)
+    baseline_dir_total: int = 0
+    peak_dir_total: int = 0
+
+    @property
+    def uss_growth(self) -> int:
+        return max(0, self.peak_uss - self.baseline.uss)
+
+    @property
+    def rss_growth(self) -> int:
+        return max(0, self.peak_rss - self.baseline.rss)
+
+    @property
+    def dir_growth(self) -> int:
+        return max(0, self.peak_dir_total - self.baseline_dir_total)
+
+
+def tree(pid: int) -> list[psutil.Process]:
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+def sample_memory(pid: int) -> Sample:
+    uss = rss = count = 0
+    for proc in tree(pid):
+        try:
+            info = proc.memory_full_info()
+        except psutil.Error:
+            continue
+        uss += info.uss
+        rss += info.rss
+        count += 1
+    return Sample(uss=uss, rss=rss, processes=count)
+
+
+def _scan_open_files(pid: int, seen: FileSeen, ignore: set[str]) -> None:
+    for proc in tree(pid):
+        fd_dir = f"/proc/{proc.pid}/fd"
+        try:
+            fds = os.listdir(fd_dir)
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                st = os.stat(f"{fd_dir}/{fd}")
+                if stat.S_ISREG(st.st_mode):
+                    target = os.readlink(f"{fd_dir}/{fd}")
+                    if target not in ignore:
+                        seen.update(st.st_size, target)
+            except OSError:
+                continue
+
+
+def _scan_dirs(dirs: list[Path], seen: FileSeen, ignore: set[str]) -> int:
+    """Total size of the files under dirs (ignored ones left out); the largest goes to seen."""
+    total = 0
+    for top in dirs:
+        for root, _, files in os.walk(top):
+            for name in files:
+                path = os.path.join(root, name)
+                if path in ignore:
+                    continue
+                try:
+                    size = os.lstat(path).st_size
+                except OSError:
+                    continue
+                total += size
+                seen.update(size, path)
+    return total
+
+
+class ServerWatch:
+    """Context manager: baseline on enter, samples every `interval` s until exit."""
+
+    def __init__(self, pid: int, dirs: list[Path], interval: float = 0.25,
+                 ignore_files: set[Path] | None = None) -> None:
+        self.pid = pid
+        self.dirs = dirs
+        self.interval = interval
+        # Files expected to be open and to grow by themselves (the server log): not a copy.
+        self.ignore = {str(p) for p in ignore_files or set()}
+        self.report = WatchReport(baseline=Sample(0, 0, 0))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="server-watch", daemon=True)
+
+    def _tick(self) -> None:
+        s = sample_memory(self.pid)
+        r = self.report
+        r.peak_uss, r.peak_rss = max(r.peak_uss, s.uss), max(r.peak_rss, s.rss)
+        r.samples += 1
+        _scan_open_files(self.pid, r.largest_open_file, self.ignore)
+        r.peak_dir_total = max(r.peak_dir_total,
+                               _scan_dirs(self.dirs, r.largest_dir_file, self.ignore))
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
+            self._tick()
+            self._stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
+
+    def __enter__(self) -> ServerWatch:
+        self.report = WatchReport(baseline=sample_memory(self.pid))
+        self.report.baseline_dir_total = _scan_dirs(self.dirs, FileSeen(), self.ignore)
+        self._thread.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._tick()
