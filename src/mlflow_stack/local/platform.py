@@ -9,7 +9,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mlflow_stack.components import bucket, postgres
 from mlflow_stack.components.base import Change
 from mlflow_stack.config.model import Settings
 from mlflow_stack.local import process
@@ -70,12 +69,17 @@ def up(settings: Settings, state: StateDir, progress: Progress) -> UpResult:
     process.check_port_free(settings.server.bind_host, settings.server.port)
 
     changes: list[Change] = []
+    # psycopg and boto3 are imported only when used: they cost start-up time otherwise.
     if settings.database.backend == "postgresql":
+        from mlflow_stack.components import postgres
+
         with progress.step("database"):
             changes += postgres.ensure_database(settings)
             for c in changes:
                 progress.detail(f"{c.target}: {c.action}")
     if settings.artifacts.backend == "s3":
+        from mlflow_stack.components import bucket
+
         with progress.step("bucket"):
             change = bucket.ensure_bucket(settings)
             changes.append(change)

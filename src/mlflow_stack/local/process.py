@@ -123,7 +123,7 @@ def wait_healthy(url: str, proc: subprocess.Popen[bytes], state: StateDir, timeo
                 pass
             if on_wait:
                 on_wait(time.monotonic() - start)
-            time.sleep(0.2)
+            time.sleep(0.1)
     stop_tree(proc.pid)
     raise ServerError(f"the MLflow server did not answer {url}/health within {timeout:.0f} s; "
                       f"last lines of {state.log_file}:\n{log_tail(state)}")

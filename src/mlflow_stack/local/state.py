@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -39,6 +40,26 @@ class StateDir:
     @property
     def artifacts_dir(self) -> Path:
         return self.root / "artifacts"
+
+    @property
+    def secret_key_file(self) -> Path:
+        return self.root / "secret-key"
+
+    def secret_key(self) -> str:
+        """The SSO session key: generated on first use, then reused so restarts keep sessions."""
+        path = self.secret_key_file
+        if path.is_file():
+            key = path.read_text().strip()
+            if key:
+                return key
+        key = secrets.token_urlsafe(32)
+        # Created 0600 from the start (no window where it is world-readable), then renamed in.
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(key + "\n")
+        os.replace(tmp, path)
+        return key
 
     def server_paths(self) -> ServerPaths:
         return ServerPaths(

@@ -15,7 +15,6 @@ import subprocess
 from functools import cache
 from pathlib import Path
 
-from mlflow_stack.components import postgres
 from mlflow_stack.config.model import Settings
 from mlflow_stack.errors import ServerError
 from mlflow_stack.server.command import ServerLaunch
@@ -60,6 +59,8 @@ def current_revision(settings: Settings, data_dir: Path) -> str | None:
             except sqlite3.OperationalError:
                 return None
         return str(row[0]) if row else None
+    from mlflow_stack.components import postgres  # psycopg only when used
+
     return postgres.alembic_revision(settings)
 
 
