@@ -1,0 +1,100 @@
+"""The local server's life cycle through the real CLI: foreground + Ctrl-C, detach, second `up`,
+stale pid files, status and logs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from harness.ports import free_port
+
+pytestmark = pytest.mark.integration
+CLI = [sys.executable, "-m", "mlflow_stack.cli.main"]
+
+
+def cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout,
+                          check=False)
+
+
+def test_foreground_up_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
+    port = free_port()
+    proc = subprocess.Popen([*CLI, "up", "--port", str(port), "--state-dir", str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 240
+    seen = ""
+    while time.monotonic() < deadline and "Press Ctrl-C" not in seen:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen += line
+    assert f"MLflow is up: UI http://127.0.0.1:{port}" in seen, seen
+    assert f"export MLFLOW_TRACKING_URI=http://127.0.0.1:{port}" in seen
+    record = json.loads((tmp_path / "server.json").read_text())
+    server = psutil.Process(record["pid"])
+    tree = [server, *server.children(recursive=True)]
+    assert httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200
+
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == 0
+    _gone, alive = psutil.wait_procs(tree, timeout=10)
+    assert not alive, f"left running: {alive}"
+    assert not (tmp_path / "server.json").exists()
+
+
+def test_detach_second_up_status_logs_down(tmp_path: Path) -> None:
+    port = free_port()
+    first = cli("up", "--detach", "--port", str(port), "--state-dir", str(tmp_path))
+    assert first.returncode == 0, first.stderr
+    try:
+        for step in ("state directory", "migrations", "start server", "health"):
+            assert step in first.stderr  # progress for every step
+        second = cli("up", "--detach", "--port", str(port), "--state-dir", str(tmp_path))
+        assert second.returncode == 0
+        assert "Already running" in second.stdout
+        status = json.loads(cli("status", "--state-dir", str(tmp_path), "-o", "json").stdout)
+        assert status["running"] and status["healthy"]
+        assert status["server"]["url"] == f"http://127.0.0.1:{port}"
+        assert status["processes"] >= 2
+        assert 50 < status["memory_uss_mib"] < 4096
+        logs = cli("logs", "--state-dir", str(tmp_path), "-n", "500")
+        assert logs.returncode == 0 and "Uvicorn running" in logs.stdout + logs.stderr
+    finally:
+        down = cli("down", "--state-dir", str(tmp_path))
+    assert down.returncode == 0 and "stopped pid" in down.stdout
+    status = json.loads(cli("status", "--state-dir", str(tmp_path), "-o", "json").stdout)
+    assert status["running"] is False
+    assert "not running" in cli("down", "--state-dir", str(tmp_path)).stdout
+
+
+def test_stale_pid_file_is_detected_and_cleaned(tmp_path: Path) -> None:
+    # A pid that is certainly dead: a child we started and reaped.
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (tmp_path / "server.json").write_text(json.dumps({
+        "pid": dead.pid, "create_time": time.time() - 100, "url": "http://127.0.0.1:1",
+        "port": 1, "started_at": time.time() - 100, "metadata": "x", "artifacts": "x",
+        "auth": "none"}))
+    status = json.loads(cli("status", "--state-dir", str(tmp_path), "-o", "json").stdout)
+    assert status["running"] is False
+    assert not (tmp_path / "server.json").exists()
+
+
+def test_pid_reused_by_another_process_is_not_ours(tmp_path: Path) -> None:
+    # Our own pid is alive but was not started at the recorded time: not the server.
+    (tmp_path / "server.json").write_text(json.dumps({
+        "pid": os.getpid(), "create_time": 1.0, "url": "http://127.0.0.1:1", "port": 1,
+        "started_at": 1.0, "metadata": "x", "artifacts": "x", "auth": "none"}))
+    result = cli("down", "--state-dir", str(tmp_path))
+    assert "not running" in result.stdout
+    assert psutil.pid_exists(os.getpid())
