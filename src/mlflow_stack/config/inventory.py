@@ -35,6 +35,7 @@ INVENTORY_MAP: dict[str, str] = {
     "kubeconfig": "kubernetes.kubeconfig",
     "kubectl_bin": "kubernetes.kubectl_bin",
     "primary_ingress_class": "kubernetes.ingress_class",
+    "ingress_namespace": "kubernetes.ingress_namespace",
 }
 
 # What the reference deploys, whatever the variables say: PostgreSQL, S3 and Keycloak SSO.

@@ -38,6 +38,9 @@ class Secrets(BaseSettings):
     oidc_client_secret: SecretStr | None = Field(
         None, validation_alias=_env("MLFLOW_STACK_OIDC_CLIENT_SECRET")
     )
+    # The SSO layer's session key. Locally it is generated once into the state dir; on
+    # Kubernetes it lives in a Secret. Set it to share one key between several hosts.
+    secret_key: SecretStr | None = Field(None, validation_alias=_env("MLFLOW_STACK_SECRET_KEY"))
     harbor_robot_token: SecretStr | None = Field(None, validation_alias=_env("HARBOR_ROBOT_TOKEN"))
 
     @classmethod

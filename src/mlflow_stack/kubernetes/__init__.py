@@ -1,0 +1,1 @@
+"""The Kubernetes target: the platform's objects rendered from settings (see render.py)."""

@@ -1,0 +1,276 @@
+"""The server Deployment, the migration Job and the PodDisruptionBudget.
+
+The container runs exactly what `build_server_launch` returns (the command line the local target
+runs), with secret values turned into Secret references.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from pathlib import PurePosixPath
+from typing import Any
+
+from mlflow_stack import MLFLOW_VERSION
+from mlflow_stack.config.model import Settings
+from mlflow_stack.errors import ConfigError
+from mlflow_stack.kubernetes import labels as lb
+from mlflow_stack.server.command import ServerLaunch, ServerPaths, build_server_launch
+
+# The image's user (image/Dockerfile creates it with these ids).
+RUN_AS_UID = 10001
+HOME_DIR = "/home/mlflow"
+LOCAL_MOUNT = PurePosixPath("/mlflow/local-artifacts")  # the reference's mount of mlflow-storage
+
+POD_PATHS = ServerPaths(
+    data_dir=LOCAL_MOUNT,
+    artifacts_dir=LOCAL_MOUNT / "artifacts",
+    prometheus_dir=PurePosixPath("/mlflow/prometheus"),
+    tmp_dir=PurePosixPath("/tmp"),
+)
+MIGRATE_MODULE = "mlflow_stack.server.migrate_job"
+
+
+def image(settings: Settings) -> str:
+    r = settings.registry
+    return "/".join(p for p in (r.host, r.project, r.image) if p) + f":{r.tag}"
+
+
+def internal_hosts(settings: Settings) -> list[str]:
+    """Host headers in-cluster clients send to the Service (MLflow refuses unknown hosts)."""
+    ns = settings.kubernetes.namespace
+    names = [lb.APP, f"{lb.APP}.{ns}", f"{lb.APP}.{ns}.svc", f"{lb.APP}.{ns}.svc.cluster.local"]
+    return names + [f"{n}:{settings.server.port}" for n in names]
+
+
+def server_launch(settings: Settings) -> ServerLaunch:
+    return build_server_launch(settings, POD_PATHS, executable=["mlflow"], bind_host="0.0.0.0",
+                               internal_hosts=internal_hosts(settings))
+
+
+def uses_local_volume(settings: Settings) -> bool:
+    """SQLite metadata or local artifacts live on the RWO mlflow-storage volume."""
+    return settings.database.backend == "sqlite" or settings.artifacts.backend == "local"
+
+
+def check(settings: Settings) -> None:
+    """Refuse settings that would render a Deployment that cannot work."""
+    k = settings.kubernetes
+    if uses_local_volume(settings):
+        what = "SQLite metadata" if settings.database.backend == "sqlite" else "local artifacts"
+        if not settings.storage.local_pvc:
+            raise ConfigError(
+                f"{what} need the local volume on Kubernetes: set storage.local_pvc: true, or use "
+                "database.backend: postgresql and artifacts.backend: s3"
+            )
+        if k.replicas > 1:
+            raise ConfigError(
+                f"kubernetes.replicas is {k.replicas}, but {what} sit on a ReadWriteOnce volume "
+                "that only one pod can use: use PostgreSQL and S3 for more than one replica"
+            )
+
+
+def container_env(launch: ServerLaunch) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = []
+    for var in launch.env:
+        if var.secret is not None:
+            env.append({"name": var.name, "valueFrom": {"secretKeyRef": {
+                "name": var.secret.secret_name, "key": var.secret.key}}})
+        else:
+            env.append({"name": var.name, "value": var.value or ""})
+    return env
+
+
+def _pod_security() -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": RUN_AS_UID,
+        "runAsGroup": RUN_AS_UID,
+        "fsGroup": RUN_AS_UID,  # the volumes become writable for the image's user
+        "fsGroupChangePolicy": "OnRootMismatch",
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _container_security() -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+
+
+Volumes = tuple[list[dict[str, Any]], list[dict[str, Any]]]
+
+
+def _volumes(settings: Settings, *, server: bool) -> Volumes:
+    """(volumes, mounts). The root filesystem is read-only, so every place MLflow writes is a
+    volume: temp files (artifact uploads spool there), $HOME (libraries' caches, relative paths),
+    the Prometheus multiprocess directory."""
+    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}},
+                                     {"name": "home", "emptyDir": {}}]
+    mounts: list[dict[str, Any]] = [
+        {"name": "tmp", "mountPath": str(POD_PATHS.tmp_dir)},
+        {"name": "home", "mountPath": HOME_DIR},
+    ]
+    if server and settings.server.prometheus:
+        volumes.append({"name": "prometheus", "emptyDir": {}})
+        mounts.append({"name": "prometheus", "mountPath": str(POD_PATHS.prometheus_dir)})
+    st = settings.storage
+    if uses_local_volume(settings):
+        volumes.append({"name": "local-storage",
+                        "persistentVolumeClaim": {"claimName": st.local_pvc_name}})
+        mounts.append({"name": "local-storage", "mountPath": str(LOCAL_MOUNT)})
+    if server and st.models.enabled:
+        # Experiments the reference created keep artifact locations under /models; the server
+        # must still reach them there.
+        volumes.append({"name": "models",
+                        "persistentVolumeClaim": {"claimName": st.models.name}})
+        mounts.append({"name": "models", "mountPath": st.models.mount_path})
+    return volumes, mounts
+
+
+def _resources(settings: Settings) -> dict[str, Any]:
+    k = settings.kubernetes
+    return {
+        "requests": {"cpu": k.requests.cpu, "memory": k.requests.memory},
+        "limits": {"cpu": k.limits.cpu, "memory": k.limits.memory},
+    }
+
+
+def _pull_secrets(settings: Settings) -> list[dict[str, str]]:
+    return [{"name": settings.registry.pull_secret}] if settings.registry.host else []
+
+
+def _probe(settings: Settings, period: int, failures: int) -> dict[str, Any]:
+    # /health is exempt from MLflow's host check and from the SSO layer, so kubelet gets through.
+    return {"httpGet": {"path": "/health", "port": lb.PORT_NAME}, "periodSeconds": period,
+            "timeoutSeconds": 5, "failureThreshold": failures}
+
+
+def deployment(settings: Settings, launch: ServerLaunch) -> dict[str, Any]:
+    k = settings.kubernetes
+    split = launch.argv.index("server")
+    volumes, mounts = _volumes(settings, server=True)
+    startup = _probe(settings, 5, max(1, math.ceil(settings.server.health_timeout / 5)))
+    container: dict[str, Any] = {
+        "name": "mlflow",
+        "image": image(settings),
+        "imagePullPolicy": "IfNotPresent",
+        "command": launch.argv[:split],
+        "args": launch.argv[split:],
+        "workingDir": HOME_DIR,  # anything written to a relative path lands on a volume
+        "env": container_env(launch),
+        "ports": [{"name": lb.PORT_NAME, "containerPort": settings.server.port,
+                   "protocol": "TCP"}],
+        "startupProbe": startup,
+        "readinessProbe": _probe(settings, 10, 3),
+        "livenessProbe": _probe(settings, 20, 3),
+        "resources": _resources(settings),
+        "securityContext": _container_security(),
+        "volumeMounts": mounts,
+    }
+    pod_spec: dict[str, Any] = {
+        "automountServiceAccountToken": False,  # the server never talks to the API server
+        # A Service named `mlflow` would inject MLFLOW_PORT=tcp://... and friends into the pod,
+        # which collide with MLflow's own MLFLOW_* settings.
+        "enableServiceLinks": False,
+        "securityContext": _pod_security(),
+        "terminationGracePeriodSeconds": 30,
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if pulls := _pull_secrets(settings):
+        pod_spec["imagePullSecrets"] = pulls
+    if k.replicas > 1:
+        pod_spec["topologySpreadConstraints"] = [{
+            "maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": lb.server_selector()},
+        }]
+    # A ReadWriteOnce volume can't be attached to the old and the new pod at once.
+    strategy: dict[str, Any] = (
+        {"type": "Recreate"} if uses_local_volume(settings)
+        else {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    )
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": lb.metadata(settings, lb.APP, "server", labels=lb.server_selector()),
+        "spec": {
+            "replicas": k.replicas,
+            "revisionHistoryLimit": 5,
+            "selector": {"matchLabels": lb.server_selector()},
+            "strategy": strategy,
+            "template": {
+                "metadata": {"labels": {**lb.server_selector(),
+                                        **lb.standard_labels(settings, "server")}},
+                "spec": pod_spec,
+            },
+        },
+    }
+
+
+def migration_job_name(settings: Settings, launch: ServerLaunch) -> str:
+    """A new name for each image and database, so each upgrade runs once (Jobs are immutable)."""
+    uri = launch.argv[launch.argv.index("--backend-store-uri") + 1]
+    digest = hashlib.sha256(f"{image(settings)}|{uri}|{MLFLOW_VERSION}".encode()).hexdigest()
+    return f"{lb.MIGRATION_JOB_PREFIX}-{digest[:10]}"
+
+
+def migration_job(settings: Settings, launch: ServerLaunch) -> dict[str, Any]:
+    """Bring MLflow's schema and the SSO layer's to head before the new pods start.
+
+    `apply` waits for it before rolling the Deployment; GitOps tools that know hooks (Argo CD)
+    run it first by the annotations. Either way a server pod refuses to start on an old schema,
+    so the previous pods keep serving until the Job is done (maxUnavailable 0).
+    """
+    volumes, mounts = _volumes(settings, server=False)
+    uri = launch.argv[launch.argv.index("--backend-store-uri") + 1]
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": _pod_security(),
+        "containers": [{
+            "name": "migrate",
+            "image": image(settings),
+            "imagePullPolicy": "IfNotPresent",
+            "command": ["python", "-m", MIGRATE_MODULE],
+            "args": ["--backend-store-uri", uri],
+            "workingDir": HOME_DIR,
+            "env": container_env(launch),
+            "resources": _resources(settings),
+            "securityContext": _container_security(),
+            "volumeMounts": mounts,
+        }],
+        "volumes": volumes,
+    }
+    if pulls := _pull_secrets(settings):
+        pod_spec["imagePullSecrets"] = pulls
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": lb.metadata(
+            settings, migration_job_name(settings, launch), "migration",
+            annotations={"argocd.argoproj.io/hook": "PreSync",
+                         "argocd.argoproj.io/hook-delete-policy": "BeforeHookCreation"},
+        ),
+        "spec": {
+            "backoffLimit": 3,
+            "activeDeadlineSeconds": 1800,
+            # No `app: mlflow` label: the Service must never send traffic to this pod.
+            "template": {"metadata": {"labels": lb.standard_labels(settings, "migration")},
+                         "spec": pod_spec},
+        },
+    }
+
+
+def pod_disruption_budget(settings: Settings) -> dict[str, Any]:
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": lb.metadata(settings, lb.PDB, "server"),
+        "spec": {"minAvailable": 1, "selector": {"matchLabels": lb.server_selector()}},
+    }
