@@ -13,10 +13,12 @@ import os
 import stat
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+import httpx
 import psutil
 
 
@@ -158,3 +160,67 @@ class ServerWatch:
         self._stop.set()
         self._thread.join()
         self._tick()
+
+
+# --- first use ------------------------------------------------------------------------------
+# Each worker pays a one-time cost on its first tracking and artifact requests (SQLAlchemy
+# models, boto3 and an S3 client: ~20-45 MiB USS). That cost does not depend on any file's size,
+# so transfers are measured from a baseline taken after every worker has paid it.
+
+def workers(pid: int) -> list[psutil.Process]:
+    """The server's request workers (uvicorn spawns them with multiprocessing)."""
+    found = []
+    for proc in tree(pid):
+        try:
+            if "spawn_main" in " ".join(proc.cmdline()):
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
+def _uss(proc: psutil.Process) -> int:
+    try:
+        return int(proc.memory_full_info().uss)
+    except psutil.Error:
+        return 0
+
+
+def _prime_once(url: str) -> None:
+    """The requests a large upload and download make, on a fresh connection (so any worker)."""
+    with httpx.Client(base_url=url, timeout=30.0) as c:
+        c.get("/api/3.0/mlflow/server-info").raise_for_status()
+        c.get("/api/2.0/mlflow/experiments/search", params={"max_results": 1}).raise_for_status()
+        run = c.post("/api/2.0/mlflow/runs/create", json={"experiment_id": "0"})
+        run.raise_for_status()
+        run_id = run.json()["run"]["info"]["run_id"]
+        c.get("/api/2.0/mlflow/runs/get", params={"run_id": run_id}).raise_for_status()
+        where = f"0/{run_id}/artifacts"
+        mpu = c.post(f"/api/2.0/mlflow-artifacts/mpu/create/{where}",
+                     json={"path": "prime.bin", "num_parts": 1})
+        mpu.raise_for_status()
+        c.post(f"/api/2.0/mlflow-artifacts/mpu/abort/{where}",
+               json={"path": "prime.bin", "upload_id": mpu.json()["upload_id"]}).raise_for_status()
+        c.get("/api/2.0/mlflow-artifacts/artifacts", params={"path": where}).raise_for_status()
+        c.get(f"/api/2.0/mlflow-artifacts/presigned/{where}/absent.bin")  # 404 is fine
+        c.post("/api/2.0/mlflow/runs/delete", json={"run_id": run_id}).raise_for_status()
+
+
+def prime_workers(url: str, pid: int, min_growth: int = 8 * 2**20,
+                  timeout: float = 120.0) -> dict[int, int]:
+    """Send the requests of a transfer, concurrently on fresh connections, until every worker
+    has grown by min_growth (i.e. served them at least once). Returns growth per worker pid."""
+    procs = workers(pid)
+    if not procs:
+        raise RuntimeError(f"no worker processes found under pid {pid}")
+    start = {p.pid: _uss(p) for p in procs}
+    deadline = time.monotonic() + timeout
+    with ThreadPoolExecutor(2 * len(procs)) as pool:
+        while True:
+            for future in [pool.submit(_prime_once, url) for _ in range(2 * len(procs))]:
+                future.result()
+            grown = {p.pid: _uss(p) - start[p.pid] for p in procs}
+            if all(g >= min_growth for g in grown.values()):
+                return grown
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"workers not all primed within {timeout:.0f} s: {grown}")

@@ -37,13 +37,12 @@ def _where(settings: Settings) -> str:
     return settings.artifacts.endpoint_url or "the AWS S3 endpoint"
 
 
-def ensure_bucket(settings: Settings) -> Change:
-    """Create the artifact bucket if it does not exist. Idempotent."""
+def _bucket_exists(client: Any, settings: Settings) -> bool:
+    """head_bucket, with failures as errors that name the endpoint."""
     bucket = settings.artifacts.bucket
-    client = s3_client(settings)
     try:
         client.head_bucket(Bucket=bucket)
-        return Change("bucket", "unchanged", f"bucket {bucket}")
+        return True
     except EndpointConnectionError:
         raise ServiceUnreachable(f"S3 at {_where(settings)} is unreachable",
                                  hint="Check artifacts.endpoint_url and that the server runs.") \
@@ -58,6 +57,23 @@ def ensure_bucket(settings: Settings) -> Change:
             raise ServiceUnreachable(f"S3 at {_where(settings)}: {exc}") from None
     except BotoCoreError as exc:
         raise ServiceUnreachable(f"S3 at {_where(settings)} failed: {exc}") from None
+    return False
+
+
+def plan_bucket(settings: Settings) -> list[Change]:
+    """What ensure_bucket would do, read only (it connects, so credentials are checked)."""
+    bucket = settings.artifacts.bucket
+    if _bucket_exists(s3_client(settings), settings):
+        return [Change("bucket", "unchanged", f"bucket {bucket}")]
+    return [Change("bucket", "create", f"bucket {bucket}")]
+
+
+def ensure_bucket(settings: Settings) -> Change:
+    """Create the artifact bucket if it does not exist. Idempotent."""
+    bucket = settings.artifacts.bucket
+    client = s3_client(settings)
+    if _bucket_exists(client, settings):
+        return Change("bucket", "unchanged", f"bucket {bucket}")
     try:
         client.create_bucket(Bucket=bucket)
     except ClientError as exc:

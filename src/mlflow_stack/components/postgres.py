@@ -54,6 +54,33 @@ def connect(target: PgTarget, dbname: str = "postgres") -> psycopg.Connection[tu
         ) from None
 
 
+def _role_exists(conn: psycopg.Connection[tuple[object, ...]], role: str) -> bool:
+    return conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone() \
+        is not None
+
+
+def _database_exists(conn: psycopg.Connection[tuple[object, ...]], name: str) -> bool:
+    return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() \
+        is not None
+
+
+def plan_database(settings: Settings, dbname: str | None = None) -> list[Change]:
+    """What ensure_database would do, read only (it connects, so credentials are checked)."""
+    db = settings.database
+    name = dbname or db.name
+    target = admin_target(settings)
+    changes: list[Change] = []
+    with connect(target) as conn:
+        if db.user != target.user:
+            changes.append(Change("postgres", "unchanged" if _role_exists(conn, db.user)
+                                  else "create", f"role {db.user}"))
+        if _database_exists(conn, name):
+            changes.append(Change("postgres", "unchanged", f"database {name}"))
+        else:
+            changes.append(Change("postgres", "create", f"database {name}", f"owner {db.user}"))
+    return changes
+
+
 def ensure_database(settings: Settings, dbname: str | None = None) -> list[Change]:
     """Create the owner role and the database if missing. Idempotent."""
     db = settings.database
@@ -63,18 +90,14 @@ def ensure_database(settings: Settings, dbname: str | None = None) -> list[Chang
     owner_password = settings.secrets.effective_db_password
     with connect(target) as conn:
         if db.user != target.user:
-            exists = conn.execute(
-                "SELECT 1 FROM pg_roles WHERE rolname = %s", (db.user,)
-            ).fetchone()
-            if exists:
+            if _role_exists(conn, db.user):
                 changes.append(Change("postgres", "unchanged", f"role {db.user}"))
             else:
                 assert owner_password is not None
                 conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
                     sql.Identifier(db.user), sql.Literal(owner_password.get_secret_value())))
                 changes.append(Change("postgres", "create", f"role {db.user}"))
-        row = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
-        if row:
+        if _database_exists(conn, name):
             changes.append(Change("postgres", "unchanged", f"database {name}"))
         else:
             conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(

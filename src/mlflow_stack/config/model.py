@@ -114,6 +114,14 @@ class AuthSettings(_Section):
     access_token_lifespan: int = Field(3600, ge=60)
     groups_attribute: str = "realm_access.roles"
     include_client_roles: bool = False
+    default_permission: Literal["NO_PERMISSIONS", "READ", "USE", "EDIT", "MANAGE"] = Field(
+        "READ", description="What a signed-in user may do with resources nobody granted them "
+        "(creators get MANAGE on what they create).",
+    )
+    app_name: str = Field(
+        "mlflow-stack-sso", description="mlflow.app entry point: mlflow-stack-sso (oidc-auth "
+        "plus role re-sync and bounded JWKS refresh) or oidc-auth (plain mlflow-oidc-auth).",
+    )
     automatic_login_redirect: bool = True
     verify_tls: bool = True
     ca_bundle: Path | None = None
@@ -239,12 +247,15 @@ class Settings(_Section):
 
     @property
     def effective_workers(self) -> int:
-        """Workers that fit the memory budget: ~256 MiB for the parent, ~224 MiB per worker
-        (USS measured with the job runner off), at most 4."""
+        """Workers that fit 3/4 of the memory budget (the rest is headroom for requests).
+
+        Resting USS of the whole tree, job runner off, measured with MLflow 3.17.2:
+        1 worker 364 MiB, 2: 564, 3: 742, 4: 920 -> ~200 MiB base + ~180 MiB per worker.
+        """
         if self.server.workers:
             return self.server.workers
         mib = quantity_bytes(self.server.memory_limit) / 2**20
-        return max(1, min(4, int((mib - 256) // 224)))
+        return max(1, min(4, int((0.75 * mib - 200) // 180)))
 
     def missing_secrets(self) -> list[tuple[str, str]]:
         """(what, variables) for each secret the configured backends need but don't have."""

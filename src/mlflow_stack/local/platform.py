@@ -9,8 +9,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydantic import SecretStr
+
 from mlflow_stack.components.base import Change
 from mlflow_stack.config.model import Settings
+from mlflow_stack.errors import ConfigError
 from mlflow_stack.local import process
 from mlflow_stack.local.process import ServerRecord
 from mlflow_stack.local.state import StateDir
@@ -58,6 +61,37 @@ def server_launch(settings: Settings, state: StateDir) -> ServerLaunch:
                                executable=[sys.executable, "-m", "mlflow"])
 
 
+def with_sso_secrets(settings: Settings, state: StateDir) -> Settings:
+    """Settings whose secrets hold the SSO session key (kept in the state dir unless given) and
+    the OIDC client secret (from the environment, else read back from Keycloak)."""
+    secrets = settings.secrets
+    update: dict[str, SecretStr] = {}
+    if secrets.secret_key is None:
+        update["secret_key"] = SecretStr(state.secret_key())
+    if secrets.oidc_client_secret is None:
+        update["oidc_client_secret"] = _client_secret_from_keycloak(settings)
+    if not update:
+        return settings
+    return settings.model_copy(update={"secrets": secrets.model_copy(update=update)})
+
+
+def _client_secret_from_keycloak(settings: Settings) -> SecretStr:
+    import importlib
+
+    try:  # the Keycloak component reads the secret back with the admin credentials
+        keycloak = importlib.import_module("mlflow_stack.components.keycloak")
+    except ImportError:
+        keycloak = None
+    if keycloak is None or settings.secrets.effective_keycloak_admin_password is None:
+        raise ConfigError(
+            f"the OIDC client secret of {settings.auth.client_id!r} is not set",
+            hint="Set MLFLOW_STACK_OIDC_CLIENT_SECRET, or KEYCLOAK_ADMIN_PASSWORD / "
+                 "ADMIN_PASSWORD so it can be read from Keycloak.",
+        )
+    value: SecretStr = keycloak.client_secret(settings)
+    return value
+
+
 def up(settings: Settings, state: StateDir, progress: Progress) -> UpResult:
     """Bring the platform up and return once /health answers. Re-running finds the live server."""
     with progress.step("state directory"):
@@ -69,12 +103,19 @@ def up(settings: Settings, state: StateDir, progress: Progress) -> UpResult:
     process.check_port_free(settings.server.bind_host, settings.server.port)
 
     changes: list[Change] = []
+    if settings.auth.provider == "keycloak":
+        with progress.step("single sign-on"):
+            settings = with_sso_secrets(settings, state)
+            progress.detail(f"{settings.auth.keycloak_url}/realms/{settings.auth.realm}, "
+                            f"client {settings.auth.client_id}")
     # psycopg and boto3 are imported only when used: they cost start-up time otherwise.
     if settings.database.backend == "postgresql":
         from mlflow_stack.components import postgres
 
         with progress.step("database"):
             changes += postgres.ensure_database(settings)
+            if settings.auth.provider == "keycloak":  # the SSO layer's own database
+                changes += postgres.ensure_database(settings, settings.database.auth_name)
             for c in changes:
                 progress.detail(f"{c.target}: {c.action}")
     if settings.artifacts.backend == "s3":
@@ -87,6 +128,12 @@ def up(settings: Settings, state: StateDir, progress: Progress) -> UpResult:
     launch = server_launch(settings, state)
     with progress.step("migrations"):
         progress.detail(migrations.upgrade_if_needed(settings, launch, state.root))
+        if settings.auth.provider == "keycloak":
+            # Once here, so the server's workers don't race to create the SSO tables.
+            progress.detail(migrations.upgrade_auth_db(launch, state.root))
+    if settings.artifacts.models_dir is not None:
+        # The reference's shared models volume: made available, never used as artifact store.
+        settings.artifacts.models_dir.mkdir(parents=True, exist_ok=True)
 
     with progress.step("start server"):
         proc = process.spawn(launch, state, dict(os.environ))

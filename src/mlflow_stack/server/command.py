@@ -142,7 +142,10 @@ def build_server_launch(
             DB_SECRET, "DB_PASSWORD", s.secrets.effective_db_password)))
     if s.artifacts.backend == "s3":
         env += _s3_env(s)
-    return ServerLaunch(argv=argv, env=env)
+    from mlflow_stack.server.oidc import oidc_launch  # imports this module
+
+    sso = oidc_launch(s, paths)
+    return ServerLaunch(argv=argv + sso.argv, env=env + sso.env)
 
 
 def _s3_env(s: Settings) -> list[EnvVar]:

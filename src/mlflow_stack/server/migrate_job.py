@@ -59,10 +59,14 @@ def migrate_auth(uri: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="migrate_job", description=__doc__.splitlines()[0])
     parser.add_argument("--backend-store-uri", required=True)
+    parser.add_argument("--only", choices=["all", "mlflow", "sso"], default="all",
+                        help="Which database to migrate (local `up` migrates only the SSO one).")
     args = parser.parse_args(argv)
-    steps = [("MLflow", args.backend_store_uri, migrate_mlflow)]
+    steps = []
+    if args.only in ("all", "mlflow"):
+        steps.append(("MLflow", args.backend_store_uri, migrate_mlflow))
     auth_uri = os.environ.get("OIDC_USERS_DB_URI")
-    if auth_uri:
+    if auth_uri and args.only in ("all", "sso"):
         steps.append(("SSO", auth_uri, migrate_auth))
     for what, uri, step in steps:
         try:

@@ -83,5 +83,18 @@ def upgrade_if_needed(settings: Settings, launch: ServerLaunch, cwd: Path) -> st
     return f"schema upgraded from revision {revision} to {head}"
 
 
+def upgrade_auth_db(launch: ServerLaunch, cwd: Path) -> str:
+    """Bring the SSO layer's database to head with mlflow-oidc-auth's own alembic chain."""
+    python = launch.argv[: launch.argv.index("server")][0]
+    argv = [python, "-m", "mlflow_stack.server.migrate_job", "--only", "sso",
+            "--backend-store-uri", _arg(launch, "--backend-store-uri")]
+    result = subprocess.run(argv, env={**os.environ, **launch.env_dict()}, cwd=cwd,
+                            capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        tail = "\n".join((result.stderr or result.stdout).splitlines()[-15:])
+        raise ServerError(f"migration of the SSO database failed:\n{tail}")
+    return result.stdout.strip().splitlines()[-1] if result.stdout.strip() else "SSO schema at head"
+
+
 def _arg(launch: ServerLaunch, flag: str) -> str:
     return launch.argv[launch.argv.index(flag) + 1]

@@ -1,0 +1,678 @@
+"""Keycloak: the realm roles, the confidential OIDC client (scopes, mappers) and the admin role
+grants of the reference's 10_configure_keycloak, reconciled through the Admin REST API.
+
+Shape: desired(settings) -> observe (read only) -> steps (a Change plus the write that makes it)
+-> apply. Everything is read and checked — login, realm, the users to grant — before the first
+write, so a refused run changes nothing; a run that fails half-way can simply be repeated.
+
+Choices (see also the README section "Keycloak provisioning"):
+- The realm must exist: mlflow-stack configures a realm, it does not own one. A missing realm or
+  missing user is a ConfigError (exit 2): the config names something that is not there.
+- Client scopes are ensured, not made exclusive: Keycloak's own defaults stay attached. `basic`
+  carries the `sub` claim since Keycloak 25; the reference's literal list would drop it.
+  `openid` is not a client scope in Keycloak (the OIDC protocol grants it to every request), so
+  it is reported as implicit unless a realm really defines a scope of that name.
+- Redirect URIs and web origins are exact: a URI added by hand is an open redirect, so apply
+  removes it and plan shows that.
+- Role grants are ensured for the configured users only; grants to anyone else are left alone.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from keycloak import KeycloakAdmin, KeycloakOpenIDConnection
+from keycloak.exceptions import KeycloakConnectionError, KeycloakError
+from pydantic import SecretStr
+
+from mlflow_stack.components.base import Action, Change
+from mlflow_stack.config.model import Settings
+from mlflow_stack.config.secrets import env_names
+from mlflow_stack.errors import ConfigError, ServiceUnreachable, StackError
+from mlflow_stack.progress import NullProgress, Progress
+
+SYSTEM = "keycloak"
+ADMIN_CLIENT = "admin-cli"
+TIMEOUT_SECONDS = 15
+
+REALM_ROLE_MAPPER = "mlflow-realm-role-mapper"
+AUDIENCE_MAPPER = "mlflow-audience-mapper"
+CLIENT_ROLE_MAPPER = "mlflow-client-role-mapper"
+
+# The reference's scope lists.
+DEFAULT_SCOPES = ("email", "profile", "roles", "openid", "offline_access")
+OPTIONAL_SCOPES = ("address", "phone")
+# Protocol scopes Keycloak grants to every OIDC request without a client scope object.
+IMPLICIT_SCOPES = frozenset({"openid"})
+
+# Client fields compared as sets (order is not meaningful to Keycloak).
+_SET_FIELDS = ("redirectUris", "webOrigins")
+
+
+class RealmNotFound(ConfigError):
+    """The configured realm does not exist (exit 2: the config names something absent)."""
+
+
+class ClientNotProvisioned(StackError):
+    """The OIDC client does not exist yet (run `mlflow-stack apply`)."""
+
+    exit_code = 1
+
+
+# --------------------------------------------------------------------------------------------
+# desired state
+
+
+@dataclass(frozen=True)
+class Desired:
+    realm: str
+    client_id: str
+    roles: dict[str, str]  # name -> description
+    client: dict[str, Any]  # the managed ClientRepresentation fields
+    default_scopes: tuple[str, ...]
+    optional_scopes: tuple[str, ...]
+    mappers: tuple[dict[str, Any], ...]
+    admin_role: str
+    admin_users: tuple[str, ...]
+
+
+def _claims(id_token: bool, access: bool, userinfo: bool) -> dict[str, str]:
+    def flag(value: bool) -> str:
+        return "true" if value else "false"
+
+    # introspection is Keycloak's own default for new mappers; pinning it keeps plan quiet.
+    return {"id.token.claim": flag(id_token), "access.token.claim": flag(access),
+            "userinfo.token.claim": flag(userinfo), "introspection.token.claim": "true"}
+
+
+def _mapper(name: str, kind: str, config: dict[str, str]) -> dict[str, Any]:
+    return {"name": name, "protocol": "openid-connect", "protocolMapper": kind, "config": config}
+
+
+def desired(settings: Settings) -> Desired:
+    """What the realm should hold for this config (pure: no network)."""
+    a = settings.auth
+    url = settings.public_url.rstrip("/")
+    client = {
+        "clientId": a.client_id,
+        "protocol": "openid-connect",
+        "enabled": True,
+        "publicClient": False,
+        # The secret read back by client_secret() is only meaningful for client-secret auth.
+        "clientAuthenticatorType": "client-secret",
+        "standardFlowEnabled": True,
+        "implicitFlowEnabled": False,
+        "directAccessGrantsEnabled": True,
+        "redirectUris": [f"{url}/*", f"{url}/oauth2/callback", f"{url}/callback"],
+        "webOrigins": [url, "+"],
+        "attributes": {
+            "access.token.lifespan": str(a.access_token_lifespan),
+            "post.logout.redirect.uris": "+",
+        },
+    }
+    mappers = (
+        _mapper(REALM_ROLE_MAPPER, "oidc-usermodel-realm-role-mapper", {
+            "claim.name": "realm_access.roles", "jsonType.label": "String",
+            "multivalued": "true", **_claims(True, True, True)}),
+        _mapper(AUDIENCE_MAPPER, "oidc-audience-mapper", {
+            "included.client.audience": a.client_id, "included.custom.audience": a.client_id,
+            **_claims(False, True, False)}),
+        _mapper(CLIENT_ROLE_MAPPER, "oidc-usermodel-client-role-mapper", {
+            "claim.name": "resource_access.${client_id}.roles", "jsonType.label": "String",
+            "usermodel.clientRoleMapping.clientId": a.client_id, "multivalued": "true",
+            **_claims(True, True, True)}),
+    )
+    return Desired(
+        realm=a.realm,
+        client_id=a.client_id,
+        roles={a.admin_role: "MLflow administrator role", a.user_role: "MLflow standard user role"},
+        client=client,
+        default_scopes=DEFAULT_SCOPES,
+        optional_scopes=OPTIONAL_SCOPES,
+        mappers=mappers,
+        admin_role=a.admin_role,
+        admin_users=tuple(dict.fromkeys(a.realm_admin_users)),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# connection and error translation
+
+
+def _base_url(settings: Settings) -> str:
+    assert settings.auth.keycloak_url is not None
+    return settings.auth.keycloak_url.rstrip("/")
+
+
+def _reason(exc: KeycloakError) -> str:
+    """Keycloak's own words for a refusal (error_description / error / errorMessage)."""
+    body = exc.response_body
+    text = body.decode(errors="replace") if isinstance(body, bytes) else str(body or "")
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        for key in ("error_description", "errorMessage", "error"):
+            if data.get(key):
+                return str(data[key])
+    text = text.strip() or str(exc.error_message or "")
+    return text[:200] if text else type(exc).__name__
+
+
+def _cause(exc: BaseException) -> str:
+    """The underlying network error of a KeycloakConnectionError, briefly."""
+    inner = exc.__cause__ or exc
+    text = str(inner)
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        return "TLS certificate verification failed"
+    if "Connection refused" in text:
+        return "connection refused"
+    if "timed out" in text.lower():
+        return "timed out"
+    if "Name or service not known" in text or "nodename nor servname" in text:
+        return "host name not found"
+    return type(inner).__name__
+
+
+@dataclass
+class _Session:
+    admin: KeycloakAdmin
+    url: str
+    user: str
+    realm: str
+    client_uuid: str | None = None
+
+    def error(self, what: str, exc: KeycloakError) -> StackError:
+        """A python-keycloak error as an error naming the URL, the user and the realm."""
+        if isinstance(exc, KeycloakConnectionError):
+            return ServiceUnreachable(
+                f"Keycloak at {self.url} became unreachable while trying to {what}: "
+                f"{_cause(exc)}", hint="Apply is safe to re-run once Keycloak answers.")
+        if exc.response_code == 403:
+            return ServiceUnreachable(
+                f"Keycloak at {self.url}: user {self.user!r} may not {what} in realm "
+                f"{self.realm!r} (HTTP 403)",
+                hint="Use an admin of the master realm, or give the user the realm-management "
+                "roles manage-realm, manage-clients and manage-users.")
+        return ServiceUnreachable(
+            f"Keycloak at {self.url} refused to {what} in realm {self.realm!r}: "
+            f"HTTP {exc.response_code} {_reason(exc)}", hint="Apply is safe to re-run.")
+
+    @contextmanager
+    def call(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except KeycloakError as exc:
+            raise self.error(what, exc) from None
+
+
+def _connect(settings: Settings) -> _Session:
+    """Log in and check the realm exists. Raises before anything is written."""
+    a = settings.auth
+    if a.provider != "keycloak" or not a.keycloak_url:
+        raise ConfigError("Keycloak provisioning needs auth.provider: keycloak and "
+                          "auth.keycloak_url")
+    password = settings.secrets.effective_keycloak_admin_password
+    if password is None:
+        raise ConfigError(
+            f"the Keycloak admin password is missing: set {env_names('keycloak_admin_password')}"
+            f" or {env_names('admin_password')}",
+            hint="Secrets are read from the environment or ~/.env, never from the config file.",
+        )
+    url = _base_url(settings)
+    verify: bool | str = str(a.ca_bundle) if a.ca_bundle else a.verify_tls
+    connection = KeycloakOpenIDConnection(
+        server_url=url + "/",  # a trailing slash keeps a path prefix such as /auth in urljoin
+        username=a.admin_username, password=password.get_secret_value(),
+        realm_name=a.realm, user_realm_name=a.admin_realm, client_id=ADMIN_CLIENT,
+        verify=verify, timeout=TIMEOUT_SECONDS,
+    )
+    who = f"user {a.admin_username!r} (realm {a.admin_realm!r})"
+    try:
+        connection.get_token()
+    except KeycloakConnectionError as exc:
+        raise ServiceUnreachable(
+            f"Keycloak at {url} is unreachable: {_cause(exc)}",
+            hint="Check auth.keycloak_url (keycloak_url) and that Keycloak runs"
+            + ("; set auth.ca_bundle for a private CA." if "TLS" in _cause(exc) else "."),
+        ) from None
+    except KeycloakError as exc:
+        reason = _reason(exc)
+        if exc.response_code == 404 and "realm" in reason.lower():
+            raise ConfigError(
+                f"Keycloak at {url} has no realm {a.admin_realm!r} to log the admin user into",
+                hint="Fix auth.admin_realm (the realm the admin user lives in, usually master).",
+            ) from None
+        if exc.response_code == 404:
+            raise ServiceUnreachable(
+                f"no Keycloak token endpoint under {url} (HTTP 404)",
+                hint="Check auth.keycloak_url; Keycloak before version 17 needs the /auth path.",
+            ) from None
+        if exc.response_code in (400, 401):
+            raise ServiceUnreachable(
+                f"Keycloak at {url} refused the admin login of {who}: {reason}",
+                hint="Check auth.admin_username and KEYCLOAK_ADMIN_PASSWORD / ADMIN_PASSWORD.",
+            ) from None
+        raise ServiceUnreachable(
+            f"Keycloak at {url} refused the admin login of {who}: "
+            f"HTTP {exc.response_code} {reason}") from None
+    session = _Session(KeycloakAdmin(connection=connection), url, a.admin_username, a.realm)
+    try:
+        session.admin.get_realm(a.realm)
+    except KeycloakError as exc:
+        if exc.response_code == 404:
+            raise RealmNotFound(
+                f"realm {a.realm!r} does not exist in Keycloak at {url}",
+                hint="Create the realm first (mlflow-stack configures a realm, it does not "
+                "create one) or fix auth.realm (keycloak_realm).",
+            ) from None
+        raise session.error("read the realm", exc) from None
+    return session
+
+
+# --------------------------------------------------------------------------------------------
+# observed state
+
+
+@dataclass
+class Observed:
+    roles: set[str]  # which of the desired roles exist
+    client: dict[str, Any] | None
+    default_scopes: set[str] = field(default_factory=set)
+    optional_scopes: set[str] = field(default_factory=set)
+    mappers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    scope_ids: dict[str, str] = field(default_factory=dict)  # the realm's OIDC scopes
+    realm_default_scopes: list[str] = field(default_factory=list)  # attached to new clients
+    realm_optional_scopes: list[str] = field(default_factory=list)
+    users: dict[str, str] = field(default_factory=dict)  # username -> id
+    user_roles: dict[str, set[str]] = field(default_factory=dict)  # effective realm roles
+
+
+def _observe(s: _Session, want: Desired) -> Observed:
+    admin = s.admin
+    roles: set[str] = set()
+    with s.call("read realm roles"):
+        for name in want.roles:
+            try:
+                admin.get_realm_role(name)
+                roles.add(name)
+            except KeycloakError as exc:
+                if exc.response_code != 404:
+                    raise
+    with s.call("read client scopes"):
+        oidc = {sc["name"]: sc["id"] for sc in admin.get_client_scopes()
+                if sc.get("protocol", "openid-connect") == "openid-connect"}
+        by_id = {v: k for k, v in oidc.items()}
+        realm_default = [by_id[sc["id"]] for sc in admin.get_default_default_client_scopes()
+                         if sc["id"] in by_id]
+        realm_optional = [by_id[sc["id"]] for sc in admin.get_default_optional_client_scopes()
+                          if sc["id"] in by_id]
+    with s.call(f"read client {want.client_id}"):
+        uuid = admin.get_client_id(want.client_id)
+        client = admin.get_client(uuid) if uuid else None
+    obs = Observed(roles=roles, client=client, scope_ids=oidc,
+                   realm_default_scopes=realm_default, realm_optional_scopes=realm_optional)
+    if uuid:
+        s.client_uuid = uuid
+        with s.call(f"read client {want.client_id} scopes and mappers"):
+            obs.default_scopes = {sc["name"] for sc in
+                                  admin.get_client_default_client_scopes(uuid)}
+            obs.optional_scopes = {sc["name"] for sc in
+                                   admin.get_client_optional_client_scopes(uuid)}
+            obs.mappers = {m["name"]: m for m in admin.get_mappers_from_client(uuid)}
+    missing: list[str] = []
+    with s.call("read users"):
+        for username in want.admin_users:
+            user_id = admin.get_user_id(username)
+            if user_id is None:
+                missing.append(username)
+                continue
+            obs.users[username] = user_id
+            # Effective roles: a grant through a group or composite role counts.
+            obs.user_roles[username] = {
+                r["name"] for r in admin.get_composite_realm_roles_of_user(user_id)}
+    if missing:
+        raise ConfigError(
+            f"user(s) {', '.join(repr(u) for u in missing)} in auth.realm_admin_users "
+            f"(auth_realm_username) do not exist in realm {want.realm!r} at {s.url}",
+            hint="Create the user(s) in Keycloak first or fix the setting; nothing was changed.",
+        )
+    return obs
+
+
+# --------------------------------------------------------------------------------------------
+# diff
+
+
+@dataclass(frozen=True)
+class _Step:
+    change: Change
+    run: Callable[[], None] | None = None  # None: nothing to do, or done by an earlier step
+
+
+def _change(action: Action, target: str, detail: str = "") -> Change:
+    return Change(SYSTEM, action, target, detail)
+
+
+def _fmt(value: Any) -> str:
+    return "(unset)" if value is None else json.dumps(value) if isinstance(value, bool) \
+        else str(value)
+
+
+def _client_diff(current: dict[str, Any], want: dict[str, Any]) -> list[str]:
+    """Field-level differences, e.g. 'redirectUris: + https://h/callback'."""
+    lines: list[str] = []
+    for key, value in want.items():
+        if key == "attributes":
+            have = current.get("attributes") or {}
+            for attr, attr_value in value.items():
+                if have.get(attr) != attr_value:
+                    lines.append(f"attributes.{attr}: {_fmt(have.get(attr))} → {attr_value}")
+        elif key in _SET_FIELDS:
+            have_list = current.get(key) or []
+            added = [v for v in value if v not in have_list]
+            removed = [v for v in have_list if v not in value]
+            parts = [f"+ {v}" for v in added] + [f"- {v}" for v in removed]
+            if parts:
+                lines.append(f"{key}: {', '.join(parts)}")
+        elif current.get(key) != value:
+            lines.append(f"{key}: {_fmt(current.get(key))} → {_fmt(value)}")
+    return lines
+
+
+def _mapper_diff(current: dict[str, Any], want: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    if current.get("protocolMapper") != want["protocolMapper"]:
+        lines.append(f"protocolMapper: {current.get('protocolMapper')} → "
+                     f"{want['protocolMapper']}")
+    have = current.get("config") or {}
+    for key, value in want["config"].items():
+        if have.get(key) != value:
+            lines.append(f"config.{key}: {_fmt(have.get(key))} → {value}")
+    return lines
+
+
+def _describe_mapper(m: dict[str, Any]) -> str:
+    c = m["config"]
+    tokens = [name for name, key in (("id", "id.token.claim"), ("access", "access.token.claim"),
+                                     ("userinfo", "userinfo.token.claim")) if c.get(key) == "true"]
+    what = c.get("claim.name") or f"aud {c.get('included.client.audience')}"
+    return f"{m['protocolMapper']}: {what} ({', '.join(tokens)} token)"
+
+
+def _scope_plan(want: Desired, obs: Observed) -> tuple[dict[str, str], list[str]]:
+    """{scope: 'default'|'optional'} to attach (moving it if attached the other way) and notes."""
+    moves: dict[str, str] = {}
+    notes: list[str] = []
+    for kind, names, have in (("default", want.default_scopes, obs.default_scopes),
+                              ("optional", want.optional_scopes, obs.optional_scopes)):
+        for name in names:
+            if name in IMPLICIT_SCOPES and name not in obs.scope_ids:
+                notes.append(f"{name}: implicit in OIDC, not a client scope")
+            elif name not in obs.scope_ids:
+                notes.append(f"{name}: no such client scope in the realm, skipped")
+            elif name not in have:
+                moves[name] = kind
+    return moves, notes
+
+
+def _scope_detail(moves: dict[str, str], obs: Observed) -> list[str]:
+    parts = []
+    for name, kind in moves.items():
+        was = obs.optional_scopes if kind == "default" else obs.default_scopes
+        moved = f" (moved from {'optional' if kind == 'default' else 'default'})" \
+            if name in was else ""
+        parts.append(f"{kind}: + {name}{moved}")
+    return parts
+
+
+def _role_steps(s: _Session, want: Desired, obs: Observed) -> list[_Step]:
+    steps: list[_Step] = []
+    for name, description in want.roles.items():
+        if name in obs.roles:
+            steps.append(_Step(_change("unchanged", f"role {name}")))
+            continue
+
+        def create_role(name: str = name, description: str = description) -> None:
+            with s.call(f"create realm role {name}"):
+                s.admin.create_realm_role({"name": name, "description": description},
+                                          skip_exists=True)
+        steps.append(_Step(_change("create", f"role {name}", description), create_role))
+    return steps
+
+
+def _new_client_steps(s: _Session, want: Desired, obs: Observed) -> list[_Step]:
+    """One POST creates the client with its scopes and mappers; the other records describe it."""
+    cid, c = want.client_id, want.client
+    rep = copy.deepcopy(c)
+    # Keycloak's realm defaults (basic, acr, web-origins, ...) plus the reference's lists: an
+    # explicit list in the POST replaces the defaults instead of adding to them.
+    defaults = [n for n in (*obs.realm_default_scopes, *want.default_scopes)
+                if n in obs.scope_ids and n not in want.optional_scopes]
+    optionals = [n for n in (*obs.realm_optional_scopes, *want.optional_scopes)
+                 if n in obs.scope_ids and n not in want.default_scopes]
+    rep["defaultClientScopes"] = list(dict.fromkeys(defaults))
+    rep["optionalClientScopes"] = list(dict.fromkeys(optionals))
+    rep["protocolMappers"] = [copy.deepcopy(m) for m in want.mappers]
+
+    def create_client() -> None:
+        with s.call(f"create client {cid}"):
+            s.client_uuid = s.admin.create_client(rep)
+
+    _, notes = _scope_plan(want, obs)
+    extra = [n for n in rep["defaultClientScopes"] if n not in want.default_scopes]
+    ours = [n for n in want.default_scopes if n in rep["defaultClientScopes"]]
+    optional = [n for n in want.optional_scopes if n in obs.scope_ids]
+    scopes = (f"default: {', '.join(ours)}"
+              + (f" (+ realm defaults {', '.join(extra)})" if extra else "")
+              + f"; optional: {', '.join(optional)}")
+    return [
+        _Step(_change("create", f"client {cid}",
+                      f"confidential {c['protocol']}; redirectUris: "
+                      f"{', '.join(c['redirectUris'])}; webOrigins: {', '.join(c['webOrigins'])}"
+                      f"; access.token.lifespan {c['attributes']['access.token.lifespan']}"),
+              create_client),
+        _Step(_change("create", f"client {cid} scopes", "; ".join([scopes, *notes]))),
+        *(_Step(_change("create", f"client {cid} mapper {m['name']}", _describe_mapper(m)))
+          for m in want.mappers),
+    ]
+
+
+def _client_steps(s: _Session, want: Desired, obs: Observed) -> list[_Step]:
+    """Repairs of an existing client: its settings, scopes and mappers, each its own record."""
+    assert obs.client is not None and s.client_uuid is not None
+    admin, uuid, cid = s.admin, s.client_uuid, want.client_id
+    steps: list[_Step] = []
+
+    diff = _client_diff(obs.client, want.client)
+    if diff:
+        payload = copy.deepcopy(want.client)
+        payload["attributes"] = {**(obs.client.get("attributes") or {}),
+                                 **want.client["attributes"]}
+
+        def update_client() -> None:
+            with s.call(f"update client {cid}"):
+                admin.update_client(uuid, payload)
+        steps.append(_Step(_change("update", f"client {cid}", "; ".join(diff)), update_client))
+    else:
+        steps.append(_Step(_change("unchanged", f"client {cid}")))
+
+    moves, notes = _scope_plan(want, obs)
+    if moves:
+        def fix_scopes() -> None:
+            with s.call(f"change the client scopes of {cid}"):
+                for name, kind in moves.items():
+                    sid = obs.scope_ids[name]
+                    # Attaching a scope that is attached the other way is silently ignored by
+                    # Keycloak: detach it first.
+                    if kind == "default":
+                        if name in obs.optional_scopes:
+                            admin.delete_client_optional_client_scope(uuid, sid)
+                        admin.add_client_default_client_scope(uuid, sid, {})
+                    else:
+                        if name in obs.default_scopes:
+                            admin.delete_client_default_client_scope(uuid, sid)
+                        admin.add_client_optional_client_scope(uuid, sid, {})
+        steps.append(_Step(_change("update", f"client {cid} scopes",
+                                   "; ".join(_scope_detail(moves, obs) + notes)), fix_scopes))
+    else:
+        steps.append(_Step(_change("unchanged", f"client {cid} scopes", "; ".join(notes))))
+
+    for m in want.mappers:
+        target = f"client {cid} mapper {m['name']}"
+        have = obs.mappers.get(m["name"])
+        if have is None:
+            def add_mapper(m: dict[str, Any] = m) -> None:
+                with s.call(f"add mapper {m['name']} to client {cid}"):
+                    admin.add_mapper_to_client(uuid, m)
+            steps.append(_Step(_change("create", target, _describe_mapper(m)), add_mapper))
+            continue
+        mdiff = _mapper_diff(have, m)
+        if not mdiff:
+            steps.append(_Step(_change("unchanged", target)))
+            continue
+
+        def fix_mapper(m: dict[str, Any] = m, have: dict[str, Any] = have) -> None:
+            with s.call(f"update mapper {m['name']} of client {cid}"):
+                if have.get("protocolMapper") != m["protocolMapper"]:
+                    # A mapper's type cannot be changed in place.
+                    admin.remove_client_mapper(uuid, have["id"])
+                    admin.add_mapper_to_client(uuid, m)
+                else:
+                    admin.update_client_mapper(uuid, have["id"], {**m, "id": have["id"]})
+        steps.append(_Step(_change("update", target, "; ".join(mdiff)), fix_mapper))
+    return steps
+
+
+def _grant_steps(s: _Session, want: Desired, obs: Observed) -> list[_Step]:
+    steps: list[_Step] = []
+    role = want.admin_role
+    for username in want.admin_users:
+        target = f"user {username} role {role}"
+        if role in obs.user_roles.get(username, set()):
+            steps.append(_Step(_change("unchanged", target)))
+            continue
+
+        def grant(username: str = username) -> None:
+            with s.call(f"grant role {role} to user {username}"):
+                # Read at run time: the role may have been created by an earlier step.
+                s.admin.assign_realm_roles(obs.users[username], [s.admin.get_realm_role(role)])
+        steps.append(_Step(_change("create", target, f"grant realm role {role}"), grant))
+    return steps
+
+
+def _steps(s: _Session, want: Desired, obs: Observed) -> list[_Step]:
+    """In the order they must run: roles, client (scopes, mappers), grants."""
+    client = _new_client_steps if obs.client is None else _client_steps
+    return [*_role_steps(s, want, obs), *client(s, want, obs), *_grant_steps(s, want, obs)]
+
+
+def _read(settings: Settings) -> tuple[_Session, list[_Step]]:
+    session = _connect(settings)
+    want = desired(settings)
+    return session, _steps(session, want, _observe(session, want))
+
+
+# --------------------------------------------------------------------------------------------
+# public API
+
+
+def describe(settings: Settings) -> str:
+    """Where this component works, for headings: 'realm thinkube at https://auth.example.com'."""
+    url = settings.auth.keycloak_url.rstrip("/") if settings.auth.keycloak_url else "(unset)"
+    return f"realm {settings.auth.realm} at {url}"
+
+
+def plan(settings: Settings) -> list[Change]:
+    """Every change apply would make, and what is already right. Reads only."""
+    _, steps = _read(settings)
+    return [step.change for step in steps]
+
+
+def apply(settings: Settings, progress: Progress | None = None) -> list[Change]:
+    """Make the realm match the config. Idempotent: a second run returns only 'unchanged'."""
+    progress = progress or NullProgress()
+    with progress.step(f"keycloak: read {describe(settings)}"):
+        _, steps = _read(settings)
+    pending = [step for step in steps if step.change.is_change]
+    if pending:
+        with progress.step(f"keycloak: apply {len(pending)} change(s)"):
+            for step in pending:
+                if step.run is not None:
+                    step.run()
+                progress.detail(f"{step.change.action} {step.change.target}")
+    return [step.change for step in steps]
+
+
+def client_secret(settings: Settings) -> SecretStr:
+    """The OIDC client's secret, read back from Keycloak (for the server config; never print)."""
+    session = _connect(settings)
+    client_id = settings.auth.client_id
+    with session.call(f"read client {client_id}"):
+        uuid = session.admin.get_client_id(client_id)
+        if uuid is None:
+            raise ClientNotProvisioned(
+                f"client {client_id!r} does not exist in realm {settings.auth.realm!r} at "
+                f"{session.url}", hint="Run `mlflow-stack apply` first.")
+        value = session.admin.get_client_secrets(uuid).get("value")
+    if not value:
+        raise ClientNotProvisioned(
+            f"client {client_id!r} in realm {settings.auth.realm!r} has no secret (is it a "
+            "public client?)", hint="Run `mlflow-stack apply` to make it confidential.")
+    return SecretStr(str(value))
+
+
+def destroy(settings: Settings, purge: bool = False, dry_run: bool = False) -> list[Change]:
+    """Undo apply. Without purge nothing in Keycloak is removed; with purge the client (and its
+    mappers and secret) and the two realm roles are deleted.
+
+    Why keep everything without purge: the client secret is referenced by deployed servers and
+    helpers (a new client gets a new secret), and deleting a role deletes every user's grant of
+    it, including grants made by hand that apply cannot tell from its own. Revoking only the
+    grants apply makes was rejected for the same reason. The realm and users are never touched.
+    A realm that does not exist means there is nothing to remove.
+    """
+    try:
+        session = _connect(settings)
+    except RealmNotFound:
+        return [_change("unchanged", f"realm {settings.auth.realm}",
+                        "does not exist; nothing to remove")]
+    admin = session.admin
+    a = settings.auth
+    with session.call(f"read client {a.client_id}"):
+        uuid = admin.get_client_id(a.client_id)
+    changes: list[Change] = []
+    if uuid is None:
+        changes.append(_change("unchanged", f"client {a.client_id}", "does not exist"))
+    elif not purge:
+        changes.append(_change("unchanged", f"client {a.client_id}", "kept (--purge deletes it)"))
+    else:
+        changes.append(_change("delete", f"client {a.client_id}", "with its mappers and secret"))
+        if not dry_run:
+            with session.call(f"delete client {a.client_id}"):
+                admin.delete_client(uuid)
+    for role in (a.admin_role, a.user_role):
+        with session.call(f"read realm role {role}"):
+            try:
+                members = len(admin.get_realm_role_members(role))
+            except KeycloakError as exc:
+                if exc.response_code != 404:
+                    raise
+                changes.append(_change("unchanged", f"role {role}", "does not exist"))
+                continue
+        held = f"held directly by {members} user(s)"
+        if not purge:
+            changes.append(_change("unchanged", f"role {role}", f"kept, {held} (--purge "
+                                   "deletes it)"))
+            continue
+        changes.append(_change("delete", f"role {role}", f"{held}; their grants go with it"))
+        if not dry_run:
+            with session.call(f"delete realm role {role}"):
+                admin.delete_realm_role(role)
+    return changes

@@ -1,0 +1,1 @@
+"""Server-side plugins loaded by mlflow-oidc-auth."""

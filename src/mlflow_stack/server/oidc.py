@@ -1,0 +1,104 @@
+"""The SSO part of the server's command line and environment (mlflow-oidc-auth + Keycloak).
+
+Everything the reference's Deployment sets, plus what it misses: audience and issuer pinned (so a
+token for another client or realm is refused), bearer provisioning for API-first users, a stable
+SECRET_KEY, the auth DB with its own alembic version table (it would otherwise share MLflow's),
+deny-less-than-MLflow defaults and proxy trust. Names are mlflow-oidc-auth 10.1.3's (config.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from mlflow_stack.config.model import Settings
+
+if TYPE_CHECKING:
+    from mlflow_stack.server.command import EnvVar, ServerPaths
+
+CLIENT_SECRET_KEY = "client-secret"
+SECRET_KEY_KEY = "SECRET_KEY"
+GROUP_PLUGIN = "mlflow_keycloak_groups"
+# mlflow-oidc-auth migrates its schema with alembic; MLflow's table is `alembic_version`.
+AUTH_ALEMBIC_TABLE = "alembic_version_oidc_auth"
+
+
+@dataclass(frozen=True)
+class OidcLaunch:
+    argv: list[str] = field(default_factory=list)
+    env: list[EnvVar] = field(default_factory=list)
+
+
+def issuer(settings: Settings) -> str:
+    """The realm's issuer exactly as Keycloak writes it into tokens (no trailing slash)."""
+    assert settings.auth.keycloak_url is not None
+    return f"{settings.auth.keycloak_url.rstrip('/')}/realms/{settings.auth.realm}"
+
+
+def discovery_url(settings: Settings) -> str:
+    return f"{issuer(settings)}/.well-known/openid-configuration"
+
+
+def redirect_uri(settings: Settings) -> str:
+    return f"{settings.public_url}/callback"
+
+
+def auth_db_uri(settings: Settings, paths: ServerPaths) -> str:
+    """The auth DB: same PostgreSQL server (password from PGPASSWORD), or sqlite in the data dir."""
+    from mlflow_stack.server.command import postgres_uri
+
+    if settings.database.backend == "postgresql":
+        return postgres_uri(settings, settings.database.auth_name)
+    return f"sqlite:///{paths.data_dir / 'auth.db'}"
+
+
+def _bool(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def oidc_launch(settings: Settings, paths: ServerPaths) -> OidcLaunch:
+    """Extra argv and env for `auth.provider: keycloak`; empty when SSO is off."""
+    from mlflow_stack.server.command import OIDC_SECRET, SECRET_KEY_SECRET, EnvVar, SecretRef
+
+    a = settings.auth
+    if a.provider != "keycloak":
+        return OidcLaunch()
+    s = settings.secrets
+    https = settings.server.public_scheme == "https" and settings.public_hostname is not None
+    env = [
+        EnvVar("OIDC_DISCOVERY_URL", discovery_url(settings)),
+        EnvVar("OIDC_ISSUER", issuer(settings)),
+        EnvVar("OIDC_CLIENT_ID", a.client_id),
+        EnvVar("OIDC_CLIENT_SECRET", secret=SecretRef(
+            OIDC_SECRET, CLIENT_SECRET_KEY, s.oidc_client_secret)),
+        # Keycloak's audience mapper puts the client id in `aud`; tokens for other clients of
+        # the realm (aud: account) are refused.
+        EnvVar("OIDC_AUDIENCE", a.client_id),
+        EnvVar("OIDC_PROVIDER_DISPLAY_NAME", a.display_name),
+        EnvVar("OIDC_SCOPE", a.scope),
+        EnvVar("OIDC_REDIRECT_URI", redirect_uri(settings)),
+        # The default `mlflow` would refuse every mlflow-user.
+        EnvVar("OIDC_GROUP_NAME", a.user_role),
+        EnvVar("OIDC_ADMIN_GROUP_NAME", a.admin_role),
+        EnvVar("OIDC_GROUPS_ATTRIBUTE", a.groups_attribute),
+        EnvVar("OIDC_GROUP_DETECTION_PLUGIN", GROUP_PLUGIN),
+        EnvVar("MLFLOW_KEYCLOAK_CLIENT_ROLES", _bool(a.include_client_roles)),
+        EnvVar("AUTOMATIC_LOGIN_REDIRECT", _bool(a.automatic_login_redirect)),
+        EnvVar("DEFAULT_LANDING_PAGE_IS_PERMISSIONS", "false"),
+        EnvVar("DEFAULT_MLFLOW_PERMISSION", a.default_permission),
+        # API-first users (token from Keycloak, never a browser login) get an account, and an
+        # admin token an admin one: the realm is ours and aud/iss are pinned above.
+        EnvVar("OIDC_PROVISION_ON_BEARER_AUTH", "true"),
+        EnvVar("OIDC_TRUST_BEARER_GROUP_CLAIMS", "true"),
+        EnvVar("OIDC_VERIFY_SSL", _bool(a.verify_tls)),
+        EnvVar("OIDC_USERS_DB_URI", auth_db_uri(settings, paths)),
+        EnvVar("OIDC_ALEMBIC_VERSION_TABLE", AUTH_ALEMBIC_TABLE),
+        # Identical on every worker and replica, and across restarts: sessions stay valid.
+        EnvVar("SECRET_KEY", secret=SecretRef(SECRET_KEY_SECRET, SECRET_KEY_KEY, s.secret_key)),
+        EnvVar("SESSION_COOKIE_SECURE", _bool(https)),
+    ]
+    if a.ca_bundle:
+        env.append(EnvVar("REQUESTS_CA_BUNDLE", str(a.ca_bundle)))
+    if settings.server.trusted_proxies:
+        env.append(EnvVar("TRUSTED_PROXIES", ",".join(settings.server.trusted_proxies)))
+    return OidcLaunch(argv=["--app-name", a.app_name], env=env)

@@ -1,0 +1,150 @@
+"""A 1 GiB artifact goes both ways through the platform without passing through the server.
+
+The platform runs on the harness's real PostgreSQL and S3 (JuiceFS gateway). The MLflow client
+runs in its own process with MLFLOW_TRACKING_URI only: no AWS_* variables and an empty HOME, so
+it can reach S3 only through the presigned URLs the server hands out. While the file goes up and
+down, the server's process tree is watched: its memory (sum of USS over all processes) must grow
+by less than 64 MiB, and no process of it may hold or write a copy of the file (open files via
+/proc/<pid>/fd, which also sees unlinked temp files; every file under the state dir, which
+holds its TMPDIR).
+
+Run once with MLflow's own client at its defaults (the server-side guarantee does not depend on
+our client package) and once with mlflow_stack.client.artifacts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from harness.artifact_client import client_env, run_transfer
+from harness.ports import free_port
+from harness.postgres import PostgresServer
+from harness.s3 import S3Server
+from harness.server_watch import ServerWatch, WatchReport
+from mlflow_stack.config.model import Settings
+from mlflow_stack.config.secrets import Secrets
+from mlflow_stack.local import platform
+from mlflow_stack.local.state import StateDir
+from mlflow_stack.progress import NullProgress
+
+pytestmark = pytest.mark.integration
+
+MIB = 2**20
+SIZE = 1024 * MIB
+MEMORY_LIMIT = 64 * MIB
+# Anything the server writes or holds open of this size would be (part of) a copy of the file;
+# its own files (metrics, logs, sockets) stay far below it.
+FILE_LIMIT = 16 * MIB
+BUCKET = "large-artifacts"
+
+
+@dataclass
+class Platform:
+    settings: Settings
+    state: StateDir
+    pid: int
+
+
+@pytest.fixture
+def platform_on_s3(tmp_path: Path, postgres_server: PostgresServer,
+                   s3_server: S3Server) -> Iterator[Platform]:
+    settings = Settings.model_validate({
+        "server": {"port": free_port()},
+        "database": {"backend": "postgresql", "host": postgres_server.host,
+                     "port": postgres_server.port, "user": postgres_server.superuser,
+                     "name": f"large_{uuid.uuid4().hex[:8]}",
+                     "sslmode": "disable"},
+        "artifacts": {"backend": "s3", "bucket": BUCKET, "endpoint_url": s3_server.endpoint_url},
+    })
+    settings = settings.model_copy(update={"secrets": Secrets.model_construct(
+        admin_password=SecretStr(postgres_server.password),
+        s3_access_key_id=SecretStr(s3_server.access_key),
+        s3_secret_access_key=SecretStr(s3_server.secret_key),
+    )})
+    state = StateDir(tmp_path / "state")
+    result = platform.up(settings, state, NullProgress())
+    try:
+        yield Platform(settings, state, result.record.pid)
+    finally:
+        platform.down(state)
+
+
+def _write_random(path: Path, size: int) -> str:
+    digest = hashlib.sha256()
+    with path.open("wb") as f:
+        for _ in range(size // (16 * MIB)):
+            piece = os.urandom(16 * MIB)
+            digest.update(piece)
+            f.write(piece)
+    return digest.hexdigest()
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while piece := f.read(16 * MIB):
+            digest.update(piece)
+    return digest.hexdigest()
+
+
+def _explain(report: WatchReport) -> str:
+    return (f"USS +{report.uss_growth / MIB:.1f} MiB (RSS +{report.rss_growth / MIB:.1f} MiB) "
+            f"over {report.baseline.uss / MIB:.0f} MiB in {report.baseline.processes} processes; "
+            f"largest open file {report.largest_open_file.size / MIB:.1f} MiB "
+            f"{report.largest_open_file.path!r}; largest file in the state dir "
+            f"{report.largest_dir_file.size / MIB:.1f} MiB {report.largest_dir_file.path!r}")
+
+
+@pytest.mark.parametrize("client_repo", ["mlflow", "stack"])
+def test_1gib_artifact_round_trip_bypasses_server_memory_and_disk(
+    platform_on_s3: Platform, s3_server: S3Server, tmp_path: Path, client_repo: str,
+) -> None:
+    p = platform_on_s3
+    src = tmp_path / "model.bin"
+    dst_dir = tmp_path / "download"
+    dst_dir.mkdir()
+    env = client_env(p.settings.local_url, tmp_path / "client-home",
+                     {"ARTIFACT_CLIENT_REPO": client_repo})
+    assert not [k for k in env if k.startswith("AWS_")]
+    run_id = None
+    try:
+        digest = _write_random(src, SIZE)
+        # From right after start-up: first-use costs of the workers (boto3 client, ...) count.
+        with ServerWatch(p.pid, [p.state.root], ignore_files={p.state.log_file}) as watch:
+            up = run_transfer("upload", env, "large-artifacts", str(src))
+            run_id = up.run_id
+            down = run_transfer("download", env, up.run_id, up.path, str(dst_dir))
+        report = watch.report
+        got = Path(down.path)
+        assert got.stat().st_size == SIZE
+        assert _sha256(got) == digest
+        got.unlink()
+
+        # The object really is in the bucket, under the platform's artifact layout.
+        objects = [o for o in s3_server.client().list_objects_v2(
+            Bucket=BUCKET, Prefix="artifacts/").get("Contents", [])
+            if f"/{up.run_id}/artifacts/model.bin" in o["Key"]]
+        assert len(objects) == 1 and objects[0]["Size"] == SIZE
+
+        assert report.samples >= 3, "the transfer was too quick to watch"
+        assert report.uss_growth < MEMORY_LIMIT, _explain(report)
+        assert report.largest_open_file.size < FILE_LIMIT, _explain(report)
+        assert report.largest_dir_file.size < FILE_LIMIT, _explain(report)
+        assert report.dir_growth < FILE_LIMIT, _explain(report)
+    finally:
+        src.unlink(missing_ok=True)
+        for leftover in dst_dir.glob("*"):
+            leftover.unlink()
+        if run_id:  # one by one: the gateway refuses boto3's DeleteObjects (no Content-MD5)
+            s3 = s3_server.client()
+            for obj in s3.list_objects_v2(Bucket=BUCKET).get("Contents", []):
+                if f"/{run_id}/" in obj["Key"]:
+                    s3.delete_object(Bucket=BUCKET, Key=obj["Key"])

@@ -1,0 +1,85 @@
+"""The SSO part of the server launch: env names, secrets kept out of argv, DB URIs."""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+
+from pydantic import SecretStr
+
+from mlflow_stack.config.model import Settings
+from mlflow_stack.config.secrets import Secrets
+from mlflow_stack.server.command import ServerPaths, build_server_launch
+from mlflow_stack.server.sso_app import GroupSync, RefreshLimiter
+
+PATHS = ServerPaths(PurePosixPath("/s/data"), PurePosixPath("/s/art"), PurePosixPath("/s/p"),
+                    PurePosixPath("/s/t"))
+
+
+def _settings(**extra: object) -> Settings:
+    data: dict[str, object] = {"auth": {"provider": "keycloak",
+                                        "keycloak_url": "https://kc.example.com"},
+                               "domain": "example.com", **extra}
+    return Settings.model_validate(data).model_copy(update={"secrets": Secrets.model_construct(
+        oidc_client_secret=SecretStr("client-s3cret"), secret_key=SecretStr("key-s3cret"),
+        admin_password=SecretStr("pg-s3cret"))})
+
+
+def test_keycloak_env_and_secrets() -> None:
+    launch = build_server_launch(_settings(), PATHS)
+    env = {v.name: v for v in launch.env}
+    assert launch.argv[launch.argv.index("--app-name") + 1] == "mlflow-stack-sso"
+    plain = launch.env_dict()
+    assert plain["OIDC_ISSUER"] == "https://kc.example.com/realms/thinkube"
+    assert plain["OIDC_DISCOVERY_URL"].endswith("/realms/thinkube/.well-known/openid-configuration")
+    assert plain["OIDC_REDIRECT_URI"] == "https://mlflow.example.com/callback"
+    assert plain["OIDC_AUDIENCE"] == "mlflow"
+    assert plain["OIDC_GROUP_NAME"] == "mlflow-user"
+    assert plain["OIDC_ADMIN_GROUP_NAME"] == "mlflow-admin"
+    assert plain["OIDC_GROUP_DETECTION_PLUGIN"] == "mlflow_keycloak_groups"
+    assert plain["OIDC_PROVISION_ON_BEARER_AUTH"] == "true"
+    assert plain["OIDC_ALEMBIC_VERSION_TABLE"] != "alembic_version"
+    assert plain["OIDC_USERS_DB_URI"] == "sqlite:////s/data/auth.db"
+    assert plain["SESSION_COOKIE_SECURE"] == "true"
+    assert plain["DEFAULT_LANDING_PAGE_IS_PERMISSIONS"] == "false"
+    secret = env["OIDC_CLIENT_SECRET"].secret
+    assert secret is not None and (secret.secret_name, secret.key) == (
+        "oauth2-proxy-secret", "client-secret")
+    assert {"OIDC_CLIENT_SECRET", "SECRET_KEY"} <= launch.secret_names()
+    joined = " ".join(launch.argv) + repr(launch.env)
+    assert "s3cret" not in joined
+
+
+def test_auth_db_on_postgres_has_no_password() -> None:
+    s = _settings(database={"backend": "postgresql", "host": "db", "auth_name": "mlflow_auth"},
+                  server={"trusted_proxies": ["10.0.0.0/8"]})
+    plain = build_server_launch(s, PATHS).env_dict()
+    assert plain["OIDC_USERS_DB_URI"].startswith("postgresql://admin@db:5432/mlflow_auth?")
+    assert "s3cret" not in plain["OIDC_USERS_DB_URI"]
+    assert plain["PGPASSWORD"] == "pg-s3cret"
+    assert plain["TRUSTED_PROXIES"] == "10.0.0.0/8"
+
+
+def test_no_sso_adds_nothing() -> None:
+    launch = build_server_launch(Settings(), PATHS)
+    assert "--app-name" not in launch.argv
+    assert not any(v.name.startswith("OIDC_") for v in launch.env)
+
+
+def test_refresh_limiter() -> None:
+    now = [0.0]
+    limiter = RefreshLimiter(60, clock=lambda: now[0])
+    limiter.note_fetch("k")
+    assert not limiter.allow_forced("k")
+    now[0] = 61
+    assert limiter.allow_forced("k")
+    assert not limiter.allow_forced("k")
+
+
+def test_group_sync_cache_misses_on_changed_groups() -> None:
+    now = [0.0]
+    sync = GroupSync(60, clock=lambda: now[0])
+    sync.remember("u", ("a",), True)
+    assert sync.cached("u", ("a",)) is True
+    assert sync.cached("u", ("a", "b")) is None
+    now[0] = 61
+    assert sync.cached("u", ("a",)) is None
