@@ -28,5 +28,7 @@ echo "ruff ..." >&2
 .venv/bin/ruff check src tests bench
 echo "mypy ..." >&2
 .venv/bin/mypy
+echo "kube-apiserver + etcd test binaries (built once from the Go module proxy, then cached) ..." >&2
+./scripts/build-kube-harness.sh >/dev/null
 echo "pytest ..." >&2
 exec .venv/bin/pytest "$@"

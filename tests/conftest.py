@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from harness.keycloak import KeycloakServer, default_cache_dir, ensure_keycloak_dist, start_keycloak
+from harness.kubeapi import KubeAPIServer, start_kube_apiserver
 from harness.postgres import PostgresServer, start_postgres
 from harness.s3 import S3Server, start_s3
 
@@ -49,3 +50,13 @@ def keycloak(
     finally:
         server.stop()
     assert server.process.poll() is not None, "Keycloak still running after stop()"
+
+
+@pytest.fixture(scope="session")
+def kube_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeAPIServer]:
+    """A real kube-apiserver + etcd (no kubelet, no controllers) on 127.0.0.1, once per session."""
+    server = start_kube_apiserver(tmp_path_factory.mktemp("kubeapi"))
+    try:
+        yield server
+    finally:
+        server.stop()
