@@ -20,7 +20,7 @@ from mlflow_stack.local import platform, process
 from mlflow_stack.local.state import StateDir, default_state_dir
 
 
-def _state(state_dir: Path | None) -> StateDir:
+def state_dir_for(state_dir: Path | None) -> StateDir:
     return StateDir((state_dir or default_state_dir()).expanduser().resolve())
 
 
@@ -45,7 +45,7 @@ def up(
         if not 1 <= port <= 65535:
             raise ConfigError(f"--port {port} is out of range: expected 1-65535")
         settings.server.port = port
-    state = _state(state_dir)
+    state = state_dir_for(state_dir)
     result = platform.up(settings, state, RichProgress())
     rec = result.record
     if result.already_running:
@@ -78,7 +78,7 @@ def down(state_dir: StateDirOpt = None) -> None:
 
     Example:  mlflow-stack down --state-dir ./mlflow-state
     """
-    state = _state(state_dir)
+    state = state_dir_for(state_dir)
     record = platform.down(state)
     if record is None:
         out.print(f"not running ({state.root})")
@@ -91,7 +91,7 @@ def status(state_dir: StateDirOpt = None, output: OutputOpt = Output.text) -> No
 
     Example:  mlflow-stack status --output json
     """
-    st = platform.status(_state(state_dir))
+    st = platform.status(state_dir_for(state_dir))
     if output == Output.json:
         data = {
             "running": st.running, "healthy": st.healthy, "state_dir": st.state_dir,
@@ -128,7 +128,7 @@ def logs(
 
     Example:  mlflow-stack logs -n 100 --follow
     """
-    path = platform.log_path(_state(state_dir))
+    path = platform.log_path(state_dir_for(state_dir))
     if not path.exists():
         raise ConfigError(f"no log at {path}: has the platform been started with this state dir?")
     with path.open(errors="replace") as fh:

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from mlflow_stack import MLFLOW_OIDC_AUTH_VERSION, MLFLOW_VERSION, __version__
-from mlflow_stack.cli import config_cmd, deploy_cmd, kube_cmd, local_cmd
+from mlflow_stack.cli import config_cmd, deploy_cmd, kube_cmd, local_cmd, ops_cmd
 from mlflow_stack.cli.console import out, print_error
 
 app = typer.Typer(
@@ -47,6 +47,8 @@ app.command()(deploy_cmd.plan)
 app.command()(deploy_cmd.apply)
 app.command()(deploy_cmd.deploy)
 app.command()(kube_cmd.render)
+app.command()(ops_cmd.backup)
+app.command()(ops_cmd.restore)
 app.add_typer(config_cmd.app, name="config")
 
 

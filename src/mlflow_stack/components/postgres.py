@@ -59,7 +59,7 @@ def _role_exists(conn: psycopg.Connection[tuple[object, ...]], role: str) -> boo
         is not None
 
 
-def _database_exists(conn: psycopg.Connection[tuple[object, ...]], name: str) -> bool:
+def database_exists(conn: psycopg.Connection[tuple[object, ...]], name: str) -> bool:
     return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() \
         is not None
 
@@ -74,7 +74,7 @@ def plan_database(settings: Settings, dbname: str | None = None) -> list[Change]
         if db.user != target.user:
             changes.append(Change("postgres", "unchanged" if _role_exists(conn, db.user)
                                   else "create", f"role {db.user}"))
-        if _database_exists(conn, name):
+        if database_exists(conn, name):
             changes.append(Change("postgres", "unchanged", f"database {name}"))
         else:
             changes.append(Change("postgres", "create", f"database {name}", f"owner {db.user}"))
@@ -97,7 +97,7 @@ def ensure_database(settings: Settings, dbname: str | None = None) -> list[Chang
                 conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
                     sql.Identifier(db.user), sql.Literal(owner_password.get_secret_value())))
                 changes.append(Change("postgres", "create", f"role {db.user}"))
-        if _database_exists(conn, name):
+        if database_exists(conn, name):
             changes.append(Change("postgres", "unchanged", f"database {name}"))
         else:
             conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
@@ -106,13 +106,20 @@ def ensure_database(settings: Settings, dbname: str | None = None) -> list[Chang
     return changes
 
 
+def owner_target(settings: Settings) -> PgTarget:
+    """The database owner's login: what the server itself connects as."""
+    db = settings.database
+    password = settings.secrets.effective_db_password
+    if db.host is None or password is None:
+        raise ConfigError("database.host and a database password are required for PostgreSQL")
+    return PgTarget(db.host, db.port, db.user, password.get_secret_value(), db.sslmode)
+
+
 def alembic_revision(settings: Settings, dbname: str | None = None,
                      table: str = "alembic_version") -> str | None:
     """The schema revision stored in the database, or None for an empty database."""
     db = settings.database
-    password = settings.secrets.effective_db_password
-    assert db.host is not None and password is not None
-    target = PgTarget(db.host, db.port, db.user, password.get_secret_value(), db.sslmode)
+    target = owner_target(settings)
     with connect(target, dbname or db.name) as conn:
         exists = conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()
         if not exists or exists[0] is None:

@@ -1,0 +1,1 @@
+"""Day-2 operations: backup and restore, verify, doctor."""
