@@ -94,10 +94,12 @@ def test_plan_apply_deploy_keycloak_only(tmp_path: Path, keycloak: KeycloakServe
     assert admin_client(keycloak, realm).get_client_id("mlflow") is None, "plan wrote"
 
     planned = json.loads(ok(run_cli("plan", "-o", "json", cwd=tmp_path, env=env)).stdout)
-    assert [s["system"] for s in planned["systems"]] == ["keycloak", "postgres", "bucket"]
+    assert [s["system"] for s in planned["systems"]] == [
+        "keycloak", "postgres", "bucket", "kubernetes"]
     assert planned["systems"][0]["where"] == f"realm {realm} at {keycloak.url}"
-    assert [s["skipped"] for s in planned["systems"][1:]] == [
+    assert [s["skipped"] for s in planned["systems"][1:3]] == [
         "database.backend is not postgresql", "artifacts.backend is not s3"]
+    assert "names no cluster" in planned["systems"][3]["skipped"]
     assert planned["summary"] == {"create": 8, "update": 0, "delete": 0, "unchanged": 0}
 
     applied = ok(run_cli("apply", "-c", str(config), cwd=tmp_path, env=env))
@@ -142,7 +144,7 @@ def test_all_three_systems_in_order(tmp_path: Path, keycloak: KeycloakServer,
     planned = json.loads(ok(run_cli("plan", "-c", str(config), "-o", "json", cwd=tmp_path,
                                     env=env)).stdout)
     systems = {s["system"]: s for s in planned["systems"]}
-    assert list(systems) == ["keycloak", "postgres", "bucket"]
+    assert list(systems) == ["keycloak", "postgres", "bucket", "kubernetes"]
     assert [(c["action"], c["target"]) for c in systems["postgres"]["changes"]] == [
         ("create", f"database mlflow_{suffix}"), ("create", f"database mlflow_auth_{suffix}")]
     assert [(c["action"], c["target"]) for c in systems["bucket"]["changes"]] == [

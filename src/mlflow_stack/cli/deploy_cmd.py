@@ -1,4 +1,5 @@
-"""`plan`, `apply` (alias `deploy`): provision Keycloak, PostgreSQL and the S3 bucket.
+"""`plan`, `apply` (alias `deploy`), `uninstall`: Keycloak, PostgreSQL, the S3 bucket and the
+Kubernetes objects.
 
 The order and the systems live in mlflow_stack.deploy; this module only prints.
 """
@@ -7,15 +8,44 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from typing import Any
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
 
+import typer
 from rich.markup import escape
 from rich.table import Table
 
 from mlflow_stack import deploy as deploy_lib
 from mlflow_stack.cli.console import RichProgress, out
 from mlflow_stack.cli.options import ConfigOpt, Output, OutputOpt
-from mlflow_stack.config.loader import load_config
+from mlflow_stack.config.loader import check_secrets, load_config
+from mlflow_stack.config.model import Settings
+
+
+class Target(StrEnum):
+    auto = "auto"
+    kubernetes = "kubernetes"
+    services = "services"
+
+
+TargetOpt = Annotated[Target, typer.Option(
+    "--target", "-t",
+    help="auto: Kubernetes too when the config names a cluster (kubernetes.kubeconfig or "
+         "kubernetes.context); kubernetes: always, with the default kubeconfig if none is "
+         "named; services: Keycloak, PostgreSQL and S3 only.")]
+PurgeOpt = Annotated[bool, typer.Option(
+    "--purge", help="Also delete the data: PVCs, the namespace, the databases, the bucket "
+    "and the Keycloak client and roles.")]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Show what would be removed.")]
+
+
+def _settings(config: Path | None, target: Target) -> Settings:
+    """Secrets may come from the cluster (S3 keys), so they are checked after that lookup."""
+    loaded = load_config(config, require_secrets=False)
+    settings = deploy_lib.resolve_secrets(loaded.settings, target.value)
+    check_secrets(settings, loaded.source)
+    return settings
 
 _STYLE = {"create": ("+", "green"), "update": ("~", "yellow"), "delete": ("-", "red"),
           "unchanged": ("=", "dim")}
@@ -62,6 +92,9 @@ def _print(command: str, results: list[deploy_lib.SystemResult], output: Output)
     if not ran:
         out.print("Nothing to provision: the config enables no external system "
                   "(auth.provider keycloak, database.backend postgresql, artifacts.backend s3).")
+    elif command == "uninstall":
+        out.print(f"Removed: {s['delete']} deleted, {s['unchanged']} kept." if s["delete"] else
+                  f"Nothing to remove: {s['unchanged']} kept.")
     elif command == "plan":
         out.print(f"Plan: {s['create']} to create, {s['update']} to update, {s['delete']} to "
                   f"delete, {s['unchanged']} unchanged." if changed else
@@ -72,38 +105,69 @@ def _print(command: str, results: list[deploy_lib.SystemResult], output: Output)
                   f"No changes: {s['unchanged']} object(s) already match the config.")
 
 
-def plan(config: ConfigOpt = None, output: OutputOpt = Output.text) -> None:
+def plan(config: ConfigOpt = None, output: OutputOpt = Output.text,
+         target: TargetOpt = Target.auto) -> None:
     """Show every change `apply` would make, system by system. Reads only.
 
     Systems the config enables, in apply's order: Keycloak (auth.provider
     keycloak), PostgreSQL (database.backend postgresql), the S3 bucket
-    (artifacts.backend s3).
+    (artifacts.backend s3), the Kubernetes objects (see --target), each with a
+    field-level diff against what is live.
     Secrets come from the environment: KEYCLOAK_ADMIN_PASSWORD or ADMIN_PASSWORD,
     plus the database and S3 variables (`mlflow-stack config show` lists them).
 
     Example:  ADMIN_PASSWORD=... mlflow-stack plan -c inventory.yaml --output json
     """
-    settings = load_config(config).settings
-    _print("plan", deploy_lib.plan(settings, RichProgress()), output)
+    settings = _settings(config, target)
+    _print("plan", deploy_lib.plan(settings, RichProgress(), target=target.value), output)
 
 
-def apply(config: ConfigOpt = None, output: OutputOpt = Output.text) -> None:
-    """Create or repair what the config describes in Keycloak, PostgreSQL and S3.
+def apply(config: ConfigOpt = None, output: OutputOpt = Output.text,
+          target: TargetOpt = Target.auto) -> None:
+    """Create or repair what the config describes in Keycloak, PostgreSQL, S3 and Kubernetes.
 
-    Every enabled system is checked (login, realm, users, bucket) before the first
-    write; then they are provisioned in dependency order. Idempotent: a second run
-    reports no changes, and a failed run can simply be repeated.
-    The OIDC client secret is never printed.
+    Every enabled system is checked (login, realm, users, bucket, a server-side dry
+    run of each object) before the first write; then they are provisioned in
+    dependency order: Keycloak, PostgreSQL, the bucket, then the Kubernetes objects
+    (server-side apply, field manager mlflow-stack), waiting for the migration Job
+    and the rollout. Idempotent: a second run reports no changes and writes nothing,
+    and a failed or interrupted run can simply be repeated.
+    No secret is ever printed.
 
     Example:  ADMIN_PASSWORD=... mlflow-stack apply -c mlflow-stack.yaml
     """
-    settings = load_config(config).settings
-    _print("apply", deploy_lib.apply(settings, RichProgress()), output)
+    settings = _settings(config, target)
+    results = deploy_lib.apply(settings, RichProgress(), target=target.value)
+    _print("apply", results, output)
+    if output == Output.text and any(r.system == "kubernetes" and r.skipped is None
+                                     for r in results):
+        from mlflow_stack.kubernetes.discovery import tracking_uri
+
+        out.print(f"MLflow: {escape(tracking_uri(settings))}")
 
 
-def deploy(config: ConfigOpt = None, output: OutputOpt = Output.text) -> None:
-    """Alias of `apply`: provision Keycloak, PostgreSQL and S3 from the config.
+def deploy(config: ConfigOpt = None, output: OutputOpt = Output.text,
+           target: TargetOpt = Target.auto) -> None:
+    """Alias of `apply`: provision Keycloak, PostgreSQL, S3 and Kubernetes from the config.
 
     Example:  ADMIN_PASSWORD=... mlflow-stack deploy -c inventory.yaml
     """
-    apply(config, output)
+    apply(config, output, target)
+
+
+def uninstall(config: ConfigOpt = None, output: OutputOpt = Output.text,
+              target: TargetOpt = Target.auto, purge: PurgeOpt = False,
+              dry_run: DryRunOpt = False) -> None:
+    """Remove what `apply` created, in reverse order; keep the data unless --purge.
+
+    Kubernetes: every object apply created is deleted except the PVCs and the
+    namespace; the code-server Deployment only loses what apply added to it.
+    The databases, the bucket and the Keycloak client and roles are kept.
+    With --purge those go too (the database and the bucket with their contents).
+
+    Example:  mlflow-stack uninstall -c inventory.yaml --dry-run
+    """
+    settings = load_config(config, require_secrets=False).settings
+    results = deploy_lib.uninstall(settings, purge=purge, progress=RichProgress(),
+                                   target=target.value, dry_run=dry_run)
+    _print("plan" if dry_run else "uninstall", results, output)

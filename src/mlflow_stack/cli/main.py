@@ -46,9 +46,11 @@ app.command()(local_cmd.logs)
 app.command()(deploy_cmd.plan)
 app.command()(deploy_cmd.apply)
 app.command()(deploy_cmd.deploy)
+app.command()(deploy_cmd.uninstall)
 app.command()(kube_cmd.render)
 app.command()(ops_cmd.backup)
 app.command()(ops_cmd.restore)
+app.command()(ops_cmd.doctor)
 app.add_typer(config_cmd.app, name="config")
 
 

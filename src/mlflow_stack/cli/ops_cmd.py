@@ -65,3 +65,36 @@ def restore(
     out.print(_counts_table("restored", result.counts))
     out.print("[green]restore complete[/]: row counts match the backup; start with "
               "mlflow-stack up")
+
+
+def doctor(
+    config: ConfigOpt = None,
+    state_dir: StateDirOpt = None,
+    output: OutputOpt = Output.text,
+) -> None:
+    """Run every troubleshooting check (server, database, bucket, OIDC, Keycloak client,
+    client secret, group plugin, clock skew, public host) and say what to fix. Exit 1 on any
+    problem.
+
+    Example:  mlflow-stack doctor -c mlflow-stack.yaml
+    """
+    from mlflow_stack.ops import doctor as checks
+
+    settings = load_config(config).settings
+    state = state_dir_for(state_dir)
+    marks = {"ok": "[green]✓[/]", "problem": "[red]✗[/]", "skipped": "[dim]-[/]"}
+
+    def show(f: checks.Finding) -> None:
+        if output == Output.text:
+            out.print(f"{marks[f.status]} {escape(f.check)}: {escape(f.finding)}")
+            if f.fix:
+                out.print(f"    [yellow]fix:[/] {escape(f.fix)}")
+
+    findings = checks.run(settings, state, on_finding=show)
+    if output == Output.json:
+        out.print_json(json.dumps([asdict(f) for f in findings]))
+    problems = [f for f in findings if f.status == "problem"]
+    if output == Output.text:
+        out.print(f"{len(problems)} problem(s) in {len(findings)} checks")
+    if problems:
+        raise typer.Exit(1)

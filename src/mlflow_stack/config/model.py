@@ -77,10 +77,18 @@ class ArtifactSettings(_Section):
     backend: Literal["local", "s3"] = "local"
     bucket: BucketName = "mlflow"
     prefix: str = Field("artifacts", pattern=r"^[A-Za-z0-9._/-]*$")
-    endpoint_url: HttpUrlStr | None = None
+    endpoint_url: HttpUrlStr | None = Field(
+        None, description="S3 endpoint. Clients send and fetch large artifacts here directly on "
+        "URLs the server presigns for it, so it must be reachable from clients too."
+    )
     region: str = "us-east-1"
     verify_tls: bool = True
     ca_bundle: Path | None = None
+    presigned_url_ttl: int = Field(
+        3600, ge=60, le=7 * 24 * 3600,
+        description="Seconds a presigned download URL stays valid (MLflow: 300; its upload URLs "
+        "always last 3600).",
+    )
     models_dir: Path | None = Field(
         None, description="Shared models folder (the reference's JuiceFS volume) to mount/create."
     )
@@ -114,6 +122,10 @@ class AuthSettings(_Section):
     access_token_lifespan: int = Field(3600, ge=60)
     groups_attribute: str = "realm_access.roles"
     include_client_roles: bool = False
+    group_plugin: str = Field(
+        "mlflow_keycloak_groups", pattern=r"^[A-Za-z_][A-Za-z0-9_.]*$",
+        description="Module mlflow-oidc-auth loads to map token roles to groups.",
+    )
     default_permission: Literal["NO_PERMISSIONS", "READ", "USE", "EDIT", "MANAGE"] = Field(
         "READ", description="What a signed-in user may do with resources nobody granted them "
         "(creators get MANAGE on what they create).",

@@ -159,6 +159,11 @@ def _s3_env(s: Settings) -> list[EnvVar]:
     ]
     if a.endpoint_url:
         env.append(EnvVar("MLFLOW_S3_ENDPOINT_URL", a.endpoint_url))
+    # Large files bypass the server: clients discover presigned multipart upload and ranged
+    # download from /api/3.0/mlflow/server-info (on whenever the server proxies to S3; the
+    # MLFLOW_ENABLE_PROXY_MULTIPART_* variables are client-side only). A download longer than
+    # the URL's life must re-ask for it on every expiry, and MLflow gives up after 7 of those.
+    env.append(EnvVar("MLFLOW_PRESIGNED_DOWNLOAD_URL_TTL_SECONDS", str(a.presigned_url_ttl)))
     if a.ca_bundle:
         env.append(EnvVar("AWS_CA_BUNDLE", str(a.ca_bundle)))
     if not a.verify_tls:

@@ -18,7 +18,6 @@ if TYPE_CHECKING:
 
 CLIENT_SECRET_KEY = "client-secret"
 SECRET_KEY_KEY = "SECRET_KEY"
-GROUP_PLUGIN = "mlflow_keycloak_groups"
 # mlflow-oidc-auth migrates its schema with alembic; MLflow's table is `alembic_version`.
 AUTH_ALEMBIC_TABLE = "alembic_version_oidc_auth"
 
@@ -81,7 +80,7 @@ def oidc_launch(settings: Settings, paths: ServerPaths) -> OidcLaunch:
         EnvVar("OIDC_GROUP_NAME", a.user_role),
         EnvVar("OIDC_ADMIN_GROUP_NAME", a.admin_role),
         EnvVar("OIDC_GROUPS_ATTRIBUTE", a.groups_attribute),
-        EnvVar("OIDC_GROUP_DETECTION_PLUGIN", GROUP_PLUGIN),
+        EnvVar("OIDC_GROUP_DETECTION_PLUGIN", settings.auth.group_plugin),
         EnvVar("MLFLOW_KEYCLOAK_CLIENT_ROLES", _bool(a.include_client_roles)),
         EnvVar("AUTOMATIC_LOGIN_REDIRECT", _bool(a.automatic_login_redirect)),
         EnvVar("DEFAULT_LANDING_PAGE_IS_PERMISSIONS", "false"),

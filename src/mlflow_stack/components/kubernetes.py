@@ -1,0 +1,436 @@
+"""The Kubernetes objects: plan, apply and uninstall with server-side apply.
+
+Objects are applied in render's order (namespace, Secrets, PVCs, migration Job -> wait,
+Deployment -> wait for rollout, Service, Ingress/HTTPRoute, NetworkPolicy, PDB, discovery),
+with field manager `mlflow-stack`. Every object is first compared with a server-side dry-run
+apply: what the dry run returns is exactly what a real apply would store, so an object whose
+dry run equals the live object is not written at all (a second apply makes zero writes).
+
+Conflicts are forced, but only on the fields we send: SSA never removes or takes over a field
+we don't set, so an annotation or a container another manager added stays. A field of ours that
+someone changed by hand (replicas, an env var) is drift, and apply puts it back.
+
+Objects this tool applied earlier but no longer renders (an old migration Job, a PDB after
+replicas went back to 1) are pruned; PVCs and the namespace never are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx2
+from lightkube import ApiError
+from lightkube.core.resource import api_info
+from lightkube.resources.apps_v1 import Deployment
+from lightkube.resources.batch_v1 import Job
+from lightkube.resources.core_v1 import ConfigMap, Secret, Service
+from lightkube.resources.networking_v1 import Ingress, NetworkPolicy
+from lightkube.resources.policy_v1 import PodDisruptionBudget
+from lightkube.types import CascadeType, PatchType
+
+from mlflow_stack.components.base import Change
+from mlflow_stack.config.model import Settings
+from mlflow_stack.errors import ConfigError
+from mlflow_stack.kubernetes import labels as lb
+from mlflow_stack.kubernetes import sources
+from mlflow_stack.kubernetes.client import HTTPRoute, Kube, as_dict, call, connect, resource_of
+from mlflow_stack.kubernetes.diff import field_diff
+from mlflow_stack.kubernetes.discovery import Patch, tracking_uri
+from mlflow_stack.kubernetes.render import new_secret_key, render
+from mlflow_stack.kubernetes.secrets import SecretNeeded, secret_object, tls_secret_spec
+from mlflow_stack.kubernetes.wait import job_state, rollout_state, wait_job, wait_rollout
+from mlflow_stack.progress import NullProgress, Progress
+
+SYSTEM = "kubernetes"
+JOB_TIMEOUT = 900.0  # a schema migration of a large database can take minutes
+_KEEP = {"PersistentVolumeClaim", "Namespace"}  # data and the namespace: only --purge
+# Kinds apply may have created, listed by label to find what it no longer renders.
+_PRUNABLE: tuple[Any, ...] = (ConfigMap, Secret, Job, Deployment, Service, Ingress, HTTPRoute,
+                              NetworkPolicy, PodDisruptionBudget)
+
+
+def rollout_timeout(settings: Settings) -> float:
+    # The startup probe allows health_timeout per pod; leave room for pulling the image.
+    return max(300.0, settings.server.health_timeout + 120.0)
+
+
+def target(obj: dict[str, Any]) -> str:
+    meta = obj["metadata"]
+    ns = meta.get("namespace")
+    return f"{obj['kind']} {ns}/{meta['name']}" if ns else f"{obj['kind']} {meta['name']}"
+
+
+def describe(settings: Settings) -> str:
+    k = settings.kubernetes
+    where = f"context {k.context}" if k.context else (
+        f"kubeconfig {k.kubeconfig}" if k.kubeconfig else "the current kubeconfig")
+    return f"namespace {k.namespace} via {where}"
+
+
+@dataclass
+class Desired:
+    objects: list[dict[str, Any]]  # in apply order, Secrets with their values
+    kept: list[SecretNeeded]  # Secrets whose values are not known here
+    patches: list[Patch]
+    notes: list[str]
+
+
+@dataclass
+class Item:
+    """One object's plan: what apply would do to it."""
+
+    obj: dict[str, Any]
+    change: Change
+    live: dict[str, Any] | None = None
+    recreate: bool = False  # an immutable Job whose template changed
+    needs_values: bool = False  # a Secret that does not exist and whose values are unknown
+    patch: bool = False  # a patch of an object we don't own (code-server)
+
+
+@dataclass
+class Report:
+    changes: list[Change]
+    writes: int  # create/update/delete calls actually made (0 on a converged re-apply)
+    url: str
+    notes: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------------------------
+# desired state
+
+
+def desired(kube: Kube, settings: Settings, *, planning: bool) -> Desired:
+    """The rendered objects with every Secret value this run can know."""
+    k, secrets = settings.kubernetes, settings.secrets
+    notes: list[str] = []
+    secret_key = None
+    if settings.auth.provider == "keycloak":
+        # Never regenerated: an explicit key wins, then the one already in the cluster.
+        secret_key = secrets.secret_key or sources.existing_secret_key(kube, settings)
+        if secret_key is None:
+            secret_key = new_secret_key()
+            notes.append("created the SSO session key (SECRET_KEY); later applies reuse it")
+        if secrets.oidc_client_secret is None:
+            from mlflow_stack.components import keycloak
+
+            try:
+                value = keycloak.client_secret(settings)
+            except keycloak.ClientNotProvisioned:
+                if not planning:
+                    raise
+                value = None  # plan before the first apply: Keycloak's step creates it
+            if value is not None:
+                secrets = secrets.model_copy(update={"oidc_client_secret": value})
+    s = settings.model_copy(update={"secrets": secrets})
+    rendered = render(s, include_secrets=True, secret_key=secret_key)
+    extra: list[dict[str, Any]] = []
+    kept: list[SecretNeeded] = []
+    for need in rendered.secrets_needed:
+        if need.type == "kubernetes.io/tls" and need.name == k.tls_secret:
+            values = sources.tls_values(kube, s)
+            if values is not None:
+                spec = tls_secret_spec(s)
+                spec.values = values
+                extra.append(secret_object(s, spec))
+                continue
+        kept.append(need)
+    objects = list(rendered.objects)
+    last_secret = max(i for i, o in enumerate(objects) if o["kind"] in ("Namespace", "Secret"))
+    objects[last_secret + 1:last_secret + 1] = extra
+    patches = list(rendered.patches)
+    d = settings.discovery
+    if d.enabled and d.code_server and d.code_server_namespace != k.namespace \
+            and not sources.namespace_exists(kube, d.code_server_namespace):
+        # code-server's namespace is not ours to create: integrate once it exists.
+        objects = [o for o in objects if o["metadata"].get("namespace") != d.code_server_namespace]
+        kept = [n for n in kept if n.namespace != d.code_server_namespace]
+        patches = []
+        notes.append(f"namespace {d.code_server_namespace} does not exist: code-server "
+                     "integration skipped (apply again once code-server is installed)")
+    return Desired(objects, kept, patches, notes + rendered.notes)
+
+
+# --------------------------------------------------------------------------------------------
+# observing
+
+
+def _get(kube: Kube, res: Any, name: str, namespace: str | None) -> dict[str, Any] | None:
+    with call(kube, f"read {res.__name__} {namespace + '/' if namespace else ''}{name}"):
+        try:
+            return as_dict(kube.client.get(res, name, namespace=namespace))
+        except httpx2.HTTPStatusError as exc:  # ApiError, or a 404 without a Status
+            if exc.response.status_code == 404:  # the object, its namespace or its CRD
+                return None
+            raise
+
+
+def get_live(kube: Kube, obj: dict[str, Any]) -> dict[str, Any] | None:
+    meta = obj["metadata"]
+    return _get(kube, resource_of(obj), meta["name"], meta.get("namespace"))
+
+
+def _ssa(kube: Kube, obj: dict[str, Any], *, dry_run: bool) -> dict[str, Any]:
+    """Server-side apply of the manifest exactly as rendered (no model round trip)."""
+    meta = obj["metadata"]
+    return as_dict(kube.client.patch(
+        resource_of(obj), meta["name"], obj, namespace=meta.get("namespace"),
+        patch_type=PatchType.APPLY, field_manager=lb.FIELD_MANAGER, force=True, dry_run=dry_run))
+
+
+def _create_detail(obj: dict[str, Any]) -> str:
+    if obj["kind"] == "Secret":  # key names only, never values
+        return f"keys {', '.join(sorted(obj.get('data', {})))}"
+    return ""
+
+
+def _observe(kube: Kube, obj: dict[str, Any], *, patch: bool = False) -> Item:
+    t = target(obj)
+    live = get_live(kube, obj)
+    if live is None:
+        if patch:
+            return Item(obj, Change(SYSTEM, "unchanged", t, "not there: nothing to patch"),
+                        patch=True)
+        return Item(obj, Change(SYSTEM, "create", t, _create_detail(obj)))
+    with call(kube, f"check {t} (server-side dry run)"):
+        try:
+            dry = _ssa(kube, obj, dry_run=True)
+        except ApiError as exc:
+            if obj["kind"] != "Job" or exc.status.code != 422:
+                raise
+            return Item(obj, Change(SYSTEM, "update", t, "recreate: a Job's template is "
+                                    "immutable"), live, recreate=True)
+    diff = field_diff(live, dry)
+    if not diff:
+        return Item(obj, Change(SYSTEM, "unchanged", t), live, patch=patch)
+    return Item(obj, Change(SYSTEM, "update", t, "; ".join(diff)), live, patch=patch)
+
+
+def _kept_item(kube: Kube, need: SecretNeeded) -> Item:
+    stub = {"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": need.name, "namespace": need.namespace}}
+    t = target(stub)
+    if get_live(kube, stub) is not None:
+        return Item(stub, Change(SYSTEM, "unchanged", t, "kept as it is (values not known "
+                                 f"here: {', '.join(need.missing)})"))
+    return Item(stub, Change(SYSTEM, "create", t, f"needs {', '.join(need.missing)}: "
+                             f"{need.how}"), needs_values=True)
+
+
+def _selector(settings: Settings) -> dict[str, Any]:
+    return {"app.kubernetes.io/managed-by": lb.MANAGED_BY,
+            "app.kubernetes.io/instance": settings.kubernetes.namespace}
+
+
+def owned(kube: Kube, settings: Settings) -> list[dict[str, Any]]:
+    """Objects carrying this installation's labels (in its namespace and code-server's)."""
+    # In code-server's namespace we only ever create a Secret and a ConfigMap.
+    where: dict[str, tuple[Any, ...]] = {settings.kubernetes.namespace: _PRUNABLE}
+    d = settings.discovery
+    if d.enabled and d.code_server:
+        where.setdefault(d.code_server_namespace, (Secret, ConfigMap))
+    found: list[dict[str, Any]] = []
+    for ns, kinds in where.items():
+        for res in kinds:
+            with call(kube, f"list {res.__name__} in {ns}"):
+                info = api_info(res).resource
+                version = f"{info.group}/{info.version}" if info.group else info.version
+                try:
+                    # List items come without kind/apiVersion: put them back.
+                    found += [{**as_dict(o), "apiVersion": version, "kind": info.kind}
+                              for o in kube.client.list(res, namespace=ns,
+                                                        labels=_selector(settings))]
+                except httpx2.HTTPStatusError as exc:  # ApiError, or a 404 without a Status
+                    if exc.response.status_code != 404:  # 404: e.g. no Gateway API CRDs
+                        raise
+    return found
+
+
+def _key(obj: dict[str, Any]) -> tuple[str, str, str | None]:
+    meta = obj["metadata"]
+    return obj["kind"], meta["name"], meta.get("namespace")
+
+
+def _plan_items(kube: Kube, settings: Settings, want: Desired) -> list[Item]:
+    items: list[Item] = []
+    kept_done = False
+    for obj in want.objects:
+        if not kept_done and obj["kind"] not in ("Namespace", "Secret"):
+            items += [_kept_item(kube, need) for need in want.kept]
+            kept_done = True
+        items.append(_observe(kube, obj))
+    if not kept_done:
+        items += [_kept_item(kube, need) for need in want.kept]
+    for patch in want.patches:
+        items.append(_observe(kube, {**patch.body, "kind": patch.kind}, patch=True))
+    wanted = {_key(i.obj) for i in items}
+    for obj in owned(kube, settings):
+        if _key(obj) not in wanted and obj["kind"] not in _KEEP:
+            items.append(Item(obj, Change(SYSTEM, "delete", target(obj),
+                                          "no longer part of the configuration"), obj))
+    return items
+
+
+# --------------------------------------------------------------------------------------------
+# public API
+
+
+def plan(settings: Settings) -> list[Change]:
+    """What apply would create, change (field by field) or delete. Reads only (dry runs)."""
+    kube = connect(settings)
+    settings = sources.with_s3_keys_from_cluster(kube, settings)
+    want = desired(kube, settings, planning=True)
+    return [i.change for i in _plan_items(kube, settings, want)]
+
+
+def apply(settings: Settings, progress: Progress | None = None) -> list[Change]:
+    return apply_objects(settings, progress).changes
+
+
+def apply_objects(settings: Settings, progress: Progress | None = None, *,
+                  job_timeout: float = JOB_TIMEOUT,
+                  rollout_timeout_s: float | None = None) -> Report:
+    """Make the cluster match the config. Idempotent; safe to re-run after an interruption."""
+    progress = progress or NullProgress()
+    kube = connect(settings)
+    settings = sources.with_s3_keys_from_cluster(kube, settings)
+    with progress.step(f"kubernetes: read {describe(settings)} at {kube.url}"):
+        want = desired(kube, settings, planning=False)
+        items = _plan_items(kube, settings, want)
+    unknown = [i for i in items if i.needs_values]
+    if unknown:
+        raise ConfigError(
+            "cannot create " + "; ".join(f"{i.change.target} ({i.change.detail})"
+                                         for i in unknown),
+            hint="Secrets are read from the environment or ~/.env; or create the Secret "
+                 "yourself and apply again.")
+    for note in want.notes:
+        progress.detail(note)
+    writes = 0
+    for item in items:
+        obj, change = item.obj, item.change
+        if change.is_change:
+            with progress.step(f"kubernetes: {change.action} {change.target}"):
+                writes += _write(kube, item)
+        # Wait even when unchanged: an interrupted run may have left them unfinished.
+        if obj["kind"] == "Job" and change.action != "delete":
+            _wait_job(kube, obj, progress, job_timeout)
+        elif obj["kind"] == "Deployment" and not item.patch and change.action != "delete":
+            _wait_rollout(kube, obj, progress,
+                          rollout_timeout_s or rollout_timeout(settings))
+    return Report([i.change for i in items], writes, tracking_uri(settings), want.notes)
+
+
+def _write(kube: Kube, item: Item) -> int:
+    obj, t = item.obj, item.change.target
+    meta = obj["metadata"]
+    if item.change.action == "delete":
+        _delete(kube, obj)
+        return 1
+    with call(kube, f"apply {t}"):
+        if item.recreate:
+            kube.client.delete(resource_of(obj), meta["name"], namespace=meta.get("namespace"),
+                               cascade=CascadeType.BACKGROUND)
+            _ssa(kube, obj, dry_run=False)
+            return 2
+        _ssa(kube, obj, dry_run=False)
+    return 1
+
+
+def _delete(kube: Kube, obj: dict[str, Any]) -> None:
+    meta = obj["metadata"]
+    with call(kube, f"delete {target(obj)}"):
+        try:
+            # Background: foreground deletion waits on the garbage collector.
+            kube.client.delete(resource_of(obj), meta["name"], namespace=meta.get("namespace"),
+                               cascade=CascadeType.BACKGROUND)
+        except ApiError as exc:
+            if exc.status.code != 404:
+                raise
+
+
+def _wait_job(kube: Kube, obj: dict[str, Any], progress: Progress, timeout: float) -> None:
+    meta = obj["metadata"]
+    live = _get(kube, Job, meta["name"], meta["namespace"])
+    if live is not None and job_state(Job.from_dict(live)) == "complete":
+        return
+    with progress.step(f"kubernetes: migration Job {meta['name']} (schema upgrade)"):
+        wait_job(kube, meta["namespace"], meta["name"], progress, timeout)
+
+
+def _wait_rollout(kube: Kube, obj: dict[str, Any], progress: Progress, timeout: float) -> None:
+    meta = obj["metadata"]
+    live = _get(kube, Deployment, meta["name"], meta["namespace"])
+    if live is not None and rollout_state(Deployment.from_dict(live))[0]:
+        return
+    with progress.step(f"kubernetes: rollout of Deployment {meta['namespace']}/{meta['name']}"):
+        wait_rollout(kube, meta["namespace"], meta["name"], progress, timeout)
+
+
+# --------------------------------------------------------------------------------------------
+# uninstall
+
+
+def _ours(live: dict[str, Any]) -> bool:
+    managers = live["metadata"].get("managedFields") or []
+    return any(m.get("manager") == lb.FIELD_MANAGER for m in managers)
+
+
+def uninstall(settings: Settings, *, purge: bool = False, dry_run: bool = False,
+              progress: Progress | None = None) -> list[Change]:
+    """Remove what apply created, in reverse order. PVCs and the namespace stay unless `purge`.
+
+    Only objects this tool applied (its field manager is on them) are deleted; a Secret the
+    user created under one of our names is left. The code-server Deployment is not deleted:
+    only the env and mounts we added to it are removed (an apply of nothing by our manager).
+    """
+    progress = progress or NullProgress()
+    kube = connect(settings)
+    rendered = render(settings)
+    candidates: list[dict[str, Any]] = list(rendered.objects)
+    last_secret = max(i for i, o in enumerate(candidates) if o["kind"] in ("Namespace", "Secret"))
+    candidates[last_secret + 1:last_secret + 1] = [
+        {"apiVersion": "v1", "kind": "Secret",
+         "metadata": {"name": n.name, "namespace": n.namespace}}
+        for n in rendered.secrets_needed]
+    known = {_key(o) for o in candidates}
+    stale = [o for o in owned(kube, settings) if _key(o) not in known]
+    changes: list[Change] = []
+    for patch in rendered.patches:
+        changes += _unpatch(kube, patch, dry_run, progress)
+    for obj in [*stale, *reversed(candidates)]:
+        live = get_live(kube, obj)
+        t = target(obj)
+        if live is None:
+            continue
+        if not _ours(live):
+            changes.append(Change(SYSTEM, "unchanged", t, "not applied by mlflow-stack: left"))
+            continue
+        if obj["kind"] in _KEEP and not purge:
+            what = "data" if obj["kind"] == "PersistentVolumeClaim" else "namespace"
+            changes.append(Change(SYSTEM, "unchanged", t, f"kept ({what}; --purge deletes it)"))
+            continue
+        detail = "its remaining contents go with it (Terminating until then)" \
+            if obj["kind"] == "Namespace" else ""
+        changes.append(Change(SYSTEM, "delete", t, detail))
+        if not dry_run:
+            with progress.step(f"kubernetes: delete {t}"):
+                _delete(kube, obj)
+    return changes
+
+
+def _unpatch(kube: Kube, patch: Patch, dry_run: bool, progress: Progress) -> list[Change]:
+    stub = {"apiVersion": patch.api_version, "kind": patch.kind,
+            "metadata": {"name": patch.name, "namespace": patch.namespace}}
+    live = get_live(kube, stub)
+    if live is None or not _ours(live):
+        return []
+    t = target(stub)
+    if not dry_run:
+        # Applying an empty intent releases every field we own; the server removes those no
+        # other manager also set.
+        with progress.step(f"kubernetes: remove our fields from {t}"), \
+                call(kube, f"apply {t}"):
+            _ssa(kube, stub, dry_run=False)
+    return [Change(SYSTEM, "delete", t, "the MLflow env and helper mounts we added")]
+

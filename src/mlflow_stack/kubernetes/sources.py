@@ -1,0 +1,107 @@
+"""Where Secret values come from when applying to a cluster (render uses the settings alone).
+
+- SECRET_KEY: MLFLOW_STACK_SECRET_KEY, else the one in the existing Secret, else a new one; so
+  it is created once and never regenerated (a new key logs every user out).
+- OIDC client secret: MLFLOW_STACK_OIDC_CLIENT_SECRET, else read back from Keycloak.
+- S3 keys: the environment, else the reference's `seaweedfs-s3-config` Secret
+  (artifacts.credentials_secret in artifacts.credentials_namespace).
+- TLS: copied from kubernetes.tls_source_namespace / the wildcard certificate's Secret.
+Values are returned as SecretStr and only ever written into Secret objects.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+from lightkube import ApiError
+from lightkube.resources.core_v1 import Namespace, Secret
+from pydantic import SecretStr
+
+from mlflow_stack.config.model import Settings
+from mlflow_stack.errors import ConfigError
+from mlflow_stack.kubernetes.client import Kube, call
+from mlflow_stack.server.command import SECRET_KEY_SECRET
+
+# Key names the S3 credentials Secret may use (the reference reads access_key / secret_key).
+_S3_KEYS = (("access_key", "secret_key"), ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"),
+            ("accessKey", "secretKey"))
+
+
+def read_secret(kube: Kube, namespace: str, name: str) -> dict[str, str] | None:
+    """The decoded data of a Secret, or None when it (or its namespace) does not exist."""
+    with call(kube, f"read Secret {namespace}/{name}"):
+        try:
+            secret = kube.client.get(Secret, name, namespace=namespace)
+        except ApiError as exc:
+            if exc.status.code == 404:
+                return None
+            raise
+    result = {}
+    for key, value in (secret.data or {}).items():
+        try:
+            result[key] = base64.b64decode(value).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            continue  # binary values are never ours to reuse
+    return result
+
+
+def namespace_exists(kube: Kube, name: str) -> bool:
+    with call(kube, f"read Namespace {name}"):
+        try:
+            kube.client.get(Namespace, name)
+            return True
+        except ApiError as exc:
+            if exc.status.code == 404:
+                return False
+            raise
+
+
+def existing_secret_key(kube: Kube, settings: Settings) -> SecretStr | None:
+    data = read_secret(kube, settings.kubernetes.namespace, SECRET_KEY_SECRET)
+    value = (data or {}).get("SECRET_KEY")
+    return SecretStr(value) if value else None
+
+
+def with_s3_keys_from_cluster(kube: Kube, settings: Settings) -> Settings:
+    """Fill missing S3 keys from the credentials Secret when the config names one."""
+    a, s = settings.artifacts, settings.secrets
+    if a.backend != "s3" or not a.credentials_secret or (
+            s.s3_access_key_id is not None and s.s3_secret_access_key is not None):
+        return settings
+    namespace = a.credentials_namespace or settings.kubernetes.namespace
+    data = read_secret(kube, namespace, a.credentials_secret)
+    if data is None:
+        raise ConfigError(
+            f"S3 keys are not in the environment and Secret {namespace}/{a.credentials_secret} "
+            "(artifacts.credentials_secret) does not exist",
+            hint="Set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or fix the Secret's name.")
+    for key_id, key_secret in _S3_KEYS:
+        if data.get(key_id) and data.get(key_secret):
+            update = {"s3_access_key_id": s.s3_access_key_id or SecretStr(data[key_id]),
+                      "s3_secret_access_key": s.s3_secret_access_key
+                      or SecretStr(data[key_secret])}
+            return settings.model_copy(update={"secrets": s.model_copy(update=update)})
+    names = ", ".join(f"{i}/{k}" for i, k in _S3_KEYS)
+    raise ConfigError(f"Secret {namespace}/{a.credentials_secret} holds none of the key pairs "
+                      f"{names}")
+
+
+def tls_source(settings: Settings) -> tuple[str, str] | None:
+    """(namespace, name) of the wildcard certificate Secret to copy, if one is known."""
+    k = settings.kubernetes
+    name = k.tls_source_secret or (
+        f"{settings.domain.replace('.', '-')}-tls" if settings.domain else None)
+    return (k.tls_source_namespace, name) if name else None
+
+
+def tls_values(kube: Kube, settings: Settings) -> dict[str, Any] | None:
+    """tls.crt / tls.key of the source certificate, or None when it is not there."""
+    source = tls_source(settings)
+    if source is None:
+        return None
+    data = read_secret(kube, *source)
+    if not data or not data.get("tls.crt") or not data.get("tls.key"):
+        return None
+    return {"tls.crt": SecretStr(data["tls.crt"]), "tls.key": SecretStr(data["tls.key"])}

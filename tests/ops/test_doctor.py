@@ -1,0 +1,193 @@
+"""`doctor` against a real platform (PostgreSQL, S3, Keycloak, SSO server): a healthy platform
+passes every check, and each injected fault is found with the right fix."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import psycopg
+import pytest
+from pydantic import SecretStr
+
+from harness.keycloak import KeycloakServer, admin_client, create_realm, create_user
+from harness.ports import free_port
+from harness.postgres import PostgresServer
+from harness.s3 import S3Server
+from mlflow_stack.components import keycloak as kc
+from mlflow_stack.config.model import Settings
+from mlflow_stack.config.secrets import Secrets
+from mlflow_stack.local import platform
+from mlflow_stack.local.state import StateDir
+from mlflow_stack.ops import doctor
+from mlflow_stack.progress import NullProgress
+
+pytestmark = pytest.mark.integration
+ADMIN_USER = "tkadmin"
+
+
+@dataclass
+class Platform:
+    settings: Settings
+    state: StateDir
+    realm: str
+    keycloak: KeycloakServer
+    postgres: PostgresServer
+    s3: S3Server
+
+    def findings(self, settings: Settings | None = None) -> dict[str, doctor.Finding]:
+        return {f.check: f for f in doctor.run(settings or self.settings, self.state)}
+
+
+@pytest.fixture(scope="module")
+def plat(tmp_path_factory: pytest.TempPathFactory, keycloak: KeycloakServer,
+         postgres_server: PostgresServer, s3_server: S3Server) -> Iterator[Platform]:
+    realm = f"doctor-{uuid.uuid4().hex[:6]}"
+    create_realm(keycloak, realm)
+    create_user(keycloak, realm, ADMIN_USER, "tkadmin-pw", "tkadmin@example.com")
+    settings = Settings.model_validate({
+        "server": {"port": free_port()},
+        "database": {"backend": "postgresql", "host": "127.0.0.1", "port": postgres_server.port,
+                     "name": "mlflow_doctor", "auth_name": "mlflow_doctor_auth",
+                     "user": postgres_server.superuser},
+        "artifacts": {"backend": "s3", "bucket": "doctor-bucket",
+                      "endpoint_url": s3_server.endpoint_url},
+        "auth": {"provider": "keycloak", "keycloak_url": keycloak.url, "realm": realm,
+                 "admin_username": keycloak.admin_user, "realm_admin_users": [ADMIN_USER]},
+    }).model_copy(update={"secrets": Secrets.model_construct(
+        admin_password=SecretStr(postgres_server.password),
+        keycloak_admin_password=SecretStr(keycloak.admin_password),
+        s3_access_key_id=SecretStr(s3_server.access_key),
+        s3_secret_access_key=SecretStr(s3_server.secret_key))})
+    kc.apply(settings)  # the real provisioning path
+    state = StateDir(tmp_path_factory.mktemp("doctor") / "state")
+    platform.up(settings, state, NullProgress())
+    try:
+        yield Platform(settings, state, realm, keycloak, postgres_server, s3_server)
+    finally:
+        platform.down(state)
+
+
+def assert_problem(findings: dict[str, doctor.Finding], check: str, finding: str,
+                   fix: str) -> None:
+    f = findings[check]
+    assert f.status == "problem", f
+    assert finding in f.finding, f
+    assert fix in f.fix, f
+    others = [g for g in findings.values() if g.status == "problem" and g.check != check]
+    assert not others, f"only {check} should fail, also: {others}"
+
+
+def with_settings(settings: Settings, **sections: dict[str, object]) -> Settings:
+    data = settings.model_dump()
+    for section, values in sections.items():
+        data[section].update(values)
+    return Settings.model_validate(data).model_copy(update={"secrets": settings.secrets})
+
+
+def test_healthy_platform_passes_every_check(plat: Platform) -> None:
+    findings = plat.findings()
+    assert {f.check for f in findings.values()} >= {
+        "server process", "database", "artifact store", "OIDC discovery",
+        "Keycloak client and roles", "OIDC client secret", "group plugin",
+        "clock skew to Keycloak", "public host allowed"}
+    assert [f for f in findings.values() if f.status == "problem"] == []
+
+
+def test_database_down(plat: Platform) -> None:
+    closed = with_settings(plat.settings, database={"port": free_port()})
+    findings = {f.check: f for f in doctor.run(closed, plat.state)}
+    f = findings["database"]
+    assert f.status == "problem" and "is unreachable" in f.finding
+    assert "database.host" in f.fix or "running" in f.fix
+
+
+def test_schema_behind(plat: Platform) -> None:
+    dsn = plat.postgres.dsn("mlflow_doctor")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+        assert row is not None
+        conn.execute("UPDATE alembic_version SET version_num = %s", ("0584bdc529eb",))
+    try:
+        assert_problem(plat.findings(), "database", "schema at revision 0584bdc529eb",
+                       "mlflow db upgrade")
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("UPDATE alembic_version SET version_num = %s", (row[0],))
+
+
+def test_bucket_deleted(plat: Platform) -> None:
+    client = plat.s3.client()
+    bucket = plat.settings.artifacts.bucket
+    for obj in client.list_objects_v2(Bucket=bucket).get("Contents", []):
+        client.delete_object(Bucket=bucket, Key=obj["Key"])
+    client.delete_bucket(Bucket=bucket)
+    try:
+        assert_problem(plat.findings(), "artifact store", "does not exist", "apply")
+    finally:
+        client.create_bucket(Bucket=bucket)
+
+
+def test_wrong_client_secret(plat: Platform) -> None:
+    wrong = plat.settings.model_copy(update={"secrets": plat.settings.secrets.model_copy(
+        update={"oidc_client_secret": SecretStr("not-the-secret")})})
+    findings = {f.check: f for f in doctor.run(wrong, plat.state)}
+    assert findings["OIDC client secret"].status == "problem"
+    assert "refuses" in findings["OIDC client secret"].finding
+    right = plat.settings.model_copy(update={"secrets": plat.settings.secrets.model_copy(
+        update={"oidc_client_secret": kc.client_secret(plat.settings)})})
+    assert {f.check: f for f in doctor.run(right, plat.state)}[
+        "OIDC client secret"].status == "ok"
+
+
+def test_admin_role_removed(plat: Platform) -> None:
+    admin = admin_client(plat.keycloak, plat.realm)
+    user_id = admin.get_user_id(ADMIN_USER)
+    role = admin.get_realm_role("mlflow-admin")
+    admin.delete_realm_roles_of_user(user_id, [role])
+    try:
+        assert_problem(plat.findings(), "Keycloak client and roles", "role mlflow-admin",
+                       "mlflow-stack apply")
+    finally:
+        kc.apply(plat.settings)
+    assert plat.findings()["Keycloak client and roles"].status == "ok"
+
+
+def test_redirect_uri_removed(plat: Platform) -> None:
+    admin = admin_client(plat.keycloak, plat.realm)
+    client_uuid = admin.get_client_id(plat.settings.auth.client_id)
+    assert client_uuid is not None
+    rep = admin.get_client(client_uuid)
+    rep["redirectUris"] = [u for u in rep["redirectUris"] if not u.endswith("/callback")]
+    admin.update_client(client_uuid, rep)
+    try:
+        assert_problem(plat.findings(), "Keycloak client and roles", "redirectUris",
+                       "mlflow-stack apply")
+    finally:
+        kc.apply(plat.settings)
+
+
+def test_group_plugin_missing(plat: Platform) -> None:
+    broken = with_settings(plat.settings, auth={"group_plugin": "mlflow_no_such_groups"})
+    findings = {f.check: f for f in doctor.run(broken, plat.state)}
+    assert findings["group plugin"].status == "problem"
+    assert "not importable" in findings["group plugin"].finding
+    assert "install mlflow-stack" in findings["group plugin"].fix
+
+
+def test_public_host_not_allowed(plat: Platform) -> None:
+    # The config now names a public host the running server was not started with.
+    moved = with_settings(plat.settings, server={"hostname": "mlflow.example.com"})
+    findings = {f.check: f for f in doctor.run(moved, plat.state)}
+    f = findings["public host allowed"]
+    assert f.status == "problem" and "refuses Host mlflow.example.com" in f.finding
+
+
+def test_server_down(plat: Platform) -> None:
+    platform.down(plat.state)
+    try:
+        f = plat.findings()["server process"]
+        assert f.status == "problem" and "mlflow-stack up" in f.fix
+    finally:
+        platform.up(plat.settings, plat.state, NullProgress())
