@@ -406,6 +406,10 @@ def uninstall(settings: Settings, *, purge: bool = False, dry_run: bool = False,
         if not _ours(live):
             changes.append(Change(SYSTEM, "unchanged", t, "not applied by mlflow-stack: left"))
             continue
+        if _shared(obj):
+            changes.append(Change(SYSTEM, "unchanged", t,
+                                  "kept (shared models volume other platform parts use)"))
+            continue
         if obj["kind"] in _KEEP and not purge:
             what = "data" if obj["kind"] == "PersistentVolumeClaim" else "namespace"
             changes.append(Change(SYSTEM, "unchanged", t, f"kept ({what}; --purge deletes it)"))
@@ -417,6 +421,14 @@ def uninstall(settings: Settings, *, purge: bool = False, dry_run: bool = False,
             with progress.step(f"kubernetes: delete {t}"):
                 _delete(kube, obj)
     return changes
+
+
+def _shared(obj: dict[str, Any]) -> bool:
+    """The reference's shared models volume: other platform parts mount it, so even --purge
+    keeps it (delete it by hand if nothing else uses it)."""
+    labels = obj.get("metadata", {}).get("labels", {})
+    return obj["kind"] == "PersistentVolumeClaim" and all(
+        labels.get(k) == v for k, v in lb.MODELS_PVC_LABELS.items())
 
 
 def _unpatch(kube: Kube, patch: Patch, dry_run: bool, progress: Progress) -> list[Change]:
