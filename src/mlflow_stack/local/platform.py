@@ -76,20 +76,15 @@ def with_sso_secrets(settings: Settings, state: StateDir) -> Settings:
 
 
 def _client_secret_from_keycloak(settings: Settings) -> SecretStr:
-    import importlib
-
-    try:  # the Keycloak component reads the secret back with the admin credentials
-        keycloak = importlib.import_module("mlflow_stack.components.keycloak")
-    except ImportError:
-        keycloak = None
-    if keycloak is None or settings.secrets.effective_keycloak_admin_password is None:
+    if settings.secrets.effective_keycloak_admin_password is None:
         raise ConfigError(
             f"the OIDC client secret of {settings.auth.client_id!r} is not set",
             hint="Set MLFLOW_STACK_OIDC_CLIENT_SECRET, or KEYCLOAK_ADMIN_PASSWORD / "
                  "ADMIN_PASSWORD so it can be read from Keycloak.",
         )
-    value: SecretStr = keycloak.client_secret(settings)
-    return value
+    from mlflow_stack.components import keycloak  # python-keycloak only when needed
+
+    return keycloak.client_secret(settings)
 
 
 def up(settings: Settings, state: StateDir, progress: Progress) -> UpResult:
