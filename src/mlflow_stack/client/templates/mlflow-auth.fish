@@ -1,29 +1,52 @@
-# MLflow authentication helper (fish). Source it:
+# MLflow authentication helper (fish). Source it, don't run it:
 #     source ~/mlflow-auth.fish
-# Gets an access token from Keycloak (password grant) and exports MLFLOW_TRACKING_TOKEN.
+# It gets an access token from Keycloak (password grant), exports MLFLOW_TRACKING_TOKEN and
+# prints when the token expires. It returns non-zero with a message on stderr if it cannot.
 #
 # Reads the exported variables MLFLOW_KEYCLOAK_TOKEN_URL, MLFLOW_KEYCLOAK_CLIENT_ID,
 # MLFLOW_AUTH_USERNAME, MLFLOW_AUTH_PASSWORD and, if set, MLFLOW_CLIENT_SECRET and
-# MLFLOW_CA_BUNDLE (a CA file for a private certificate authority).
-# The password and client secret reach curl on standard input (--data @-), never in a process's
-# arguments where `ps` would show them; TLS certificates are always verified.
+# MLFLOW_CA_BUNDLE (the PEM file of a private certificate authority).
+# - TLS certificates are always verified (MLFLOW_CA_BUNDLE adds trust, nothing turns it off).
+# - The password and client secret are never in a process's arguments (`ps` shows those):
+#   python3 reads them from the environment and hands the form to curl on stdin (--data @-).
+# - Needs python3 and curl. For tokens that renew themselves, use the Python plugin instead
+#   (MLFLOW_TRACKING_AUTH=keycloak) or `mlflow-stack token --shell fish | source`.
+
+if not status stack-trace | string match -q '*from sourcing file*'
+    echo "mlflow-auth.fish sets MLFLOW_TRACKING_TOKEN in the calling shell, so it must be" \
+        "sourced, not run: source "(status filename) >&2
+    exit 2
+end
 
 function _mlflow_auth
+    for cmd in python3 curl
+        if not command -q $cmd
+            echo "mlflow-auth: $cmd is needed and was not found on PATH" >&2
+            return 1
+        end
+    end
+    # Only exported variables reach python3 and curl.
     set -l missing
     for var in MLFLOW_KEYCLOAK_TOKEN_URL MLFLOW_KEYCLOAK_CLIENT_ID MLFLOW_AUTH_USERNAME MLFLOW_AUTH_PASSWORD
-        if not set -q $var; or test -z "$$var"
+        if not set -qx $var; or test -z "$$var"
             set -a missing $var
         end
     end
     if test (count $missing) -gt 0
-        echo "mlflow-auth: not set: $missing (they come from the mlflow-client-env Secret)" >&2
+        echo "mlflow-auth: not set (or not exported): $missing" >&2
+        echo "mlflow-auth: hint: in code-server they come from the mlflow-client-env Secret;" \
+            "elsewhere export them first (set -gx)" >&2
         return 1
     end
     set -l tls
     if set -q MLFLOW_CA_BUNDLE; and test -n "$MLFLOW_CA_BUNDLE"
+        if not test -r "$MLFLOW_CA_BUNDLE"
+            echo "mlflow-auth: MLFLOW_CA_BUNDLE=$MLFLOW_CA_BUNDLE is not a readable file" >&2
+            return 1
+        end
         set tls --cacert $MLFLOW_CA_BUNDLE
     end
-    # The form is built from the environment by python3, so no secret is in any argument.
+    # Builds the form from the environment: no secret is in any argument.
     set -l form 'import os, urllib.parse as u
 e = os.environ
 f = {"grant_type": "password", "client_id": e["MLFLOW_KEYCLOAK_CLIENT_ID"],
@@ -31,24 +54,79 @@ f = {"grant_type": "password", "client_id": e["MLFLOW_KEYCLOAK_CLIENT_ID"],
 if e.get("MLFLOW_CLIENT_SECRET"):
     f["client_secret"] = e["MLFLOW_CLIENT_SECRET"]
 print(u.urlencode(f), end="")'
-    set -l parse 'import json, sys
+    # Reads curl's answer (body, then the HTTP status on the last line; curl's own error text
+    # instead of a body when there was no answer) and prints token, lifetime, expiry time.
+    # (No backslashes or single quotes in here: fish would interpret them.)
+    set -l parse 'import base64, json, os, sys, time
+url = os.environ["MLFLOW_KEYCLOAK_TOKEN_URL"]
+client = os.environ["MLFLOW_KEYCLOAK_CLIENT_ID"]
+body, _, code = sys.stdin.read().rpartition(chr(10))
+code = code.strip()
+def fail(message, hint):
+    sys.exit("mlflow-auth: " + message + chr(10) + "mlflow-auth: hint: " + hint)
+URL_HINT = "check MLFLOW_KEYCLOAK_TOKEN_URL: https://HOST/realms/REALM/protocol/openid-connect/token"
+if code in ("", "000"):
+    why = " ".join(body.replace("curl: ", "").split()) or "no answer"
+    if "(60)" in why or "(77)" in why or "certificate" in why.lower():
+        fail("the TLS certificate of " + url + " is not trusted - curl " + why,
+             "set MLFLOW_CA_BUNDLE to the PEM file of the CA that signed it")
+    fail("cannot reach Keycloak at " + url + " - curl " + why,
+         "check MLFLOW_KEYCLOAK_TOKEN_URL and that Keycloak is up and reachable from here")
+status = int(code) if code.isdigit() else 0
 try:
-    d = json.load(sys.stdin)
+    d = json.loads(body)
 except ValueError:
-    sys.exit("mlflow-auth: unexpected answer from Keycloak (not JSON)")
-if "access_token" not in d:
-    sys.exit("mlflow-auth: Keycloak refused: " + str(d.get("error_description") or d.get("error") or "no token"))
-print(d["access_token"])
-print(d.get("expires_in", "unknown"))'
-    set -l response (python3 -c $form | curl --silent --show-error --proto '=https,http' $tls -X POST -H 'Content-Type: application/x-www-form-urlencoded' --data @- $MLFLOW_KEYCLOAK_TOKEN_URL)
-    or begin
-        echo "mlflow-auth: cannot reach $MLFLOW_KEYCLOAK_TOKEN_URL" >&2
+    d = None
+if 300 <= status < 400:
+    fail(url + " redirects (HTTP " + code + ") instead of answering", URL_HINT)
+if not isinstance(d, dict):
+    fail("unexpected answer from " + url + " (HTTP " + code + ", not JSON)", URL_HINT)
+if status != 200 or not d.get("access_token"):
+    error = str(d.get("error") or "")
+    said = str(d.get("error_description") or error or "no token")
+    if status == 404:
+        hint = URL_HINT
+    elif status >= 500:
+        hint = "Keycloak is failing or restarting; try again shortly"
+    elif "invalid client" in said.lower() or error == "invalid_client":
+        hint = "check MLFLOW_KEYCLOAK_CLIENT_ID and MLFLOW_CLIENT_SECRET"
+    elif error == "unauthorized_client":
+        hint = "enable Direct access grants on the Keycloak client " + client
+    elif error == "invalid_grant":
+        hint = "check MLFLOW_AUTH_USERNAME and MLFLOW_AUTH_PASSWORD"
+    else:
+        hint = "see the Keycloak server log"
+    fail("Keycloak refused: " + said + " (HTTP " + code + ")", hint)
+token = d["access_token"]
+expires = d.get("expires_in")
+try:
+    p = token.split(".")[1]
+    iat = json.loads(base64.urlsafe_b64decode(p + "=" * (-len(p) % 4)))["iat"]
+    if abs(time.time() - iat) > 120:
+        sys.stderr.write("mlflow-auth: warning: the clock of this machine is "
+                         + str(round(abs(time.time() - iat))) + " s off the clock of Keycloak;"
+                         + " synchronise it (timedatectl set-ntp true)" + chr(10))
+except Exception:
+    pass
+print(token)
+print(expires if expires is not None else "unknown")
+print(time.strftime("%H:%M:%S", time.localtime(time.time() + float(expires))) if expires else "")'
+    set -l response (python3 -c $form | curl --silent --show-error --stderr - \
+        --proto '=https,http' --connect-timeout 10 --max-time 30 $tls \
+        -H 'Accept: application/json' --write-out '\n%{http_code}' \
+        --data @- -- $MLFLOW_KEYCLOAK_TOKEN_URL | string collect)
+    set -l parsed (printf '%s' $response | python3 -c $parse)
+    or return 1
+    if test -z "$parsed[1]"
+        echo "mlflow-auth: no token in the answer of Keycloak" >&2
         return 1
     end
-    set -l parsed (printf '%s\n' $response | python3 -c $parse)
-    or return 1
     set -gx MLFLOW_TRACKING_TOKEN $parsed[1]
-    echo "MLflow authentication successful. Token expires in $parsed[2] seconds."
+    set -l at ""
+    if test -n "$parsed[3]"
+        set at " (at $parsed[3])"
+    end
+    echo "MLflow authentication successful. Token expires in $parsed[2] seconds$at."
 end
 
 _mlflow_auth
