@@ -1,0 +1,55 @@
+"""The caches behind the SSO app's speed (bench/sso_tax.py): expiry, bounds, token keys."""
+
+from __future__ import annotations
+
+import base64
+
+from mlflow_stack.server.sso_app import ExpiringCache, token_key, verified_ttl
+
+
+def test_entries_expire_at_their_own_time() -> None:
+    now = [0.0]
+    cache: ExpiringCache[str, int] = ExpiringCache(clock=lambda: now[0])
+    cache.put("short", 1, 5)
+    cache.put("long", 2, 50)
+    cache.put("never", 3, 0)  # a ttl of 0 stores nothing
+    assert (cache.get("short"), cache.get("long"), cache.get("never")) == (1, 2, None)
+    now[0] = 5.0
+    assert cache.get("short") is None and cache.get("long") == 2
+    cache.discard("long")
+    assert cache.get("long") is None and len(cache) == 0
+
+
+def test_cache_is_bounded_and_drops_expired_entries_first() -> None:
+    now = [0.0]
+    cache: ExpiringCache[int, int] = ExpiringCache(max_size=3, clock=lambda: now[0])
+    cache.put(1, 1, 1)
+    cache.put(2, 2, 100)
+    cache.put(3, 3, 100)
+    now[0] = 2.0
+    cache.put(4, 4, 100)  # full: the expired entry goes, the live ones stay
+    assert [cache.get(k) for k in (1, 2, 3, 4)] == [None, 2, 3, 4]
+    cache.put(5, 5, 100)  # full of live entries: start over rather than grow
+    assert len(cache) == 1 and cache.get(5) == 5
+
+
+def test_any_change_to_a_token_is_another_key() -> None:
+    token = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl"
+    header, payload, signature = token.split(".")
+    raw = bytearray(base64.urlsafe_b64decode(signature + "=="))
+    raw[0] ^= 1
+    tampered = f"{header}.{payload}.{base64.urlsafe_b64encode(bytes(raw)).decode().rstrip('=')}"
+    assert token_key(token) == token_key(str(token))
+    assert token_key(tampered) != token_key(token)
+    assert token_key(token + " ") != token_key(token)
+
+
+def test_a_verification_is_reused_until_exp_and_at_most_the_cap() -> None:
+    def at(t: float) -> float:
+        return t
+
+    assert verified_ttl({"exp": 1_000}, cap=300, now=lambda: at(900)) == 100
+    assert verified_ttl({"exp": 10_000}, cap=300, now=lambda: at(900)) == 300
+    assert verified_ttl({"exp": 800}, cap=300, now=lambda: at(900)) == 0
+    for claims in ({}, {"exp": "1000"}, {"exp": True}, {"exp": None}):
+        assert verified_ttl(claims, cap=300, now=lambda: at(0)) == 0
