@@ -9,12 +9,21 @@ server (JuiceFS gateway) from the test harness, then moves one file of --size-mi
   direct    boto3 `upload_file` / `download_file` (default TransferConfig) with the S3 keys,
             also in its own process.
 
-Platform and direct runs alternate (order flipped every round) and only the transfer call is
-timed. Prints throughput of each, the ratios platform/direct, and the growth of the server
-process tree's memory (sum of USS and of RSS over all its processes) and the largest file the
-server had open or wrote in its state dir during the platform transfers.
+--client picks the MLflow client side, one or several (measured alternately in the same run):
+`stack` (default) uses mlflow_stack.client.artifacts' repository (what users get with this
+package installed), `env` MLflow's own repository with ARTIFACT_TRANSFER_ENV (plain MLflow with
+the recommended settings), `mlflow` MLflow's own at its defaults.
 
-    .venv/bin/python bench/artifact_io.py [--size-mib 1024] [--rounds 2] [--client mlflow]
+Platform and direct runs alternate (order flipped every round) and only the transfer call is
+timed (and its CPU time, in the client process and in the S3 gateway). Before the first one,
+every server worker is sent the requests a transfer makes, so each has paid its one-time
+first-use cost (boto3, S3 client, ORM); that cost is printed, and each transfer's growth is
+measured over the primed baseline. Prints throughput of each, the ratios platform/direct, the
+growth of the server process tree's memory (sum of USS, and of RSS, over all its processes) and
+the largest file the server had open or had in its state dir during the platform transfers.
+
+    .venv/bin/python bench/artifact_io.py [--size-mib 1024] [--rounds 2] \
+        [--client stack|env|mlflow[,...]]
 """
 
 from __future__ import annotations
@@ -36,13 +45,19 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the harness package, as the test suite imports it
 
+import psutil  # noqa: E402
 from pydantic import SecretStr  # noqa: E402
 
 from harness.artifact_client import client_env, run_transfer  # noqa: E402
 from harness.ports import free_port  # noqa: E402
 from harness.postgres import PostgresServer, start_postgres  # noqa: E402
 from harness.s3 import S3Server, start_s3  # noqa: E402
-from harness.server_watch import ServerWatch, WatchReport  # noqa: E402
+from harness.server_watch import (  # noqa: E402
+    ServerWatch,
+    WatchReport,
+    prime_workers,
+    sample_memory,
+)
 from mlflow_stack.client.artifacts import ARTIFACT_TRANSFER_ENV  # noqa: E402
 from mlflow_stack.config.model import Settings  # noqa: E402
 from mlflow_stack.config.secrets import Secrets  # noqa: E402
@@ -57,18 +72,27 @@ DIRECT_BUCKET = "direct-bench"
 
 @dataclass
 class Totals:
+    """Accumulated transfers of one kind (e.g. platform uploads)."""
+
     seconds: float = 0.0
     nbytes: int = 0
+    client_cpu: float = 0.0
+    gateway_cpu: float = 0.0
     runs: list[float] = field(default_factory=list)
 
-    def add(self, seconds: float, nbytes: int) -> None:
+    def add(self, nbytes: int, seconds: float, client_cpu: float, gateway_cpu: float) -> None:
         self.seconds += seconds
         self.nbytes += nbytes
+        self.client_cpu += client_cpu
+        self.gateway_cpu += gateway_cpu
         self.runs.append(nbytes / seconds / MIB)
 
     @property
     def mib_s(self) -> float:
         return self.nbytes / self.seconds / MIB if self.seconds else 0.0
+
+    def cpu_per_gib(self, cpu: float) -> float:
+        return cpu / (self.nbytes / 2**30) if self.nbytes else 0.0
 
 
 # --- direct boto3 worker (runs in a child process, like the MLflow client) -----------------
@@ -79,16 +103,18 @@ def _direct_worker(op: str, endpoint: str, bucket: str, key: str, path: str) -> 
 
     s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
                       config=Config(s3={"addressing_style": "path"}))
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     if op == "upload":
         s3.upload_file(path, bucket, key)
     else:
         s3.download_file(bucket, key, path)
-    print(json.dumps({"seconds": time.perf_counter() - started}))
+    print(json.dumps({"seconds": time.perf_counter() - started,
+                      "cpu_seconds": time.process_time() - cpu}))
     return 0
 
 
-def direct_transfer(s3: S3Server, op: str, key: str, path: Path) -> float:
+def direct_transfer(s3: S3Server, op: str, key: str, path: Path) -> tuple[float, float]:
+    """(wall seconds, client CPU seconds) of one boto3 transfer in a child process."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MLFLOW_"))}
     env.update(AWS_ACCESS_KEY_ID=s3.access_key, AWS_SECRET_ACCESS_KEY=s3.secret_key)
     proc = subprocess.run(
@@ -96,7 +122,8 @@ def direct_transfer(s3: S3Server, op: str, key: str, path: Path) -> float:
          str(path)], env=env, capture_output=True, text=True, timeout=600, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"direct {op} failed:\n{proc.stderr[-4000:]}")
-    return float(json.loads(proc.stdout.strip().splitlines()[-1])["seconds"])
+    data = json.loads(proc.stdout.strip().splitlines()[-1])
+    return float(data["seconds"]), float(data["cpu_seconds"])
 
 
 # --- set-up ---------------------------------------------------------------------------------
@@ -168,26 +195,40 @@ def print_watch(label: str, w: WatchReport) -> None:
           f"{w.baseline.processes} procs), RSS +{fmt_mib(w.rss_growth)}; largest file open "
           f"{fmt_mib(w.largest_open_file.size)}, in state dir {fmt_mib(w.largest_dir_file.size)}"
           f" (dir growth {fmt_mib(w.dir_growth)}); {w.samples} samples")
+    if w.uss_growth > 8 * MIB:
+        print("    by process: " + ", ".join(
+            f"{pid} +{fmt_mib(g)}" for pid, g in w.growth_by_pid().items()))
 
 
 # --- the benchmark --------------------------------------------------------------------------
+
+CLIENTS = ("stack", "env", "mlflow")
+
+
+def client_extra(client: str) -> dict[str, str]:
+    """What a client mode adds to the client's environment."""
+    extra = {"ARTIFACT_CLIENT_REPO": "stack" if client == "stack" else "mlflow"}
+    if client == "env":
+        extra.update(ARTIFACT_TRANSFER_ENV)
+    return extra
+
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size-mib", type=int, default=1024, help="file size (default 1024)")
     ap.add_argument("--rounds", type=int, default=2, help="alternating rounds (default 2)")
-    ap.add_argument("--client", choices=["tuned", "mlflow"], default="tuned",
-                    help="client transfer settings: ours (mlflow_stack.client.artifacts) or "
-                         "MLflow's defaults")
+    ap.add_argument("--client", default="stack",
+                    help="client mode(s), comma-separated, measured alternately in one run: "
+                         "stack (default), env, mlflow; e.g. --client mlflow,stack")
     ap.add_argument("--set", dest="env", action="append", default=[], metavar="KEY=VALUE",
                     help="extra client env (repeatable), applied last")
     ap.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE",
                     help="extra server env (repeatable), for experiments")
     ap.add_argument("--workdir", type=Path, default=None, help="where files go (default: tmp)")
     args = ap.parse_args()
-
-    extra_client = {} if args.client == "mlflow" else dict(ARTIFACT_TRANSFER_ENV)
-    extra_client.update(parse_env(args.env))
+    clients = [c.strip() for c in args.client.split(",") if c.strip()]
+    if not clients or any(c not in CLIENTS for c in clients):
+        ap.error(f"--client takes one or more of {', '.join(CLIENTS)}")
     size = args.size_mib * MIB
 
     with tempfile.TemporaryDirectory(prefix="artifact-io-", dir=args.workdir) as tmp:
@@ -211,78 +252,93 @@ def main() -> int:
                     else:
                         os.environ[k] = v
             try:
+                envs = {c: client_env(settings.local_url, base / "client-home",
+                                      {**client_extra(c), **parse_env(args.env)})
+                        for c in clients}
                 return run_rounds(args, base, src, digest, size, s3, settings, state,
-                                  result.record.pid, extra_client)
+                                  result.record.pid, envs)
             finally:
                 platform.down(state)
 
 
 def run_rounds(args: argparse.Namespace, base: Path, src: Path, digest: str, size: int,
                s3: S3Server, settings: Settings, state: StateDir, server_pid: int,
-               extra_client: dict[str, str]) -> int:
-    env = client_env(settings.local_url, base / "client-home", extra_client)
-    shown = {k: v for k, v in env.items() if k.startswith("MLFLOW_")}
-    print(f"server pid {server_pid} at {settings.local_url}; client env {shown}", flush=True)
-    # Warm-up: one small artifact each way, so imports and connection pools of the workers are
-    # in the baseline rather than counted as growth caused by the large file.
-    warm = base / "warmup.txt"
-    warm.write_text("warm-up\n")
-    w = run_transfer("upload", env, "bench", str(warm))
-    run_transfer("download", env, w.run_id, w.path, str(base / "warm-dl"))
+               envs: dict[str, dict[str, str]]) -> int:
+    print(f"server pid {server_pid} at {settings.local_url}", flush=True)
+    for client, env in envs.items():
+        shown = {k: v for k, v in env.items() if k.startswith(("MLFLOW_", "ARTIFACT_CLIENT"))}
+        print(f"client {client}: {shown}", flush=True)
+    # Every worker pays its one-time first-use cost (boto3, S3 client, ORM) before the baselines,
+    # so each transfer's growth is what the file costs; the first-use cost is printed too.
+    cold = sample_memory(server_pid)
+    primed = prime_workers(settings.local_url, server_pid)
+    print(f"first use: tree USS +{fmt_mib(sample_memory(server_pid).uss - cold.uss)} ("
+          + ", ".join(fmt_mib(g) for g in primed.values()) + " per worker)", flush=True)
 
-    up = {"platform": Totals(), "direct": Totals()}
-    down = {"platform": Totals(), "direct": Totals()}
+    gateway = psutil.Process(s3._proc.pid) if s3._proc else None
+
+    def gateway_cpu() -> float:
+        return sum(gateway.cpu_times()[:2]) if gateway else 0.0
+
+    kinds = [*envs, "direct"]
+    totals = {(op, who): Totals() for op in ("upload", "download") for who in kinds}
     watches: list[tuple[str, WatchReport]] = []
-    watch_dirs = [state.root]
-    ignore = {state.log_file}
+    peak_uss = cold.uss
     s3c = s3.client()
     for rnd in range(args.rounds):
-        order = ["platform", "direct"] if rnd % 2 == 0 else ["direct", "platform"]
-        run_id = artifact = ""
+        order = kinds[rnd % len(kinds):] + kinds[:rnd % len(kinds)]  # rotate who goes first
+        if rnd % 2:
+            order.reverse()
+        uploaded: dict[str, tuple[str, str]] = {}  # client -> (run id, artifact path)
         direct_key = f"bench/{uuid.uuid4().hex}/payload.bin"
-        for who in order:  # uploads
-            if who == "platform":
-                with ServerWatch(server_pid, watch_dirs, ignore_files=ignore) as watch:
-                    t = run_transfer("upload", env, "bench", str(src))
-                watches.append((f"round {rnd + 1} upload", watch.report))
-                run_id, artifact = t.run_id, t.path
-                up[who].add(t.seconds, size)
-            else:
-                with ServerWatch(server_pid, watch_dirs, ignore_files=ignore):
-                    seconds = direct_transfer(s3, "upload", direct_key, src)
-                up[who].add(seconds, size)
-        for who in order:  # downloads
-            dst_dir = base / f"dl-{who}-{rnd}"
-            dst_dir.mkdir()
-            if who == "platform":
-                with ServerWatch(server_pid, watch_dirs, ignore_files=ignore) as watch:
-                    t = run_transfer("download", env, run_id, artifact, str(dst_dir))
-                watches.append((f"round {rnd + 1} download", watch.report))
-                got, seconds = Path(t.path), t.seconds
-            else:
-                got = dst_dir / "payload.bin"
-                with ServerWatch(server_pid, watch_dirs, ignore_files=ignore):
-                    seconds = direct_transfer(s3, "download", direct_key, got)
-            down[who].add(seconds, size)
-            if rnd == 0 and sha256(got) != digest:
-                print(f"checksum mismatch on {who} download", file=sys.stderr)
-                return 1
-            got.unlink()
+        for op in ("upload", "download"):
+            for who in order:
+                got = base / f"dl-{who}-{rnd}" / src.name
+                got.parent.mkdir(exist_ok=True)
+                g0 = gateway_cpu()
+                with ServerWatch(server_pid, [state.root], ignore_files={state.log_file}) as watch:
+                    if who == "direct":
+                        seconds, cpu = direct_transfer(
+                            s3, op, direct_key, src if op == "upload" else got)
+                    elif op == "upload":
+                        t = run_transfer("upload", envs[who], "bench", str(src))
+                        uploaded[who] = (t.run_id, t.path)
+                        seconds, cpu = t.seconds, t.cpu_seconds
+                    else:
+                        t = run_transfer("download", envs[who], *uploaded[who], str(got.parent))
+                        seconds, cpu = t.seconds, t.cpu_seconds
+                totals[op, who].add(size, seconds, cpu, gateway_cpu() - g0)
+                if who != "direct":
+                    watches.append((f"round {rnd + 1} {op} ({who})", watch.report))
+                    peak_uss = max(peak_uss, watch.report.peak_uss)
+                if op == "download":
+                    if rnd == 0 and who != "direct" and sha256(got) != digest:
+                        print(f"checksum mismatch on the platform download ({who})",
+                              file=sys.stderr)
+                        return 1
+                    got.unlink()
         s3c.delete_object(Bucket=DIRECT_BUCKET, Key=direct_key)
-        print(f"round {rnd + 1}: up platform {up['platform'].runs[-1]:.0f} / direct "
-              f"{up['direct'].runs[-1]:.0f} MiB/s; down platform {down['platform'].runs[-1]:.0f}"
-              f" / direct {down['direct'].runs[-1]:.0f} MiB/s", flush=True)
+        print(f"round {rnd + 1}: " + "; ".join(
+            f"{op} " + " / ".join(f"{who} {totals[op, who].runs[-1]:.0f}" for who in kinds)
+            + " MiB/s" for op in ("upload", "download")), flush=True)
 
-    print(f"\n{args.size_mib} MiB x {args.rounds} rounds, client settings: {args.client}")
-    for label, t in (("upload", up), ("download", down)):
-        ratio = t["platform"].mib_s / t["direct"].mib_s
-        print(f"{label:9s} platform {t['platform'].mib_s:7.1f} MiB/s   direct "
-              f"{t['direct'].mib_s:7.1f} MiB/s   ratio {ratio:.2f}x")
-    print("server process tree during platform transfers:")
+    print(f"\n{args.size_mib} MiB x {args.rounds} rounds; platform/direct throughput ratio, "
+          "and CPU s/GiB in the client and in the S3 gateway:")
+    for op in ("upload", "download"):
+        d = totals[op, "direct"]
+        print(f"{op}: direct {d.mib_s:6.1f} MiB/s, CPU client {d.cpu_per_gib(d.client_cpu):.1f}"
+              f" gateway {d.cpu_per_gib(d.gateway_cpu):.1f}")
+        for client in envs:
+            p = totals[op, client]
+            print(f"  platform ({client:6s}) {p.mib_s:6.1f} MiB/s  ratio {p.mib_s / d.mib_s:.2f}x"
+                  f"  CPU client {p.cpu_per_gib(p.client_cpu):.1f} gateway "
+                  f"{p.cpu_per_gib(p.gateway_cpu):.1f}")
+    print("server process tree during each platform transfer (growth over the primed baseline):")
     for label, report in watches:
         print_watch(label, report)
     worst = max(max(r.uss_growth, r.rss_growth) for _, r in watches)
-    print(f"max memory growth {fmt_mib(worst)} (limit 64 MiB)")
+    print(f"max growth during a transfer {fmt_mib(worst)} (limit 64 MiB); USS peak over the cold"
+          f" start (incl. first use) {fmt_mib(max(0, peak_uss - cold.uss))}")
     return 0
 
 

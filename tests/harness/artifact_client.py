@@ -1,11 +1,15 @@
 """Run one MLflow artifact transfer in a separate client process that holds no S3 credentials.
 
-The client gets `MLFLOW_TRACKING_URI` and the transfer settings it is given, nothing of the
-caller's `AWS_*` / `MLFLOW_S3_*` / `MLFLOW_STACK_*` variables, and an empty HOME (so no
-`~/.aws`). Whatever it transfers can only go through what the tracking server hands out.
+The client gets `MLFLOW_TRACKING_URI` and the transfer settings it is given, none of the
+caller's `AWS_*` or `MLFLOW_*` variables, and an empty HOME (so no `~/.aws`). Whatever it
+transfers can only go through what the tracking server hands out. MLflow's telemetry (on by
+default) is turned off: nothing phones home.
 
-The worker half (`python artifact_client.py upload|download ...`) imports only the stdlib and
-mlflow, so it runs by path without the harness package on sys.path.
+The worker half (`python artifact_client.py upload|download ...`) runs by path, without the
+harness package on sys.path. `ARTIFACT_CLIENT_REPO` in its env picks the repository for
+`mlflow-artifacts` URIs: `stack` (mlflow_stack.client.artifacts, whether or not its entry point
+is installed), `mlflow` (MLflow's own, even if the entry point is installed); unset: whatever the
+installed entry points give.
 """
 
 from __future__ import annotations
@@ -27,16 +31,18 @@ _DROP_PREFIXES = ("AWS_", "MLFLOW_")
 class Transfer:
     op: str
     seconds: float  # the transfer call only, not interpreter start-up or imports
+    cpu_seconds: float  # CPU time of the client process (all threads) during that call
     run_id: str
     path: str
     nbytes: int
 
 
-def client_env(tracking_uri: str, home: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+def client_env(tracking_uri: str, home: Path,
+               extra: dict[str, str] | None = None) -> dict[str, str]:
     """The client's whole environment: the caller's, minus anything storage- or MLflow-related."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(_DROP_PREFIXES)}
     home.mkdir(parents=True, exist_ok=True)
-    env.update(HOME=str(home), MLFLOW_TRACKING_URI=tracking_uri)
+    env.update(HOME=str(home), MLFLOW_TRACKING_URI=tracking_uri, MLFLOW_DISABLE_TELEMETRY="true")
     env.update(extra or {})
     leaked = sorted(k for k in env if k.startswith("AWS_"))
     if leaked:
@@ -53,8 +59,24 @@ def run_transfer(op: str, env: dict[str, str], *args: str, timeout: float = 600.
     if proc.returncode != 0:
         raise RuntimeError(f"client {op} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
     data = json.loads(proc.stdout.strip().splitlines()[-1])
-    return Transfer(op=op, seconds=data["seconds"], run_id=data["run_id"], path=data["path"],
-                    nbytes=data["nbytes"])
+    return Transfer(op=op, seconds=data["seconds"], cpu_seconds=data["cpu_seconds"],
+                    run_id=data["run_id"], path=data["path"], nbytes=data["nbytes"])
+
+
+def _select_repository(choice: str | None) -> None:
+    if not choice:
+        return
+    from mlflow.store.artifact.artifact_repository_registry import (
+        _artifact_repository_registry,
+    )
+
+    if choice == "stack":
+        from mlflow_stack.client.artifacts import StreamingArtifactsRepository as repo
+    elif choice == "mlflow":
+        from mlflow.store.artifact.mlflow_artifacts_repo import MlflowArtifactsRepository as repo
+    else:
+        raise ValueError(f"ARTIFACT_CLIENT_REPO must be stack or mlflow, not {choice!r}")
+    _artifact_repository_registry.register("mlflow-artifacts", repo)
 
 
 def _upload(experiment: str, local_file: str) -> dict[str, object]:
@@ -62,21 +84,21 @@ def _upload(experiment: str, local_file: str) -> dict[str, object]:
 
     mlflow.set_experiment(experiment)
     with mlflow.start_run() as run:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         mlflow.log_artifact(local_file)
-        seconds = time.perf_counter() - started
-    return {"seconds": seconds, "run_id": run.info.run_id, "path": os.path.basename(local_file),
-            "nbytes": os.path.getsize(local_file)}
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return {"seconds": seconds, "cpu_seconds": cpu, "run_id": run.info.run_id,
+            "path": os.path.basename(local_file), "nbytes": os.path.getsize(local_file)}
 
 
 def _download(run_id: str, artifact_path: str, dst_dir: str) -> dict[str, object]:
     import mlflow
 
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     local = mlflow.artifacts.download_artifacts(
         run_id=run_id, artifact_path=artifact_path, dst_path=dst_dir)
-    seconds = time.perf_counter() - started
-    return {"seconds": seconds, "run_id": run_id, "path": local,
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return {"seconds": seconds, "cpu_seconds": cpu, "run_id": run_id, "path": local,
             "nbytes": os.path.getsize(local)}
 
 
@@ -85,6 +107,7 @@ def _main(argv: list[str]) -> int:
     if leaked:  # belt and braces: the parent already refused these
         print(f"refusing to run with AWS_* variables set: {leaked}", file=sys.stderr)
         return 2
+    _select_repository(os.environ.get("ARTIFACT_CLIENT_REPO"))
     op, *args = argv
     result = _upload(*args) if op == "upload" else _download(*args)
     print(json.dumps(result))

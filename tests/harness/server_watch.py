@@ -1,4 +1,4 @@
-"""Watch a server's process tree during a transfer: memory, and any large file it writes.
+"""Watch a server's process tree during a transfer (memory, any large file it writes); prime it.
 
 Memory is sampled as the sum over the whole tree (root and all descendants) of USS and RSS.
 Files are caught two ways, because a temp file may be unlinked right after it is opened
@@ -27,6 +27,7 @@ class Sample:
     uss: int
     rss: int
     processes: int
+    uss_by_pid: dict[int, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -44,6 +45,7 @@ class WatchReport:
     baseline: Sample
     peak_uss: int = 0
     peak_rss: int = 0
+    peak_uss_by_pid: dict[int, int] = field(default_factory=dict)
     samples: int = 0
     largest_open_file: FileSeen = field(default_factory=FileSeen)
     largest_dir_file: FileSeen = field(default_factory=FileSeen)
@@ -57,6 +59,11 @@ class WatchReport:
     @property
     def rss_growth(self) -> int:
         return max(0, self.peak_rss - self.baseline.rss)
+
+    def growth_by_pid(self) -> dict[int, int]:
+        """Peak USS growth of each process (those that existed at the baseline)."""
+        return {pid: self.peak_uss_by_pid.get(pid, uss) - uss
+                for pid, uss in self.baseline.uss_by_pid.items()}
 
     @property
     def dir_growth(self) -> int:
@@ -72,16 +79,17 @@ def tree(pid: int) -> list[psutil.Process]:
 
 
 def sample_memory(pid: int) -> Sample:
-    uss = rss = count = 0
+    sample = Sample(uss=0, rss=0, processes=0)
     for proc in tree(pid):
         try:
             info = proc.memory_full_info()
         except psutil.Error:
             continue
-        uss += info.uss
-        rss += info.rss
-        count += 1
-    return Sample(uss=uss, rss=rss, processes=count)
+        sample.uss += info.uss
+        sample.rss += info.rss
+        sample.processes += 1
+        sample.uss_by_pid[proc.pid] = info.uss
+    return sample
 
 
 def _scan_open_files(pid: int, seen: FileSeen, ignore: set[str]) -> None:
@@ -138,6 +146,8 @@ class ServerWatch:
         s = sample_memory(self.pid)
         r = self.report
         r.peak_uss, r.peak_rss = max(r.peak_uss, s.uss), max(r.peak_rss, s.rss)
+        for pid, uss in s.uss_by_pid.items():
+            r.peak_uss_by_pid[pid] = max(r.peak_uss_by_pid.get(pid, 0), uss)
         r.samples += 1
         _scan_open_files(self.pid, r.largest_open_file, self.ignore)
         r.peak_dir_total = max(r.peak_dir_total,
