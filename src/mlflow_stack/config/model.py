@@ -261,13 +261,14 @@ class Settings(_Section):
     def effective_workers(self) -> int:
         """Workers that fit 3/4 of the memory budget (the rest is headroom for requests).
 
-        Resting USS of the whole tree, job runner off, measured with MLflow 3.17.2:
-        1 worker 364 MiB, 2: 564, 3: 742, 4: 920 -> ~200 MiB base + ~180 MiB per worker.
+        USS of the whole tree, job runner off, MLflow 3.17.2: at rest 1 worker 364 MiB, 2: 564,
+        3: 742, 4: 920; after each worker's first artifact/S3 requests (boto3, ORM loaded)
+        ~270 MiB per worker -> sized with ~200 MiB base + 270 MiB per worker (1Gi -> 2).
         """
         if self.server.workers:
             return self.server.workers
         mib = quantity_bytes(self.server.memory_limit) / 2**20
-        return max(1, min(4, int((0.75 * mib - 200) // 180)))
+        return max(1, min(4, int((0.75 * mib - 200) // 270)))
 
     def missing_secrets(self) -> list[tuple[str, str]]:
         """(what, variables) for each secret the configured backends need but don't have."""
