@@ -3,10 +3,6 @@ work, and the data survives a stop and a start."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +12,7 @@ from pydantic import SecretStr
 
 from harness.ports import free_port
 from harness.postgres import PostgresServer
+from harness.reference_client import run_reference_client
 from harness.s3 import S3Server
 from mlflow_stack.config.model import Settings
 from mlflow_stack.config.secrets import Secrets
@@ -24,32 +21,19 @@ from mlflow_stack.local.state import StateDir
 from mlflow_stack.progress import NullProgress
 
 pytestmark = pytest.mark.integration
-CLIENT = Path(__file__).parent / "reference_client.py"
-
-
-def run_client(mode: str, url: str) -> dict[str, Any]:
-    # A data scientist's environment: the tracking URI and nothing else (no S3 keys).
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("AWS_", "MLFLOW_", "ADMIN_PASSWORD", "PG"))}
-    env["MLFLOW_TRACKING_URI"] = url
-    result = subprocess.run([sys.executable, str(CLIENT), mode], env=env, capture_output=True,
-                            text=True, timeout=300, check=False)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    line = next(ln for ln in result.stdout.splitlines() if ln.startswith("RESULT "))
-    return dict(json.loads(line.removeprefix("RESULT ")))
 
 
 def round_trip(settings: Settings, state: StateDir) -> tuple[dict[str, Any], dict[str, Any]]:
     first = platform.up(settings, state, NullProgress())
     try:
-        written = run_client("write", first.record.url)
+        written = run_reference_client("write", first.record.url)
     finally:
         assert platform.down(state) is not None
     assert platform.status(state).running is False
     second = platform.up(settings, state, NullProgress())
     try:
         assert second.record.pid != first.record.pid
-        checked = run_client("check", second.record.url)
+        checked = run_reference_client("check", second.record.url)
     finally:
         platform.down(state)
     assert checked["run_id"] == written["run_id"]

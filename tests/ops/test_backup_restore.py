@@ -3,9 +3,6 @@ registered models and artifacts exactly (counts and checksums compared)."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +11,7 @@ from pydantic import SecretStr
 
 from harness.ports import free_port
 from harness.postgres import PostgresServer
+from harness.reference_client import run_reference_client
 from harness.s3 import S3Server
 from mlflow_stack.config.model import Settings
 from mlflow_stack.config.secrets import Secrets
@@ -24,20 +22,6 @@ from mlflow_stack.ops import backup as backups
 from mlflow_stack.progress import NullProgress
 
 pytestmark = pytest.mark.integration
-CLIENT = Path(__file__).parent.parent / "local" / "reference_client.py"
-
-
-def run_client(mode: str, url: str) -> dict[str, Any]:
-    import os
-
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("AWS_", "MLFLOW_", "ADMIN_PASSWORD", "PG"))}
-    env["MLFLOW_TRACKING_URI"] = url
-    result = subprocess.run([sys.executable, str(CLIENT), mode], env=env, capture_output=True,
-                            text=True, timeout=300, check=False)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    line = next(ln for ln in result.stdout.splitlines() if ln.startswith("RESULT "))
-    return dict(json.loads(line.removeprefix("RESULT ")))
 
 
 def artifact_files(manifest: backups.Manifest) -> dict[str, Any]:
@@ -48,7 +32,7 @@ def round_trip(source: Settings, target: Settings, tmp_path: Path) -> None:
     src_state, dst_state = StateDir(tmp_path / "src"), StateDir(tmp_path / "dst")
     up = platform.up(source, src_state, NullProgress())
     try:
-        written = run_client("write", up.record.url)
+        written = run_reference_client("write", up.record.url)
         # Backed up while the server runs.
         manifest = backups.backup(source, src_state, tmp_path / "backup", NullProgress())
     finally:
@@ -64,7 +48,8 @@ def round_trip(source: Settings, target: Settings, tmp_path: Path) -> None:
 
     up = platform.up(target, dst_state, NullProgress())
     try:
-        checked = run_client("check", up.record.url)  # params, metrics, model, alias, artifact
+        # params, metrics, model, alias, artifact
+        checked = run_reference_client("check", up.record.url)
     finally:
         platform.down(dst_state)
     assert (checked["run_id"], checked["version"]) == (written["run_id"], written["version"])
@@ -110,7 +95,7 @@ def test_tampered_backup_is_refused_before_any_change(tmp_path: Path) -> None:
     state = StateDir(tmp_path / "src")
     up = platform.up(settings, state, NullProgress())
     try:
-        run_client("write", up.record.url)
+        run_reference_client("write", up.record.url)
     finally:
         platform.down(state)
     backups.backup(settings, state, tmp_path / "b", NullProgress())
