@@ -1,0 +1,79 @@
+"""The one builder of the server's command line and environment (local and Kubernetes)."""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+
+from pydantic import SecretStr
+
+from mlflow_stack.config.model import Settings
+from mlflow_stack.config.secrets import Secrets
+from mlflow_stack.server.command import ServerPaths, build_server_launch
+
+PATHS = ServerPaths(data_dir=PurePosixPath("/state/data"),
+                    artifacts_dir=PurePosixPath("/state/artifacts"),
+                    prometheus_dir=PurePosixPath("/state/run/prometheus"),
+                    tmp_dir=PurePosixPath("/state/run/tmp"))
+SECRETS = Secrets.model_construct(admin_password=SecretStr("pg-secret-1"),
+                                  s3_access_key_id=SecretStr("AKIA-1"),
+                                  s3_secret_access_key=SecretStr("s3-secret-1"))
+
+
+def arg(argv: list[str], flag: str) -> str:
+    return argv[argv.index(flag) + 1]
+
+
+def test_embedded_defaults() -> None:
+    launch = build_server_launch(Settings(), PATHS)
+    argv, env = launch.argv, launch.env_dict()
+    assert argv[:2] == ["mlflow", "server"]
+    assert arg(argv, "--host") == "127.0.0.1" and arg(argv, "--port") == "5000"
+    assert arg(argv, "--workers") == "2"  # fits the 1Gi default budget
+    assert arg(argv, "--backend-store-uri") == "sqlite:////state/data/mlflow.db"
+    assert arg(argv, "--artifacts-destination") == "/state/artifacts"
+    assert "--serve-artifacts" in argv and "--app-name" not in argv
+    assert env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
+    assert env["MLFLOW_DISABLE_TELEMETRY"] == "true"
+    assert env["TMPDIR"] == "/state/run/tmp"
+    assert "MLFLOW_SERVER_CORS_ALLOWED_ORIGINS" not in env  # no public host: MLflow's defaults
+
+
+def test_postgres_s3_and_public_host() -> None:
+    settings = Settings.model_validate({
+        "domain": "example.com",
+        "database": {"backend": "postgresql", "host": "db.example.com", "name": "mlflow",
+                     "user": "admin"},
+        "artifacts": {"backend": "s3", "bucket": "mlflow", "endpoint_url": "https://s3.example.com"},
+    }).model_copy(update={"secrets": SECRETS})
+    launch = build_server_launch(settings, PATHS, bind_host="0.0.0.0",
+                                 internal_hosts=["mlflow.mlflow.svc"])
+    argv, env = launch.argv, launch.env_dict()
+    assert arg(argv, "--host") == "0.0.0.0"
+    uri = arg(argv, "--backend-store-uri")
+    assert uri == "postgresql://admin@db.example.com:5432/mlflow?sslmode=prefer"
+    assert arg(argv, "--artifacts-destination") == "s3://mlflow/artifacts"
+    # Secrets reach the process through its environment only, as Secret references on k8s.
+    assert "pg-secret-1" not in " ".join(argv) and "s3-secret-1" not in " ".join(argv)
+    assert env["PGPASSWORD"] == "pg-secret-1"
+    assert env["AWS_SECRET_ACCESS_KEY"] == "s3-secret-1"
+    assert launch.secret_names() >= {"PGPASSWORD", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+    assert env["MLFLOW_S3_ENDPOINT_URL"] == "https://s3.example.com"
+    assert "MLFLOW_S3_IGNORE_TLS" not in env  # TLS verified unless turned off
+    hosts = env["MLFLOW_SERVER_ALLOWED_HOSTS"].split(",")
+    assert hosts[0] == "mlflow.example.com" and "mlflow.mlflow.svc" in hosts
+    assert env["MLFLOW_SERVER_CORS_ALLOWED_ORIGINS"] == "https://mlflow.example.com"
+
+
+def test_job_runner_and_workers_follow_settings() -> None:
+    settings = Settings.model_validate({"server": {"job_execution": True, "workers": 5}})
+    launch = build_server_launch(settings, PATHS)
+    assert arg(launch.argv, "--workers") == "5"
+    assert launch.env_dict()["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "true"
+
+
+def test_secret_ref_repr_hides_value() -> None:
+    settings = Settings.model_validate({
+        "database": {"backend": "postgresql", "host": "db"}}).model_copy(
+        update={"secrets": SECRETS})
+    launch = build_server_launch(settings, PATHS)
+    assert "pg-secret-1" not in repr(launch)
