@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.browser import launch_chromium
 from harness.keycloak import KeycloakServer, default_cache_dir, ensure_keycloak_dist, start_keycloak
 from harness.kubeapi import KubeAPIServer, start_kube_apiserver
 from harness.postgres import PostgresServer, start_postgres
@@ -60,3 +61,10 @@ def kube_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeAPIServer
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[object]:
+    """Debian Chromium under Playwright, shared by all browser tests (one sync loop at a time)."""
+    with launch_chromium() as browser:
+        yield browser

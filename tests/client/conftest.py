@@ -13,8 +13,6 @@ from collections.abc import Iterator
 import pytest
 
 from harness.client_site import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
     CI_CLIENT,
     CLI_CLIENT,
     LIFESPAN,
@@ -61,16 +59,3 @@ def client_site(keycloak: KeycloakServer,
     settings = sso_settings(realm, port)
     with running(settings, tmp_path_factory.mktemp("client-sso") / "state") as server:
         yield ClientSite(keycloak, realm, server, ci_secret)
-
-
-@pytest.fixture(scope="session")
-def chromium() -> Iterator[object]:
-    playwright_sync = pytest.importorskip("playwright.sync_api")
-    if not CHROMIUM.exists():
-        pytest.skip("Debian chromium is not installed (apt-get install chromium)")
-    with playwright_sync.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()

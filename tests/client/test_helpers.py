@@ -46,7 +46,7 @@ SHELLS = {
 def helpers_dir(client_site: ClientSite, tmp_path_factory: pytest.TempPathFactory) -> Path:
     for shell in ("bash", "fish", "curl", "python3"):
         if shutil.which(shell) is None:
-            pytest.skip(f"{shell} is not installed (Debian: apt-get install -y {shell})")
+            pytest.fail(f"{shell} is not installed (Debian: apt-get install -y {shell})")
     out = tmp_path_factory.mktemp("helpers")
     result = run_cli(["helpers", "--out", str(out)], client_site.env(out / "t.json"))
     assert result.returncode == 0, result.stderr
@@ -226,7 +226,7 @@ def tls_endpoint(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """An HTTPS token endpoint with a self-signed certificate: (URL, the certificate)."""
     openssl = shutil.which("openssl")
     if openssl is None:
-        pytest.skip("openssl is not installed")
+        pytest.fail("openssl is not installed")
     key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
     subprocess.run([openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt",
                     "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj",

@@ -21,9 +21,6 @@ CLI_CLIENT = "mlflow-cli"
 CI_CLIENT = "ci-runner"
 # The real entry point, as users run it.
 CLI = [sys.executable, "-m", "mlflow_stack.cli.main"]
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
 
 
 @dataclass

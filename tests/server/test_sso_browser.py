@@ -6,7 +6,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
@@ -18,12 +17,8 @@ from mlflow_stack.local import platform
 from mlflow_stack.local.state import StateDir
 from mlflow_stack.progress import NullProgress
 
-playwright_sync = pytest.importorskip("playwright.sync_api")
 pytestmark = pytest.mark.integration
 REALM = f"sso-browser-{uuid.uuid4().hex[:8]}"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
 GROUPS_DETAILS = "/api/2.0/mlflow/permissions/groups/details"
 
 
@@ -50,15 +45,8 @@ def site(keycloak: KeycloakServer, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    if not CHROMIUM.exists():
-        pytest.skip("Debian chromium is not installed (apt-get install chromium)")
-    with playwright_sync.sync_playwright() as pw:
-        instance = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield instance
-        finally:
-            instance.close()
+def browser(chromium: object) -> object:
+    return chromium
 
 
 def login(browser: object, site: Site, who: str) -> object:
