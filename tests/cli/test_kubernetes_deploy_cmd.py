@@ -21,7 +21,7 @@ import yaml
 
 from harness.fake_controllers import FakeControllers
 from harness.kube import SECRET_VALUES
-from harness.kubeapi import KubeAPIServer
+from harness.kubeapi import KubeAPIServer, write_unreachable_kubeconfig
 from harness.postgres import PostgresServer
 from harness.s3 import S3Server
 
@@ -149,13 +149,7 @@ def test_missing_kubeconfig_exits_2_and_unreachable_exits_1(tmp_path: Path) -> N
     assert "kubeconfig" in missing.stderr and "does not exist" in missing.stderr
     assert "Traceback" not in missing.stderr
 
-    dead = tmp_path / "dead.yaml"
-    dead.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "c",
-        "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:9",
-                                               "insecure-skip-tls-verify": True}}],
-        "users": [{"name": "u", "user": {"token": "t"}}],
-        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}]}))
+    dead = write_unreachable_kubeconfig(tmp_path / "dead.yaml")
     unreachable = run(["apply", "-c", "c.yaml", "--target", "kubernetes"], tmp_path,
                       {"KUBECONFIG": str(dead)})
     assert unreachable.returncode == 1, unreachable.stderr

@@ -31,7 +31,7 @@ from pydantic import SecretStr
 
 from harness.fake_controllers import FakeControllers
 from harness.kube import SECRET_VALUES, settings_with
-from harness.kubeapi import KubeAPIServer
+from harness.kubeapi import KubeAPIServer, write_unreachable_kubeconfig
 from mlflow_stack.components import kubernetes as k8s
 from mlflow_stack.components.base import Change
 from mlflow_stack.config.model import Settings
@@ -415,13 +415,7 @@ def test_unreachable_server_and_missing_kubeconfig(tmp_path: Path, ns: str) -> N
     with pytest.raises(ConfigError, match="does not exist") as missing:
         k8s.plan(make_settings(tmp_path / "nope.yaml", ns))
     assert missing.value.exit_code == 2
-    dead = tmp_path / "dead.yaml"
-    dead.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "c",
-        "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:9",
-                                               "insecure-skip-tls-verify": True}}],
-        "users": [{"name": "u", "user": {"token": "t"}}],
-        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}]}))
+    dead = write_unreachable_kubeconfig(tmp_path / "dead.yaml")
     with pytest.raises(KubernetesError, match="unreachable") as unreachable:
         k8s.plan(make_settings(dead, ns))
     assert unreachable.value.exit_code == 1

@@ -499,3 +499,14 @@ def _text_tail(text: str | bytes | None, lines: int = 40) -> str:
     if isinstance(text, bytes):
         text = text.decode(errors="replace")
     return "\n".join(text.splitlines()[-lines:])
+
+
+def write_unreachable_kubeconfig(path: Path) -> Path:
+    """A kubeconfig naming an API server nothing listens on (port 9 on loopback)."""
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:9",
+                                               "insecure-skip-tls-verify": True}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}]}))
+    return path
