@@ -4,10 +4,12 @@ used by the MLflow plugin and `token`, `logout` revoking it, and the device flow
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
 import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,12 +17,17 @@ from typing import IO, Any
 
 import httpx
 import pytest
+import yaml
+from pydantic import SecretStr
 
 from harness.client_site import CLI, CLI_CLIENT, ClientSite, run_cli
 from harness.fake_keycloak import TOKEN_URL
-from harness.keycloak import jwt_claims
+from harness.keycloak import KeycloakServer, create_realm, create_user, jwt_claims
 from mlflow_stack.client.login import BrowserLogin, LoginFailed, pkce_pair
 from mlflow_stack.client.oidc import KeycloakClient, TokenConfigError
+from mlflow_stack.components import keycloak as kc
+from mlflow_stack.config.loader import load_config
+from mlflow_stack.config.secrets import Secrets
 
 URL = re.compile(r"(https?://\S+)")
 
@@ -154,6 +161,48 @@ def test_device_login(client_site: ClientSite, chromium: Any, tmp_path: Path) ->
     assert entry["tokens"]["refresh_expires_at"] is None  # offline: no fixed expiry
     result = run_cli(["token", "--shell", "fish"], env)
     assert result.returncode == 0 and result.stdout.startswith("set -gx MLFLOW_TRACKING_TOKEN '")
+    assert run_cli(["logout"], env).returncode == 0
+
+
+@pytest.mark.integration
+def test_login_with_the_client_apply_creates(keycloak: KeycloakServer, chromium: Any,
+                                             tmp_path: Path) -> None:
+    """No hand-made client: `apply` creates mlflow-cli, `login -c CONFIG` defaults to it."""
+    realm, password = f"login-{uuid.uuid4().hex[:8]}", "dave-pw-1"
+    create_realm(keycloak, realm)
+    create_user(keycloak, realm, "dave", password, "dave@example.test")
+    config = tmp_path / "mlflow-stack.yaml"
+    config.write_text(yaml.safe_dump({"auth": {
+        "provider": "keycloak", "keycloak_url": keycloak.url, "realm": realm,
+        "admin_username": keycloak.admin_user, "realm_admin_users": ["dave"]}}))
+    settings = load_config(config, require_secrets=False).settings
+    kc.apply(settings.model_copy(update={"secrets": Secrets.model_construct(
+        keycloak_admin_password=SecretStr(keycloak.admin_password))}))
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "KEYCLOAK_"))}
+    env["MLFLOW_KEYCLOAK_TOKEN_CACHE"] = str(tmp_path / "tokens.json")
+    with cli(["login", "-c", str(config), "--no-browser", "--timeout", "120"], env) \
+            as (proc, out, err):
+        url = err.wait_for(r"(http://\S+/protocol/openid-connect/auth\?\S+)").group(1)
+        assert "client_id=mlflow-cli" in url
+        context = chromium.new_context()
+        page = context.new_page()
+        page.goto(url)
+        page.wait_for_selector("#username", timeout=30_000)
+        page.fill("#username", "dave")
+        page.fill("#password", password)
+        page.click("#kc-login")
+        page.wait_for_url(re.compile(r"^http://127\.0\.0\.1:\d+/callback\?"), timeout=30_000)
+        context.close()
+        assert proc.wait(timeout=60) == 0, err.text
+    assert "Logged in as dave" in out.text and "(client mlflow-cli)" in out.text
+    result = run_cli(["token"], env)
+    assert result.returncode == 0, result.stderr
+    claims = jwt_claims(result.stdout.strip())
+    # What the server checks: its own client as audience, the realm roles, this realm's issuer.
+    assert claims["azp"] == "mlflow-cli" and "mlflow" in claims["aud"]
+    assert "mlflow-admin" in claims["realm_access"]["roles"]
+    assert claims["iss"] == keycloak.issuer(realm)
     assert run_cli(["logout"], env).returncode == 0
 
 

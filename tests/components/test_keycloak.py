@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import pytest
 from keycloak import KeycloakAdmin
 from pydantic import SecretStr
@@ -20,6 +21,7 @@ from harness.keycloak import (
     password_grant,
 )
 from harness.ports import free_port
+from mlflow_stack.client.login import pkce_pair
 from mlflow_stack.components import keycloak as kc
 from mlflow_stack.components.base import Change
 from mlflow_stack.config.model import Settings
@@ -81,10 +83,13 @@ def realm_state(admin: KeycloakAdmin) -> dict[str, Any]:
     }
 
 
+MAPPERS = ("mlflow-realm-role-mapper", "mlflow-audience-mapper", "mlflow-client-role-mapper")
 EXPECTED_TARGETS = [
-    "role mlflow-admin", "role mlflow-user", "client mlflow", "client mlflow scopes",
-    "client mlflow mapper mlflow-realm-role-mapper", "client mlflow mapper mlflow-audience-mapper",
-    "client mlflow mapper mlflow-client-role-mapper", "user alice role mlflow-admin",
+    "role mlflow-admin", "role mlflow-user",
+    "client mlflow", "client mlflow scopes", *(f"client mlflow mapper {m}" for m in MAPPERS),
+    "client mlflow-cli", "client mlflow-cli scopes",
+    *(f"client mlflow-cli mapper {m}" for m in MAPPERS),
+    "user alice role mlflow-admin",
 ]
 
 
@@ -114,7 +119,7 @@ def test_provision_from_empty_realm_then_zero_changes(keycloak: KeycloakServer) 
     applied = kc.apply(settings, progress)
     assert applied == planned
     assert progress.steps == [f"keycloak: read realm {realm} at {keycloak.url}",
-                              "keycloak: apply 8 change(s)"]
+                              f"keycloak: apply {len(EXPECTED_TARGETS)} change(s)"]
 
     again = kc.apply(settings)
     assert [c.target for c in again] == EXPECTED_TARGETS
@@ -192,6 +197,57 @@ def test_custom_names_and_lifespan(keycloak: KeycloakServer) -> None:
     claims = jwt_claims(token["access_token"])
     assert "tracking" in claims["aud"] and "ml-admin" in claims["realm_access"]["roles"]
     assert claims["exp"] - claims["iat"] == 900
+
+
+def test_login_client_is_public_pkce_and_device_only(
+    keycloak: KeycloakServer, provisioned: tuple[Settings, KeycloakAdmin]
+) -> None:
+    settings, admin = provisioned
+    planned = by_target(kc.plan(settings))
+    assert planned["client mlflow-cli"].action == "unchanged"
+    rep = admin.get_client(client_uuid(admin, "mlflow-cli"))
+    assert rep["publicClient"] is True and rep["standardFlowEnabled"] is True
+    assert rep["directAccessGrantsEnabled"] is False and rep["implicitFlowEnabled"] is False
+    assert rep["serviceAccountsEnabled"] is False
+    assert rep["redirectUris"] == ["http://127.0.0.1/*"]
+    assert rep["attributes"]["pkce.code.challenge.method"] == "S256"
+    assert rep["attributes"]["oauth2.device.authorization.grant.enabled"] == "true"
+    assert "offline_access" in rep["optionalClientScopes"]
+    assert "offline_access" not in rep["defaultClientScopes"]
+    assert {"basic", "email", "profile", "roles"} <= set(rep["defaultClientScopes"])
+    # Its tokens are for the server's client: same audience and role claims.
+    audience = next(m for m in rep["protocolMappers"] if m["name"] == "mlflow-audience-mapper")
+    assert audience["config"]["included.client.audience"] == "mlflow"
+    issuer = keycloak.issuer(settings.auth.realm)
+    # The password grant (a secret-less client collecting passwords) is refused.
+    refused = httpx.post(f"{issuer}/protocol/openid-connect/token", timeout=30, data={
+        "grant_type": "password", "client_id": "mlflow-cli", "username": "alice",
+        "password": ALICE_PW})
+    assert refused.status_code in (400, 401) and refused.json()["error"] == "unauthorized_client"
+    # A device authorization starts (the grant is on), with PKCE only.
+    device_url = f"{issuer}/protocol/openid-connect/auth/device"
+    without = httpx.post(device_url, data={"client_id": "mlflow-cli"}, timeout=30)
+    assert without.status_code == 400, without.text
+    _, challenge = pkce_pair()
+    device = httpx.post(device_url, timeout=30, data={
+        "client_id": "mlflow-cli", "code_challenge": challenge, "code_challenge_method": "S256"})
+    assert device.status_code == 200 and device.json()["user_code"]
+
+
+def test_login_client_can_be_turned_off(keycloak: KeycloakServer) -> None:
+    realm = new_realm(keycloak)
+    settings = make_settings(keycloak, realm, cli_client_id=None)
+    targets = [c.target for c in kc.apply(settings)]
+    assert not [t for t in targets if t.startswith("client mlflow-cli")]
+    assert "mlflow-cli" not in realm_state(realm_admin(keycloak, realm))["clients"]
+    with pytest.raises(ValueError, match="cli_client_id 'mlflow' must differ"):
+        make_settings(keycloak, realm, cli_client_id="mlflow")
+
+
+def _open_login_client(admin: KeycloakAdmin) -> None:
+    uid = client_uuid(admin, "mlflow-cli")
+    admin.update_client(uid, {"directAccessGrantsEnabled": True,
+                              "redirectUris": ["http://127.0.0.1/*", "*"]})
 
 
 # --------------------------------------------------------------------------------------------
@@ -272,6 +328,8 @@ DRIFTS: list[tuple[str, Callable[[KeycloakAdmin], None], str, str, list[str]]] =
     ("role-deleted", _delete_user_role, "role mlflow-user", "create", []),
     ("made-public", _make_public, "client mlflow", "update",
      ["publicClient: true → false", "implicitFlowEnabled: true → false"]),
+    ("login-client-opened", _open_login_client, "client mlflow-cli", "update",
+     ["directAccessGrantsEnabled: true → false", "redirectUris: - *"]),
 ]
 
 
@@ -374,7 +432,7 @@ def test_wrong_path_prefix(keycloak: KeycloakServer) -> None:
 def test_trailing_slash_in_url(keycloak: KeycloakServer) -> None:
     realm = new_realm(keycloak)
     settings = make_settings(keycloak, realm, url=f"{keycloak.url}/")
-    assert len(pending(kc.apply(settings))) == 8
+    assert len(pending(kc.apply(settings))) == len(EXPECTED_TARGETS)
 
 
 def test_missing_admin_password(keycloak: KeycloakServer) -> None:
@@ -430,6 +488,7 @@ def test_destroy_keeps_everything_without_purge(
     changes = kc.destroy(settings)
     assert pending(changes) == []
     assert "kept" in by_target(changes)["client mlflow"].detail
+    assert "kept" in by_target(changes)["client mlflow-cli"].detail
     assert "held directly by 1 user(s)" in by_target(changes)["role mlflow-admin"].detail
     assert realm_state(admin) == before
     assert kc.client_secret(settings).get_secret_value() == secret.get_secret_value()
@@ -440,17 +499,17 @@ def test_destroy_with_purge(keycloak: KeycloakServer,
     settings, admin = provisioned
     dry = kc.destroy(settings, purge=True, dry_run=True)
     assert [(c.action, c.target) for c in dry] == [
-        ("delete", "client mlflow"), ("delete", "role mlflow-admin"),
-        ("delete", "role mlflow-user")]
-    assert "mlflow" in realm_state(admin)["clients"]
+        ("delete", "client mlflow"), ("delete", "client mlflow-cli"),
+        ("delete", "role mlflow-admin"), ("delete", "role mlflow-user")]
+    assert {"mlflow", "mlflow-cli"} <= set(realm_state(admin)["clients"])
     assert kc.destroy(settings, purge=True) == dry
     state = realm_state(admin)
-    assert "mlflow" not in state["clients"]
+    assert not {"mlflow", "mlflow-cli"} & set(state["clients"])
     assert not {"mlflow-admin", "mlflow-user"} & set(state["roles"])
     assert admin.get_user_id("alice") is not None, "users are never deleted"
     assert pending(kc.destroy(settings, purge=True)) == []
     # And apply brings it all back.
-    assert len(pending(kc.apply(settings))) == 8
+    assert len(pending(kc.apply(settings))) == len(EXPECTED_TARGETS)
 
 
 def test_destroy_of_missing_realm_is_a_no_op(keycloak: KeycloakServer) -> None:

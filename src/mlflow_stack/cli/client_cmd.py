@@ -74,18 +74,26 @@ def token(
 
 
 def _login_client(token_url: str | None, issuer: str | None, config: Path | None,
-                  client_id: str, ca_bundle: Path | None) -> oidc.KeycloakClient:
+                  client_id: str | None, ca_bundle: Path | None) -> oidc.KeycloakClient:
     env = os.environ
     url = token_url
     if url is None and issuer:
         url = issuer.rstrip("/") + oidc.TOKEN_PATH_SUFFIX
-    if url is None and config is not None:
+    if config is not None:
         from mlflow_stack.config.loader import load_config
 
         auth = load_config(config, require_secrets=False).settings.auth
         if auth.provider != "keycloak" or not auth.keycloak_url:
             raise ConfigError(f"{config} does not configure Keycloak (auth.provider: keycloak)")
-        url = f"{auth.keycloak_url.rstrip('/')}/realms/{auth.realm}{oidc.TOKEN_PATH_SUFFIX}"
+        if url is None:
+            url = f"{auth.keycloak_url.rstrip('/')}/realms/{auth.realm}{oidc.TOKEN_PATH_SUFFIX}"
+        if client_id is None:
+            if auth.cli_client_id is None:
+                raise ConfigError(f"{config} sets auth.cli_client_id to null (no login client)",
+                                  hint="pass --client-id with a client that allows the code "
+                                       "flow or the device grant")
+            client_id = auth.cli_client_id
+    client_id = client_id or flows.DEFAULT_LOGIN_CLIENT_ID
     url = url or env.get(oidc.ENV_TOKEN_URL)
     if not url:
         stored = token_cache.TokenCache(token_cache.cache_path_from_env()).find_login()
@@ -125,11 +133,12 @@ def login(
     token_url: TokenUrlOpt = None,
     issuer: IssuerOpt = None,
     config: LoginConfigOpt = None,
-    client_id: Annotated[str, typer.Option(
-        "--client-id", help="Keycloak client to sign in with: a public client with the standard "
-        "flow (PKCE) and/or the device grant, redirect URI http://127.0.0.1/*. Its secret, if "
-        f"confidential, is read from ${oidc.ENV_CLIENT_SECRET}.")]
-    = flows.DEFAULT_LOGIN_CLIENT_ID,
+    client_id: Annotated[str | None, typer.Option(
+        "--client-id", help="Keycloak client to sign in with (default: the config's "
+        f"auth.cli_client_id, else {flows.DEFAULT_LOGIN_CLIENT_ID}, the public client `apply` "
+        "creates): the standard flow (PKCE) and/or the device grant, redirect URI "
+        f"http://127.0.0.1/*. Its secret, if confidential, is read from "
+        f"${oidc.ENV_CLIENT_SECRET}.")] = None,
     device: Annotated[bool, typer.Option(
         "--device", help="Device flow: sign in on another device with a short code.")] = False,
     offline: Annotated[bool, typer.Option(

@@ -1,5 +1,6 @@
 """Keycloak: the realm roles, the confidential OIDC client (scopes, mappers) and the admin role
-grants of the reference's 10_configure_keycloak, reconciled through the Admin REST API.
+grants of the reference's 10_configure_keycloak, plus the public login client of
+`mlflow-stack login`, reconciled through the Admin REST API.
 
 Shape: desired(settings) -> observe (read only) -> steps (a Change plus the write that makes it)
 -> apply. Everything is read and checked — login, realm, the users to grant — before the first
@@ -15,6 +16,11 @@ Choices (see also the README section "Keycloak provisioning"):
 - Redirect URIs and web origins are exact: a URI added by hand is an open redirect, so apply
   removes it and plan shows that.
 - Role grants are ensured for the configured users only; grants to anyone else are left alone.
+- The login client (auth.cli_client_id, default mlflow-cli) is public: a secret on a laptop is no
+  secret. It allows only what a CLI needs: the code flow with PKCE S256 on a loopback redirect
+  (RFC 8252; Keycloak lets `http://127.0.0.1/*` match any port) and the device grant. Its tokens
+  carry the server client's audience and roles, so the server accepts them as its own.
+  offline_access is optional there: `login --offline` asks for it, a plain login does not.
 """
 
 from __future__ import annotations
@@ -47,6 +53,9 @@ CLIENT_ROLE_MAPPER = "mlflow-client-role-mapper"
 # The reference's scope lists.
 DEFAULT_SCOPES = ("email", "profile", "roles", "openid", "offline_access")
 OPTIONAL_SCOPES = ("address", "phone")
+CLI_DEFAULT_SCOPES = ("email", "profile", "roles", "openid")
+CLI_OPTIONAL_SCOPES = ("offline_access", "address", "phone")
+LOOPBACK_REDIRECT = "http://127.0.0.1/*"
 # Protocol scopes Keycloak grants to every OIDC request without a client scope object.
 IMPLICIT_SCOPES = frozenset({"openid"})
 
@@ -69,14 +78,23 @@ class ClientNotProvisioned(StackError):
 
 
 @dataclass(frozen=True)
-class Desired:
-    realm: str
+class ClientSpec:
     client_id: str
-    roles: dict[str, str]  # name -> description
     client: dict[str, Any]  # the managed ClientRepresentation fields
     default_scopes: tuple[str, ...]
     optional_scopes: tuple[str, ...]
     mappers: tuple[dict[str, Any], ...]
+
+    @property
+    def public(self) -> bool:
+        return bool(self.client.get("publicClient"))
+
+
+@dataclass(frozen=True)
+class Desired:
+    realm: str
+    roles: dict[str, str]  # name -> description
+    clients: tuple[ClientSpec, ...]  # the server's client first
     admin_role: str
     admin_users: tuple[str, ...]
 
@@ -127,14 +145,32 @@ def desired(settings: Settings) -> Desired:
             "usermodel.clientRoleMapping.clientId": a.client_id, "multivalued": "true",
             **_claims(True, True, True)}),
     )
+    clients = [ClientSpec(a.client_id, client, DEFAULT_SCOPES, OPTIONAL_SCOPES, mappers)]
+    if a.cli_client_id:
+        cli = {
+            "clientId": a.cli_client_id,
+            "protocol": "openid-connect",
+            "enabled": True,
+            "publicClient": True,
+            "standardFlowEnabled": True,
+            "implicitFlowEnabled": False,
+            "directAccessGrantsEnabled": False,
+            "serviceAccountsEnabled": False,
+            "redirectUris": [LOOPBACK_REDIRECT],
+            "webOrigins": [],
+            "attributes": {
+                "pkce.code.challenge.method": "S256",
+                "oauth2.device.authorization.grant.enabled": "true",
+                "access.token.lifespan": str(a.access_token_lifespan),
+            },
+        }
+        # The same mappers: aud and roles name the server's client, whichever client logs in.
+        clients.append(ClientSpec(a.cli_client_id, cli, CLI_DEFAULT_SCOPES,
+                                  CLI_OPTIONAL_SCOPES, mappers))
     return Desired(
         realm=a.realm,
-        client_id=a.client_id,
         roles={a.admin_role: "MLflow administrator role", a.user_role: "MLflow standard user role"},
-        client=client,
-        default_scopes=DEFAULT_SCOPES,
-        optional_scopes=OPTIONAL_SCOPES,
-        mappers=mappers,
+        clients=tuple(clients),
         admin_role=a.admin_role,
         admin_users=tuple(dict.fromkeys(a.realm_admin_users)),
     )
@@ -186,7 +222,7 @@ class _Session:
     url: str
     user: str
     realm: str
-    client_uuid: str | None = None
+    client_uuids: dict[str, str] = field(default_factory=dict)  # clientId -> internal id
 
     def error(self, what: str, exc: KeycloakError) -> StackError:
         """A python-keycloak error as an error naming the URL, the user and the realm."""
@@ -281,12 +317,17 @@ def _connect(settings: Settings) -> _Session:
 
 
 @dataclass
-class Observed:
-    roles: set[str]  # which of the desired roles exist
-    client: dict[str, Any] | None
+class ObservedClient:
+    rep: dict[str, Any] | None  # None: the client does not exist
     default_scopes: set[str] = field(default_factory=set)
     optional_scopes: set[str] = field(default_factory=set)
     mappers: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass
+class Observed:
+    roles: set[str]  # which of the desired roles exist
+    clients: dict[str, ObservedClient] = field(default_factory=dict)
     scope_ids: dict[str, str] = field(default_factory=dict)  # the realm's OIDC scopes
     realm_default_scopes: list[str] = field(default_factory=list)  # attached to new clients
     realm_optional_scopes: list[str] = field(default_factory=list)
@@ -313,19 +354,10 @@ def _observe(s: _Session, want: Desired) -> Observed:
                          if sc["id"] in by_id]
         realm_optional = [by_id[sc["id"]] for sc in admin.get_default_optional_client_scopes()
                           if sc["id"] in by_id]
-    with s.call(f"read client {want.client_id}"):
-        uuid = admin.get_client_id(want.client_id)
-        client = admin.get_client(uuid) if uuid else None
-    obs = Observed(roles=roles, client=client, scope_ids=oidc,
+    obs = Observed(roles=roles, scope_ids=oidc,
                    realm_default_scopes=realm_default, realm_optional_scopes=realm_optional)
-    if uuid:
-        s.client_uuid = uuid
-        with s.call(f"read client {want.client_id} scopes and mappers"):
-            obs.default_scopes = {sc["name"] for sc in
-                                  admin.get_client_default_client_scopes(uuid)}
-            obs.optional_scopes = {sc["name"] for sc in
-                                   admin.get_client_optional_client_scopes(uuid)}
-            obs.mappers = {m["name"]: m for m in admin.get_mappers_from_client(uuid)}
+    for spec in want.clients:
+        obs.clients[spec.client_id] = _observe_client(s, spec.client_id)
     missing: list[str] = []
     with s.call("read users"):
         for username in want.admin_users:
@@ -344,6 +376,22 @@ def _observe(s: _Session, want: Desired) -> Observed:
             hint="Create the user(s) in Keycloak first or fix the setting; nothing was changed.",
         )
     return obs
+
+
+def _observe_client(s: _Session, client_id: str) -> ObservedClient:
+    admin = s.admin
+    with s.call(f"read client {client_id}"):
+        uuid = admin.get_client_id(client_id)
+        if not uuid:
+            return ObservedClient(None)
+        have = ObservedClient(admin.get_client(uuid))
+    s.client_uuids[client_id] = uuid
+    with s.call(f"read client {client_id} scopes and mappers"):
+        have.default_scopes = {sc["name"] for sc in admin.get_client_default_client_scopes(uuid)}
+        have.optional_scopes = {sc["name"] for sc in
+                                admin.get_client_optional_client_scopes(uuid)}
+        have.mappers = {m["name"]: m for m in admin.get_mappers_from_client(uuid)}
+    return have
 
 
 # --------------------------------------------------------------------------------------------
@@ -406,12 +454,13 @@ def _describe_mapper(m: dict[str, Any]) -> str:
     return f"{m['protocolMapper']}: {what} ({', '.join(tokens)} token)"
 
 
-def _scope_plan(want: Desired, obs: Observed) -> tuple[dict[str, str], list[str]]:
+def _scope_plan(want: ClientSpec, obs: Observed,
+                have_client: ObservedClient) -> tuple[dict[str, str], list[str]]:
     """{scope: 'default'|'optional'} to attach (moving it if attached the other way) and notes."""
     moves: dict[str, str] = {}
     notes: list[str] = []
-    for kind, names, have in (("default", want.default_scopes, obs.default_scopes),
-                              ("optional", want.optional_scopes, obs.optional_scopes)):
+    for kind, names, have in (("default", want.default_scopes, have_client.default_scopes),
+                              ("optional", want.optional_scopes, have_client.optional_scopes)):
         for name in names:
             if name in IMPLICIT_SCOPES and name not in obs.scope_ids:
                 notes.append(f"{name}: implicit in OIDC, not a client scope")
@@ -422,10 +471,10 @@ def _scope_plan(want: Desired, obs: Observed) -> tuple[dict[str, str], list[str]
     return moves, notes
 
 
-def _scope_detail(moves: dict[str, str], obs: Observed) -> list[str]:
+def _scope_detail(moves: dict[str, str], have: ObservedClient) -> list[str]:
     parts = []
     for name, kind in moves.items():
-        was = obs.optional_scopes if kind == "default" else obs.default_scopes
+        was = have.optional_scopes if kind == "default" else have.default_scopes
         moved = f" (moved from {'optional' if kind == 'default' else 'default'})" \
             if name in was else ""
         parts.append(f"{kind}: + {name}{moved}")
@@ -447,7 +496,18 @@ def _role_steps(s: _Session, want: Desired, obs: Observed) -> list[_Step]:
     return steps
 
 
-def _new_client_steps(s: _Session, want: Desired, obs: Observed) -> list[_Step]:
+def _kind(spec: ClientSpec) -> str:
+    c = spec.client
+    if not spec.public:
+        return f"confidential {c['protocol']}"
+    grants = ["PKCE S256" if c["attributes"].get("pkce.code.challenge.method") == "S256"
+              else "code flow"]
+    if c["attributes"].get("oauth2.device.authorization.grant.enabled") == "true":
+        grants.append("device grant")
+    return f"public {c['protocol']} ({', '.join(grants)})"
+
+
+def _new_client_steps(s: _Session, want: ClientSpec, obs: Observed) -> list[_Step]:
     """One POST creates the client with its scopes and mappers; the other records describe it."""
     cid, c = want.client_id, want.client
     rep = copy.deepcopy(c)
@@ -463,19 +523,19 @@ def _new_client_steps(s: _Session, want: Desired, obs: Observed) -> list[_Step]:
 
     def create_client() -> None:
         with s.call(f"create client {cid}"):
-            s.client_uuid = s.admin.create_client(rep)
+            s.client_uuids[cid] = s.admin.create_client(rep)
 
-    _, notes = _scope_plan(want, obs)
+    _, notes = _scope_plan(want, obs, ObservedClient(None))
     extra = [n for n in rep["defaultClientScopes"] if n not in want.default_scopes]
     ours = [n for n in want.default_scopes if n in rep["defaultClientScopes"]]
     optional = [n for n in want.optional_scopes if n in obs.scope_ids]
     scopes = (f"default: {', '.join(ours)}"
               + (f" (+ realm defaults {', '.join(extra)})" if extra else "")
               + f"; optional: {', '.join(optional)}")
+    origins = f"; webOrigins: {', '.join(c['webOrigins'])}" if c["webOrigins"] else ""
     return [
         _Step(_change("create", f"client {cid}",
-                      f"confidential {c['protocol']}; redirectUris: "
-                      f"{', '.join(c['redirectUris'])}; webOrigins: {', '.join(c['webOrigins'])}"
+                      f"{_kind(want)}; redirectUris: {', '.join(c['redirectUris'])}{origins}"
                       f"; access.token.lifespan {c['attributes']['access.token.lifespan']}"),
               create_client),
         _Step(_change("create", f"client {cid} scopes", "; ".join([scopes, *notes]))),
@@ -484,16 +544,17 @@ def _new_client_steps(s: _Session, want: Desired, obs: Observed) -> list[_Step]:
     ]
 
 
-def _client_steps(s: _Session, want: Desired, obs: Observed) -> list[_Step]:
+def _client_steps(s: _Session, want: ClientSpec, obs: Observed) -> list[_Step]:
     """Repairs of an existing client: its settings, scopes and mappers, each its own record."""
-    assert obs.client is not None and s.client_uuid is not None
-    admin, uuid, cid = s.admin, s.client_uuid, want.client_id
+    have_client = obs.clients[want.client_id]
+    assert have_client.rep is not None
+    admin, uuid, cid = s.admin, s.client_uuids[want.client_id], want.client_id
     steps: list[_Step] = []
 
-    diff = _client_diff(obs.client, want.client)
+    diff = _client_diff(have_client.rep, want.client)
     if diff:
         payload = copy.deepcopy(want.client)
-        payload["attributes"] = {**(obs.client.get("attributes") or {}),
+        payload["attributes"] = {**(have_client.rep.get("attributes") or {}),
                                  **want.client["attributes"]}
 
         def update_client() -> None:
@@ -503,7 +564,7 @@ def _client_steps(s: _Session, want: Desired, obs: Observed) -> list[_Step]:
     else:
         steps.append(_Step(_change("unchanged", f"client {cid}")))
 
-    moves, notes = _scope_plan(want, obs)
+    moves, notes = _scope_plan(want, obs, have_client)
     if moves:
         def fix_scopes() -> None:
             with s.call(f"change the client scopes of {cid}"):
@@ -512,21 +573,22 @@ def _client_steps(s: _Session, want: Desired, obs: Observed) -> list[_Step]:
                     # Attaching a scope that is attached the other way is silently ignored by
                     # Keycloak: detach it first.
                     if kind == "default":
-                        if name in obs.optional_scopes:
+                        if name in have_client.optional_scopes:
                             admin.delete_client_optional_client_scope(uuid, sid)
                         admin.add_client_default_client_scope(uuid, sid, {})
                     else:
-                        if name in obs.default_scopes:
+                        if name in have_client.default_scopes:
                             admin.delete_client_default_client_scope(uuid, sid)
                         admin.add_client_optional_client_scope(uuid, sid, {})
         steps.append(_Step(_change("update", f"client {cid} scopes",
-                                   "; ".join(_scope_detail(moves, obs) + notes)), fix_scopes))
+                                   "; ".join(_scope_detail(moves, have_client) + notes)),
+                           fix_scopes))
     else:
         steps.append(_Step(_change("unchanged", f"client {cid} scopes", "; ".join(notes))))
 
     for m in want.mappers:
         target = f"client {cid} mapper {m['name']}"
-        have = obs.mappers.get(m["name"])
+        have = have_client.mappers.get(m["name"])
         if have is None:
             def add_mapper(m: dict[str, Any] = m) -> None:
                 with s.call(f"add mapper {m['name']} to client {cid}"):
@@ -568,9 +630,12 @@ def _grant_steps(s: _Session, want: Desired, obs: Observed) -> list[_Step]:
 
 
 def _steps(s: _Session, want: Desired, obs: Observed) -> list[_Step]:
-    """In the order they must run: roles, client (scopes, mappers), grants."""
-    client = _new_client_steps if obs.client is None else _client_steps
-    return [*_role_steps(s, want, obs), *client(s, want, obs), *_grant_steps(s, want, obs)]
+    """In the order they must run: roles, clients (scopes, mappers), grants."""
+    clients: list[_Step] = []
+    for spec in want.clients:
+        exists = obs.clients[spec.client_id].rep is not None
+        clients += (_client_steps if exists else _new_client_steps)(s, spec, obs)
+    return [*_role_steps(s, want, obs), *clients, *_grant_steps(s, want, obs)]
 
 
 def _read(settings: Settings) -> tuple[_Session, list[_Step]]:
@@ -629,8 +694,8 @@ def client_secret(settings: Settings) -> SecretStr:
 
 
 def destroy(settings: Settings, purge: bool = False, dry_run: bool = False) -> list[Change]:
-    """Undo apply. Without purge nothing in Keycloak is removed; with purge the client (and its
-    mappers and secret) and the two realm roles are deleted.
+    """Undo apply. Without purge nothing in Keycloak is removed; with purge the clients (with
+    their mappers and secret) and the two realm roles are deleted.
 
     Why keep everything without purge: the client secret is referenced by deployed servers and
     helpers (a new client gets a new secret), and deleting a role deletes every user's grant of
@@ -645,18 +710,23 @@ def destroy(settings: Settings, purge: bool = False, dry_run: bool = False) -> l
                         "does not exist; nothing to remove")]
     admin = session.admin
     a = settings.auth
-    with session.call(f"read client {a.client_id}"):
-        uuid = admin.get_client_id(a.client_id)
     changes: list[Change] = []
-    if uuid is None:
-        changes.append(_change("unchanged", f"client {a.client_id}", "does not exist"))
-    elif not purge:
-        changes.append(_change("unchanged", f"client {a.client_id}", "kept (--purge deletes it)"))
-    else:
-        changes.append(_change("delete", f"client {a.client_id}", "with its mappers and secret"))
-        if not dry_run:
-            with session.call(f"delete client {a.client_id}"):
-                admin.delete_client(uuid)
+    for client_id in (a.client_id, a.cli_client_id):
+        if client_id is None:
+            continue
+        with session.call(f"read client {client_id}"):
+            uuid = admin.get_client_id(client_id)
+        if uuid is None:
+            changes.append(_change("unchanged", f"client {client_id}", "does not exist"))
+        elif not purge:
+            changes.append(_change("unchanged", f"client {client_id}",
+                                   "kept (--purge deletes it)"))
+        else:
+            changes.append(_change("delete", f"client {client_id}",
+                                   "with its mappers and secret"))
+            if not dry_run:
+                with session.call(f"delete client {client_id}"):
+                    admin.delete_client(uuid)
     for role in (a.admin_role, a.user_role):
         with session.call(f"read realm role {role}"):
             try:

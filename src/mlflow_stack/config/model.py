@@ -110,6 +110,11 @@ class AuthSettings(_Section):
     keycloak_url: HttpUrlStr | None = None
     realm: str = Field("thinkube", min_length=1)
     client_id: str = Field("mlflow", min_length=1)
+    cli_client_id: str | None = Field(
+        "mlflow-cli", min_length=1,
+        description="Public client apply creates for `mlflow-stack login` (PKCE browser flow "
+        "and device grant on http://127.0.0.1/*); null: don't create one.",
+    )
     admin_username: str = "admin"
     admin_realm: str = "master"
     admin_role: str = "mlflow-admin"
@@ -137,6 +142,13 @@ class AuthSettings(_Section):
     automatic_login_redirect: bool = True
     verify_tls: bool = True
     ca_bundle: Path | None = None
+
+    @model_validator(mode="after")
+    def _distinct_clients(self) -> AuthSettings:
+        if self.cli_client_id is not None and self.cli_client_id == self.client_id:
+            raise ValueError(f"cli_client_id {self.cli_client_id!r} must differ from client_id: "
+                             "the login client is public, the server's is confidential")
+        return self
 
 
 class ModelsVolume(_Section):
