@@ -230,16 +230,21 @@ def plan(settings: Settings, progress: Progress | None = None,
 
 def apply(settings: Settings, progress: Progress | None = None,
           components: Sequence[Component] | None = None,
-          target: Target = "auto") -> list[SystemResult]:
+          target: Target = "auto",
+          before_writes: Callable[[Settings, Progress], None] | None = None,
+          ) -> list[SystemResult]:
     """Make every enabled system match the config, in dependency order. Idempotent.
 
     Every system is checked before the first write, so a refusal anywhere changes nothing.
+    `before_writes` runs after those checks and before the first write (the upgrade backup).
     """
     progress = progress or NullProgress()
     comps = components_for(target, components)
     enabled = [c for c in comps if c.skip_reason(settings) is None]
     # The first system checks itself before its first write; the others are checked up front.
     plan(settings, progress, enabled[1:])
+    if before_writes is not None:
+        before_writes(settings, progress)
     results: list[SystemResult] = []
     for comp in comps:
         reason = comp.skip_reason(settings)

@@ -18,7 +18,15 @@ from rich.table import Table
 
 from mlflow_stack import deploy as deploy_lib
 from mlflow_stack.cli.console import RichProgress, out
-from mlflow_stack.cli.options import ConfigOpt, Output, OutputOpt
+from mlflow_stack.cli.local_cmd import state_dir_for
+from mlflow_stack.cli.options import (
+    BackupDirOpt,
+    ConfigOpt,
+    NoBackupOpt,
+    Output,
+    OutputOpt,
+    StateDirOpt,
+)
 from mlflow_stack.config.loader import check_secrets, load_config
 from mlflow_stack.config.model import Settings
 
@@ -40,7 +48,7 @@ PurgeOpt = Annotated[bool, typer.Option(
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Show what would be removed.")]
 
 
-def _settings(config: Path | None, target: Target) -> Settings:
+def deploy_settings(config: Path | None, target: Target) -> Settings:
     """Secrets may come from the cluster (S3 keys), so they are checked after that lookup."""
     loaded = load_config(config, require_secrets=False)
     settings = deploy_lib.resolve_secrets(loaded.settings, target.value)
@@ -118,12 +126,13 @@ def plan(config: ConfigOpt = None, output: OutputOpt = Output.text,
 
     Example:  ADMIN_PASSWORD=... mlflow-stack plan -c inventory.yaml --output json
     """
-    settings = _settings(config, target)
+    settings = deploy_settings(config, target)
     _print("plan", deploy_lib.plan(settings, RichProgress(), target=target.value), output)
 
 
 def apply(config: ConfigOpt = None, output: OutputOpt = Output.text,
-          target: TargetOpt = Target.auto) -> None:
+          target: TargetOpt = Target.auto, backup_dir: BackupDirOpt = None,
+          no_backup: NoBackupOpt = False, state_dir: StateDirOpt = None) -> None:
     """Create or repair what the config describes in Keycloak, PostgreSQL, S3 and Kubernetes.
 
     Every enabled system is checked (login, realm, users, bucket, a server-side dry
@@ -132,13 +141,21 @@ def apply(config: ConfigOpt = None, output: OutputOpt = Output.text,
     (server-side apply, field manager mlflow-stack), waiting for the migration Job
     and the rollout. Idempotent: a second run reports no changes and writes nothing,
     and a failed or interrupted run can simply be repeated.
-    No secret is ever printed.
+    When the server image (and so MLflow) changes, the databases are backed up
+    first (--backup-dir, --no-backup); a failed migration Job leaves the previous
+    pods serving. No secret is ever printed.
 
     Example:  ADMIN_PASSWORD=... mlflow-stack apply -c mlflow-stack.yaml
     """
-    settings = _settings(config, target)
-    results = deploy_lib.apply(settings, RichProgress(), target=target.value)
+    from mlflow_stack.ops import upgrade
+
+    settings = deploy_settings(config, target)
+    results, backup = upgrade.apply_guarded(
+        settings, state_dir_for(state_dir), RichProgress(), target=target.value,
+        backup_dir=backup_dir, skip_backup=no_backup)
     _print("apply", results, output)
+    if backup is not None and output == Output.text:
+        out.print(f"Databases backed up before the upgrade to {escape(str(backup))}")
     if output == Output.text and any(r.system == "kubernetes" and r.skipped is None
                                      for r in results):
         from mlflow_stack.kubernetes.discovery import tracking_uri
@@ -147,12 +164,13 @@ def apply(config: ConfigOpt = None, output: OutputOpt = Output.text,
 
 
 def deploy(config: ConfigOpt = None, output: OutputOpt = Output.text,
-           target: TargetOpt = Target.auto) -> None:
+           target: TargetOpt = Target.auto, backup_dir: BackupDirOpt = None,
+           no_backup: NoBackupOpt = False, state_dir: StateDirOpt = None) -> None:
     """Alias of `apply`: provision Keycloak, PostgreSQL, S3 and Kubernetes from the config.
 
     Example:  ADMIN_PASSWORD=... mlflow-stack deploy -c inventory.yaml
     """
-    apply(config, output, target)
+    apply(config, output, target, backup_dir, no_backup, state_dir)
 
 
 def uninstall(config: ConfigOpt = None, output: OutputOpt = Output.text,

@@ -9,7 +9,15 @@ from typing import Annotated
 import typer
 
 from mlflow_stack import MLFLOW_OIDC_AUTH_VERSION, MLFLOW_VERSION, __version__
-from mlflow_stack.cli import client_cmd, config_cmd, deploy_cmd, kube_cmd, local_cmd, ops_cmd
+from mlflow_stack.cli import (
+    client_cmd,
+    config_cmd,
+    deploy_cmd,
+    kube_cmd,
+    local_cmd,
+    ops_cmd,
+    upgrade_cmd,
+)
 from mlflow_stack.cli.console import out, print_error
 
 app = typer.Typer(
@@ -51,6 +59,7 @@ app.command()(kube_cmd.render)
 app.command()(ops_cmd.backup)
 app.command()(ops_cmd.restore)
 app.command()(ops_cmd.doctor)
+app.command()(upgrade_cmd.upgrade)
 app.command()(client_cmd.token)
 app.command()(client_cmd.login)
 app.command()(client_cmd.logout)

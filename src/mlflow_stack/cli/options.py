@@ -25,3 +25,13 @@ StateDirOpt = Annotated[
                  "(default: $MLFLOW_STACK_HOME or ~/.local/share/mlflow-stack)."),
 ]
 OutputOpt = Annotated[Output, typer.Option("--output", "-o", help="Output format.")]
+BackupDirOpt = Annotated[
+    Path | None,
+    typer.Option("--backup-dir", help="Where the databases are backed up before a migration "
+                 "(default: STATE_DIR/backups/pre-upgrade-TIMESTAMP)."),
+]
+NoBackupOpt = Annotated[
+    bool,
+    typer.Option("--no-backup", help="Migrate without the backup (when you took your own, e.g. "
+                 "a volume snapshot)."),
+]

@@ -29,6 +29,10 @@ def job_state(job: Any) -> str:
     return "running"
 
 
+class MigrationFailed(KubernetesError):
+    """The migration Job failed or timed out; the Deployment was not changed."""
+
+
 def wait_job(kube: Kube, namespace: str, name: str, progress: Progress,
              timeout: float) -> None:
     deadline = time.monotonic() + timeout
@@ -41,13 +45,13 @@ def wait_job(kube: Kube, namespace: str, name: str, progress: Progress,
             return
         if state == "failed":
             cond = _conditions(job.status)["Failed"]
-            raise KubernetesError(
+            raise MigrationFailed(
                 f"migration Job {namespace}/{name} failed: {cond.reason}: {cond.message}",
                 hint=f"kubectl logs -n {namespace} job/{name}; fix the cause, delete the Job "
                      "and run apply again.")
         now = time.monotonic()
         if now >= deadline:
-            raise KubernetesError(
+            raise MigrationFailed(
                 f"migration Job {namespace}/{name} did not finish in {timeout:.0f} s",
                 hint=f"kubectl describe -n {namespace} job/{name}; apply can be run again.")
         if now - last_report >= REPORT_EVERY:

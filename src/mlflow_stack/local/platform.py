@@ -18,7 +18,6 @@ from mlflow_stack.local import process
 from mlflow_stack.local.process import ServerRecord
 from mlflow_stack.local.state import StateDir
 from mlflow_stack.progress import Progress
-from mlflow_stack.server import migrations
 from mlflow_stack.server.command import ServerLaunch, ServerPaths, build_server_launch
 
 
@@ -121,11 +120,13 @@ def up(settings: Settings, state: StateDir, progress: Progress) -> UpResult:
             changes.append(change)
             progress.detail(f"{change.target}: {change.action}")
     launch = server_launch(settings, state)
-    with progress.step("migrations"):
-        progress.detail(migrations.upgrade_if_needed(settings, launch, state.root))
-        if settings.auth.provider == "keycloak":
-            # Once here, so the server's workers don't race to create the SSO tables.
-            progress.detail(migrations.upgrade_auth_db(launch, state.root))
+    # ops imports local: imported here. An old schema is backed up before it is migrated.
+    from mlflow_stack.ops import upgrade
+
+    _, behind = upgrade.schema_behind(settings, state)
+    upgrade.migrate(settings, state, launch, progress,
+                    backup_to=upgrade.default_backup_dir(state) if behind else None,
+                    serving="No server was started.")
     if settings.artifacts.models_dir is not None:
         # The reference's shared models volume: made available, never used as artifact store.
         settings.artifacts.models_dir.mkdir(parents=True, exist_ok=True)
@@ -136,7 +137,7 @@ def up(settings: Settings, state: StateDir, progress: Progress) -> UpResult:
         record = ServerRecord(
             pid=proc.pid, create_time=_create_time(proc.pid), url=settings.local_url,
             port=settings.server.port, started_at=time.time(), metadata=metadata,
-            artifacts=artifacts, auth=auth,
+            artifacts=artifacts, auth=auth, versions=upgrade.installed_versions(),
         )
         record.save(state)
         progress.detail(f"pid {proc.pid}, log {state.log_file}")

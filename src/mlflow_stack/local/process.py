@@ -33,6 +33,7 @@ class ServerRecord:
     metadata: str
     artifacts: str
     auth: str
+    versions: str = ""  # what it runs (ops.upgrade.installed_versions); "" before upgrade existed
 
     def save(self, state: StateDir) -> None:
         tmp = state.pid_file.with_suffix(".tmp")

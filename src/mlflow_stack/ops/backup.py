@@ -5,6 +5,9 @@ size per file), the databases (`metadata.sqlite` / `metadata.dump` from pg_dump,
 for the SSO database when SSO is on) and `artifacts/` (the local artifact folder or every object
 under the S3 prefix, by key). Restore checks every checksum before it changes anything, refuses a
 target that already holds data, and compares the restored row counts with the manifest.
+
+A databases-only backup (what `upgrade` takes before migrating: migrations never touch
+artifacts) has no `artifacts/`; restoring it leaves the artifact store as it is.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from mlflow_stack.config.model import Settings
 from mlflow_stack.errors import ConfigError, StackError
 from mlflow_stack.local.state import StateDir
 from mlflow_stack.progress import Progress
+from mlflow_stack.server import migrations
 
 MANIFEST = "manifest.json"
 # Tables whose row counts prove a restore complete (MLflow's standard schema).
@@ -42,6 +46,8 @@ class Manifest:
     counts: dict[str, int]
     files: dict[str, dict[str, Any]] = field(default_factory=dict)  # path -> sha256, size
     sso: bool = False
+    artifacts_included: bool = True
+    schema_revision: str | None = None
 
     def save(self, directory: Path) -> None:
         (directory / MANIFEST).write_text(json.dumps(asdict(self), indent=2, sort_keys=True))
@@ -266,8 +272,10 @@ def _sso_on(settings: Settings) -> bool:
     return settings.auth.provider == "keycloak"
 
 
-def backup(settings: Settings, state: StateDir, out: Path, progress: Progress) -> Manifest:
-    """Write a backup of the platform into `out` (must not exist or be empty)."""
+def backup(settings: Settings, state: StateDir, out: Path, progress: Progress, *,
+           artifacts: bool = True) -> Manifest:
+    """Write a backup of the platform into `out` (must not exist or be empty); with
+    artifacts=False only the databases."""
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"backup directory {out} is not empty: choose a new one")
     out.mkdir(parents=True, exist_ok=True)
@@ -275,14 +283,16 @@ def backup(settings: Settings, state: StateDir, out: Path, progress: Progress) -
     with progress.step("databases"):
         for path in _dump_databases(settings, state, out, sso):
             progress.detail(f"{path.name}: {path.stat().st_size} bytes")
-    with progress.step("artifacts"):
-        _dump_artifacts(settings, state, out)
+    if artifacts:
+        with progress.step("artifacts"):
+            _dump_artifacts(settings, state, out)
     with progress.step("manifest"):
         manifest = Manifest(
             created_at=time.time(), mlflow_stack_version=__version__,
             mlflow_version=MLFLOW_VERSION, metadata_backend=settings.database.backend,
             artifacts_backend=settings.artifacts.backend, counts=count_rows(settings, state),
-            files=_file_index(out), sso=sso,
+            files=_file_index(out), sso=sso, artifacts_included=artifacts,
+            schema_revision=migrations.current_revision(settings, state.data_dir),
         )
         manifest.save(out)
         progress.detail(", ".join(f"{k} {v}" for k, v in manifest.counts.items()))
@@ -321,13 +331,14 @@ def restore(settings: Settings, state: StateDir, src: Path, progress: Progress) 
         if any(count_rows(settings, state).values()):
             raise ConfigError("the target database already holds data: restore needs an empty "
                               "platform (a new state dir / database)")
-        if _artifacts_present(settings, state):
+        if manifest.artifacts_included and _artifacts_present(settings, state):
             raise ConfigError("the target artifact store is not empty: restore needs an empty "
                               "platform (a new artifact folder / bucket or prefix)")
     with progress.step("databases"):
         _restore_databases(settings, state, src, manifest.sso)
-    with progress.step("artifacts"):
-        _restore_artifacts(settings, state, src)
+    if manifest.artifacts_included:
+        with progress.step("artifacts"):
+            _restore_artifacts(settings, state, src)
     with progress.step("compare"):
         counts = count_rows(settings, state)
         result = RestoreResult(manifest, counts)

@@ -1,0 +1,67 @@
+"""`upgrade`: backup, migrations, then the server on the new version (local or Kubernetes)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+from rich.markup import escape
+
+from mlflow_stack import deploy as deploy_lib
+from mlflow_stack.cli.console import RichProgress, out
+from mlflow_stack.cli.deploy_cmd import Target, TargetOpt, deploy_settings
+from mlflow_stack.cli.local_cmd import state_dir_for
+from mlflow_stack.cli.options import (
+    BackupDirOpt,
+    ConfigOpt,
+    NoBackupOpt,
+    Output,
+    OutputOpt,
+    StateDirOpt,
+)
+from mlflow_stack.config.loader import load_config
+from mlflow_stack.ops import upgrade as upgrades
+
+
+def upgrade(
+    config: ConfigOpt = None,
+    state_dir: StateDirOpt = None,
+    target: TargetOpt = Target.auto,
+    backup_dir: BackupDirOpt = None,
+    no_backup: NoBackupOpt = False,
+    output: OutputOpt = Output.text,
+) -> None:
+    """Move the platform to the installed MLflow (local) or the configured
+    image (Kubernetes, registry.tag).
+
+    Backs up the databases, runs MLflow's and the SSO layer's migrations
+    once, then restarts the local server / rolls the Deployment. A failed
+    migration leaves the previous version serving and says how to return to
+    the backup. When nothing changed it says so and touches nothing.
+
+    Example:  pip install -U mlflow-stack && mlflow-stack upgrade -c mlflow-stack.yaml
+    """
+    state = state_dir_for(state_dir)
+    progress = RichProgress()
+    if deploy_lib.includes_kubernetes(load_config(config, require_secrets=False).settings,
+                                      target.value):
+        result = upgrades.upgrade_kubernetes(
+            deploy_settings(config, target), state, progress, target=target.value,
+            backup_dir=backup_dir, skip_backup=no_backup)
+    else:
+        result = upgrades.upgrade_local(load_config(config).settings, state, progress,
+                                        backup_dir=backup_dir, skip_backup=no_backup)
+    if output == Output.json:
+        out.print_json(json.dumps(asdict(result), default=str))
+        return
+    if result.up_to_date:
+        out.print(f"Already up to date ({result.target}); nothing changed.")
+        return
+    for reason in result.reasons:
+        out.print(f"upgrade needed: {escape(reason)}")
+    for line in result.done:
+        out.print(f"[green]✓[/] {escape(line)}")
+    if result.url and result.restarted:
+        out.print(f"MLflow: {escape(result.url)}")
+    elif not result.restarted:
+        out.print("[dim]no server was running: start it with mlflow-stack up[/]")

@@ -1,0 +1,280 @@
+"""Upgrades: a backup first, the migrations once, then the server on the new version.
+
+Migrations change only the databases, so the backup taken first is databases-only: fast, and
+all a rollback needs (artifacts are never rewritten by a migration).
+
+- Local: the running server (started by the previous install) keeps serving while MLflow's and
+  the SSO layer's migrations run. Only when both succeeded is it restarted on the installed
+  version. `up` uses the same path when it finds an old schema.
+- Kubernetes: `apply` runs the migration Job of the new image before it changes the Deployment,
+  and the old pods keep serving until the Job completes (maxUnavailable 0); a failed Job stops
+  apply there. `backup_before_image_change` is the hook that takes the backup first when the
+  image (and so MLflow) changes.
+
+A failed migration raises UpgradeFailed: the old version still serves, and the message says
+where the backup is and how to return to it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+from mlflow_stack import __version__, deploy
+from mlflow_stack.config.model import Settings
+from mlflow_stack.deploy import SystemResult, Target
+from mlflow_stack.errors import ConfigError, ServerError, StackError
+from mlflow_stack.local import platform, process
+from mlflow_stack.local.state import StateDir
+from mlflow_stack.ops import backup as backups
+from mlflow_stack.progress import NullProgress, Progress
+from mlflow_stack.server import migrations
+from mlflow_stack.server.command import ServerLaunch
+
+
+class UpgradeFailed(StackError):
+    """A migration failed; the previous version keeps serving (exit 1)."""
+
+
+@dataclass
+class UpgradeResult:
+    target: str  # "local" | "kubernetes"
+    reasons: list[str]  # why an upgrade was needed; empty: already up to date
+    backup: Path | None = None
+    done: list[str] = field(default_factory=list)
+    url: str | None = None
+    restarted: bool = False
+
+    @property
+    def up_to_date(self) -> bool:
+        return not self.reasons
+
+
+def installed_versions() -> str:
+    """What a server started now would run (recorded by `up`, compared by `upgrade`)."""
+    def version(dist: str) -> str:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    return (f"mlflow {version('mlflow')}, mlflow-oidc-auth {version('mlflow-oidc-auth')}, "
+            f"mlflow-stack {__version__}")
+
+
+def default_backup_dir(state: StateDir) -> Path:
+    return state.root / "backups" / time.strftime("pre-upgrade-%Y%m%d-%H%M%S")
+
+
+def schema_behind(settings: Settings, state: StateDir) -> tuple[str | None, bool]:
+    """(revision, behind): the MLflow schema's revision and whether it is older than head."""
+    revision = migrations.current_revision(settings, state.data_dir)
+    return revision, revision is not None and revision != migrations.mlflow_head_revision()
+
+
+def rollback_hint(settings: Settings, state: StateDir, backup: Path | None,
+                  serving: str) -> str:
+    if backup is None:
+        return f"{serving} No backup was taken (the database was new or already current)."
+    db = settings.database
+    sso = settings.auth.provider == "keycloak"
+    if db.backend == "sqlite":
+        files = [str(state.data_dir / "mlflow.db")] + ([str(state.data_dir / "auth.db")]
+                                                       if sso else [])
+        aside = f"move {' and '.join(files)} aside"
+    else:
+        names = [db.name] + ([db.auth_name] if sso else [])
+        aside = "rename the database(s) " + ", ".join(
+            f"(ALTER DATABASE {n} RENAME TO {n}_failed_upgrade)" for n in names)
+    return (f"{serving} The databases as they were before the migration are backed up in "
+            f"{backup}. To return to them: mlflow-stack down; {aside}; mlflow-stack restore "
+            f"--from {backup} (same -c/--state-dir); reinstall the previous version; "
+            "mlflow-stack up.")
+
+
+def migrate(settings: Settings, state: StateDir, launch: ServerLaunch, progress: Progress, *,
+            backup_to: Path | None, serving: str) -> list[str]:
+    """Back up the databases to `backup_to` (if given), then bring MLflow's schema and the SSO
+    layer's to head. `serving` says what keeps running if a migration fails."""
+    done: list[str] = []
+    if backup_to is not None:
+        with progress.step("backup of the databases before migrating"):
+            manifest = backups.backup(settings, state, backup_to, NullProgress(),
+                                      artifacts=False)
+            done.append(f"backed up the databases ({len(manifest.files)} files) to {backup_to}")
+            progress.detail(done[-1])
+    with progress.step("migrations"):
+        try:
+            done.append(migrations.upgrade_if_needed(settings, launch, state.root))
+            progress.detail(done[-1])
+            if settings.auth.provider == "keycloak":
+                # Once here, so the server's workers don't race to create the SSO tables.
+                done.append(migrations.upgrade_auth_db(launch, state.root))
+                progress.detail(done[-1])
+        except ServerError as exc:
+            raise UpgradeFailed(exc.message,
+                                hint=rollback_hint(settings, state, backup_to, serving)) from None
+    return done
+
+
+def upgrade_local(settings: Settings, state: StateDir, progress: Progress, *,
+                  backup_dir: Path | None = None, skip_backup: bool = False) -> UpgradeResult:
+    """Upgrade the local platform of `state` to the installed version. Idempotent: a current
+    platform is left alone."""
+    state.prepare()
+    with progress.step("compare versions"):
+        revision, behind = schema_behind(settings, state)
+        record = process.find_running(state).record
+        installed = installed_versions()
+        reasons: list[str] = []
+        if behind:
+            reasons.append(f"MLflow schema at revision {revision}, this MLflow needs "
+                           f"{migrations.mlflow_head_revision()}")
+        if record is not None and record.versions != installed:
+            reasons.append(f"the server runs {record.versions or 'an earlier version'}; "
+                           f"installed: {installed}")
+        progress.detail("; ".join(reasons) or f"up to date ({installed})")
+    result = UpgradeResult("local", reasons, url=record.url if record else None)
+    if not reasons:
+        return result
+    if settings.auth.provider == "keycloak":
+        settings = platform.with_sso_secrets(settings, state)
+    launch = platform.server_launch(settings, state)
+    serving = (f"The server (pid {record.pid}, previous version) still serves at {record.url}."
+               if record else "No server was running and none was started.")
+    # Nothing to protect in a database that does not exist yet.
+    if revision is not None and not skip_backup:
+        result.backup = backup_dir or default_backup_dir(state)
+    result.done = migrate(settings, state, launch, progress, backup_to=result.backup,
+                          serving=serving)
+    if record is not None:
+        with progress.step(f"stop the previous server (pid {record.pid})"):
+            platform.down(state)
+        started = platform.up(settings, state, progress)
+        result.url, result.restarted = started.record.url, True
+        result.done.append(f"server restarted (pid {started.record.pid}) on {installed}")
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# Kubernetes
+
+
+def live_image(settings: Settings) -> str | None:
+    """The image the deployed server runs; None if it is not deployed."""
+    from lightkube import ApiError
+    from lightkube.resources.apps_v1 import Deployment
+
+    from mlflow_stack.kubernetes import labels
+    from mlflow_stack.kubernetes.client import call, connect
+
+    kube = connect(settings)
+    ns = settings.kubernetes.namespace
+    with call(kube, f"read Deployment {ns}/{labels.APP}"):
+        try:
+            live = kube.client.get(Deployment, labels.APP, namespace=ns)
+        except ApiError as exc:
+            if exc.status.code == 404:
+                return None
+            raise
+    containers = live.spec.template.spec.containers if live.spec and live.spec.template.spec \
+        else []
+    return next((c.image for c in containers if c.name == labels.APP), None)
+
+
+def image_change(settings: Settings) -> tuple[str, str] | None:
+    """(deployed image, configured image) when they differ; None when equal or not deployed."""
+    from mlflow_stack.kubernetes import workload
+
+    live, want = live_image(settings), workload.image(settings)
+    return (live, want) if live is not None and live != want else None
+
+
+def backup_before_image_change(
+    state: StateDir, backup_dir: Path | None, skip: bool,
+    found: list[Path] | None = None,
+) -> Callable[[Settings, Progress], None]:
+    """deploy.apply's pre-write hook: when the server image changes, back up the databases
+    first (or refuse when this machine cannot reach them, unless `skip`). The backup's path
+    is appended to `found`."""
+    def hook(settings: Settings, progress: Progress) -> None:
+        change = image_change(settings)
+        if change is None:
+            return
+        progress.detail(f"server image changes: {change[0]} → {change[1]} (MLflow upgrade: "
+                        "the migration Job runs before the rollout)")
+        if skip:
+            progress.detail("no backup taken (--no-backup)")
+            return
+        if settings.database.backend != "postgresql":
+            raise ConfigError(
+                "the image changes, so the database is migrated, but the SQLite database lives "
+                f"on the PVC {settings.storage.local_pvc_name}: this machine cannot back it up",
+                hint="snapshot the volume, then run again with --no-backup")
+        target = backup_dir or default_backup_dir(state)
+        with progress.step("backup of the databases before the upgrade"):
+            manifest = backups.backup(settings, state, target, NullProgress(), artifacts=False)
+            progress.detail(f"{len(manifest.files)} files in {target}")
+        if found is not None:
+            found.append(target)
+    return hook
+
+
+def kubernetes_rollback_hint(settings: Settings, backup: Path | None) -> str:
+    ns = settings.kubernetes.namespace
+    where = (f"The databases as they were are backed up in {backup}; to return to them, "
+             f"rename the databases and run mlflow-stack restore --from {backup}."
+             if backup else "No backup was taken.")
+    return (f"The Deployment was not changed: the previous pods keep serving. See kubectl logs "
+            f"-n {ns} -l app.kubernetes.io/component=migration. {where} Fix the cause and run "
+            "again (or apply with the previous registry.tag).")
+
+
+def apply_guarded(settings: Settings, state: StateDir, progress: Progress, *,
+                  target: Target = "auto", backup_dir: Path | None = None,
+                  skip_backup: bool = False) -> tuple[list[SystemResult], Path | None]:
+    """deploy.apply with the upgrade guard: a backup first when the server image changes, and
+    a failed migration Job reported with where the backup is and what still serves."""
+    from mlflow_stack.kubernetes.wait import MigrationFailed
+
+    taken: list[Path] = []
+    hook = (backup_before_image_change(state, backup_dir, skip_backup, taken)
+            if deploy.includes_kubernetes(settings, target) else None)
+    try:
+        results = deploy.apply(settings, progress, target=target, before_writes=hook)
+    except MigrationFailed as exc:
+        hint = f"{exc.hint} {kubernetes_rollback_hint(settings, taken[0] if taken else None)}"
+        raise UpgradeFailed(exc.message, hint=hint) from None
+    return results, (taken[0] if taken else None)
+
+
+def upgrade_kubernetes(settings: Settings, state: StateDir, progress: Progress, *,
+                       target: Target = "auto", backup_dir: Path | None = None,
+                       skip_backup: bool = False) -> UpgradeResult:
+    """Roll the deployed platform to the configured image (registry.tag): backup, migration
+    Job, rollout. Idempotent: the same image already deployed is left alone."""
+    from mlflow_stack.kubernetes import workload
+    from mlflow_stack.kubernetes.discovery import tracking_uri
+
+    with progress.step("compare versions"):
+        live = live_image(settings)
+        if live is None:
+            raise ConfigError(
+                f"no MLflow Deployment in namespace {settings.kubernetes.namespace} to upgrade",
+                hint="mlflow-stack apply installs it")
+        want = workload.image(settings)
+        reasons = [f"server image {live} → {want}"] if live != want else []
+        progress.detail(reasons[0] if reasons else f"up to date ({want})")
+    result = UpgradeResult("kubernetes", reasons, url=tracking_uri(settings))
+    if not reasons:
+        return result
+    results, result.backup = apply_guarded(settings, state, progress, target=target,
+                                           backup_dir=backup_dir, skip_backup=skip_backup)
+    changed = sum(len(r.pending) for r in results)
+    result.done.append(f"applied {changed} change(s); the migration Job completed and the "
+                       f"Deployment rolled out {want}")
+    result.restarted = True
+    return result

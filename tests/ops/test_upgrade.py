@@ -1,0 +1,304 @@
+"""`upgrade` against real servers: a platform already current is left alone; a server started by
+an earlier install is backed up, migrated and restarted; a failed migration leaves the old
+server serving and the rollback it prints works; on Kubernetes a new image is backed up first,
+migrated by its Job before the rollout, and a failed Job leaves the Deployment unchanged."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from lightkube import Client, KubeConfig
+from lightkube.codecs import from_dict
+from lightkube.resources.apps_v1 import Deployment
+from pydantic import SecretStr
+
+from harness.fake_controllers import FakeControllers
+from harness.kubeapi import KubeAPIServer, fake_deployment_rollout
+from harness.old_schema import OLD_REVISION, make_old_db
+from harness.ports import free_port
+from harness.postgres import PostgresServer
+from harness.s3 import S3Server
+from mlflow_stack.config.model import Settings
+from mlflow_stack.config.secrets import Secrets
+from mlflow_stack.kubernetes import workload
+from mlflow_stack.local import platform, process
+from mlflow_stack.local.state import StateDir
+from mlflow_stack.ops import backup as backups
+from mlflow_stack.ops import upgrade
+from mlflow_stack.progress import NullProgress
+from mlflow_stack.server import migrations
+
+pytestmark = pytest.mark.integration
+CLI = [sys.executable, "-m", "mlflow_stack.cli.main"]
+# MLflow 3.17.2's last migration creates the job tables: stamping the schema one revision back
+# while they exist makes `mlflow db upgrade` fail for real ("table ... already exists").
+BEFORE_HEAD = "75868b020152"
+
+
+@pytest.fixture
+def local(tmp_path: Path) -> Iterator[tuple[Settings, StateDir]]:
+    settings = Settings.model_validate({"server": {"port": free_port()}})
+    state = StateDir(tmp_path / "state")
+    platform.up(settings, state, NullProgress())
+    try:
+        yield settings, state
+    finally:
+        platform.down(state)
+
+
+def experiment(url: str, name: str) -> str:
+    created = httpx.post(f"{url}/api/2.0/mlflow/experiments/create", json={"name": name},
+                         timeout=30)
+    assert created.status_code == 200, created.text
+    return str(created.json()["experiment_id"])
+
+
+def revision(state: StateDir) -> str:
+    with sqlite3.connect(state.data_dir / "mlflow.db") as conn:
+        return str(conn.execute("SELECT version_num FROM alembic_version").fetchone()[0])
+
+
+def pretend_started_by(state: StateDir, versions: str) -> None:
+    """What the pid file holds after `pip install -U`: the server runs the previous install."""
+    data = json.loads(state.pid_file.read_text())
+    data["versions"] = versions
+    state.pid_file.write_text(json.dumps(data))
+
+
+def cli(*args: str, state: StateDir) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args, "--state-dir", str(state.root)], capture_output=True,
+                          text=True, timeout=600, check=False)
+
+
+def test_current_platform_is_left_alone(local: tuple[Settings, StateDir]) -> None:
+    settings, state = local
+    before = process.find_running(state).record
+    assert before is not None and before.versions == upgrade.installed_versions()
+    result = upgrade.upgrade_local(settings, state, NullProgress())
+    assert result.up_to_date and result.backup is None and not result.restarted
+    after = process.find_running(state).record
+    assert after is not None and after.pid == before.pid
+    assert not (state.root / "backups").exists()
+    text = cli("upgrade", state=state)
+    assert text.returncode == 0, text.stderr
+    assert "Already up to date (local); nothing changed." in text.stdout
+
+
+def test_server_of_an_earlier_install_is_backed_up_and_restarted(
+    local: tuple[Settings, StateDir]
+) -> None:
+    _, state = local
+    old = process.find_running(state).record
+    assert old is not None
+    experiment(old.url, "before-upgrade")
+    pretend_started_by(state, "mlflow 3.16.0, mlflow-oidc-auth 10.1.2, mlflow-stack 0.0.9")
+
+    result = subprocess.run([*CLI, "upgrade", "--state-dir", str(state.root), "-o", "json"],
+                            capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["reasons"] == [f"the server runs mlflow 3.16.0, mlflow-oidc-auth 10.1.2, "
+                                 f"mlflow-stack 0.0.9; installed: {upgrade.installed_versions()}"]
+    assert report["restarted"] is True
+    new = process.find_running(state).record
+    assert new is not None and new.pid != old.pid and not psutil_alive(old.pid)
+    assert new.versions == upgrade.installed_versions()
+    # The backup came first, holds the databases only, and verifies.
+    backup = Path(report["backup"])
+    manifest = backups.verify_backup(backup)
+    assert not manifest.artifacts_included and manifest.counts["experiments"] == 2
+    assert manifest.schema_revision == migrations.mlflow_head_revision()
+    assert not (backup / "artifacts").exists()
+    # The data survived the restart.
+    listed = httpx.get(f"{new.url}/api/2.0/mlflow/experiments/get-by-name",
+                       params={"experiment_name": "before-upgrade"}, timeout=30)
+    assert listed.status_code == 200, listed.text
+
+
+def psutil_alive(pid: int) -> bool:
+    import psutil
+
+    return psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"
+
+
+def test_old_schema_without_a_server_is_migrated_not_started(tmp_path: Path) -> None:
+    state = StateDir(tmp_path / "state")
+    state.prepare()
+    make_old_db(state.data_dir / "mlflow.db")
+    settings = Settings.model_validate({"server": {"port": free_port()}})
+    progress = NullProgress()
+    result = upgrade.upgrade_local(settings, state, progress)
+    assert result.reasons[0].startswith(f"MLflow schema at revision {OLD_REVISION}")
+    assert not result.restarted and process.find_running(state).record is None
+    assert revision(state) == migrations.mlflow_head_revision()
+    assert result.backup is not None
+    assert backups.verify_backup(result.backup).schema_revision == OLD_REVISION
+    assert progress.steps == ["compare versions", "backup of the databases before migrating",
+                              "migrations"]
+
+
+def test_failed_migration_leaves_the_old_server_serving(
+    local: tuple[Settings, StateDir]
+) -> None:
+    _, state = local
+    old = process.find_running(state).record
+    assert old is not None
+    experiment(old.url, "kept")
+    with sqlite3.connect(state.data_dir / "mlflow.db") as conn:
+        conn.execute("UPDATE alembic_version SET version_num = ?", (BEFORE_HEAD,))
+
+    failed = cli("upgrade", state=state)
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert "Traceback" not in failed.stderr
+    assert "schema migration from revision 75868b020152 failed" in failed.stderr
+    assert f"pid {old.pid}, previous version) still serves" in failed.stderr
+    backup = next((state.root / "backups").iterdir())
+    assert f"mlflow-stack restore --from {backup}" in " ".join(failed.stderr.split())
+    # Still the same process, still answering.
+    same = process.find_running(state).record
+    assert same is not None and same.pid == old.pid
+    assert httpx.get(f"{old.url}/health", timeout=10).status_code == 200
+    assert revision(state) == BEFORE_HEAD
+
+    # The rollback the message gives works: down, move the database aside, restore.
+    assert cli("down", state=state).returncode == 0
+    shutil.move(state.data_dir / "mlflow.db", state.data_dir / "mlflow.db.failed-upgrade")
+    restored = cli("restore", "--from", str(backup), state=state)
+    assert restored.returncode == 0, restored.stderr
+    assert revision(state) == BEFORE_HEAD
+    with sqlite3.connect(state.data_dir / "mlflow.db") as conn:
+        names = {r[0] for r in conn.execute("SELECT name FROM experiments")}
+    assert "kept" in names
+
+
+# --------------------------------------------------------------------------------------------
+# Kubernetes
+
+
+class FailingJobs(FakeControllers):
+    """The job controller reporting every migration Job Failed (the kubelet ran it, it exited
+    non-zero); Deployments still roll out, so only the Job stops apply."""
+
+    def _tick(self, http: httpx.Client) -> None:
+        ns = self.namespace
+        for job in http.get(f"/apis/batch/v1/namespaces/{ns}/jobs").json().get("items", []):
+            if not (job.get("status") or {}).get("conditions"):
+                now = "2026-01-01T00:00:00Z"
+                http.patch(
+                    f"/apis/batch/v1/namespaces/{ns}/jobs/{job['metadata']['name']}/status",
+                    json={"status": {"startTime": now, "failed": 4, "conditions": [
+                        {"type": "FailureTarget", "status": "True", "lastTransitionTime": now,
+                         "reason": "BackoffLimitExceeded", "message": "retries exhausted"},
+                        {"type": "Failed", "status": "True", "lastTransitionTime": now,
+                         "reason": "BackoffLimitExceeded",
+                         "message": "Job has reached the specified backoff limit"}]}},
+                    headers={"Content-Type": "application/merge-patch+json"},
+                ).raise_for_status()
+        for d in http.get(f"/apis/apps/v1/namespaces/{ns}/deployments").json().get("items", []):
+            if (d.get("status") or {}).get("observedGeneration") != d["metadata"]["generation"]:
+                fake_deployment_rollout(self.server, ns, d["metadata"]["name"])
+
+
+def kube_settings(kube_api: KubeAPIServer, postgres: PostgresServer, s3: S3Server,
+                  tag: str, ns: str) -> Settings:
+    suffix = ns.removeprefix("up-")
+    settings = Settings.model_validate({
+        "domain": "example.test",
+        "database": {"backend": "postgresql", "host": "127.0.0.1", "port": postgres.port,
+                     "name": f"mlflow_{suffix}", "user": postgres.superuser},
+        "artifacts": {"backend": "s3", "bucket": f"up-{suffix}", "endpoint_url": s3.endpoint_url},
+        "registry": {"host": "registry.example.test", "tag": tag},
+        "kubernetes": {"namespace": ns, "kubeconfig": str(kube_api.admin_kubeconfig)},
+        "discovery": {"code_server": False},
+    })
+    return settings.model_copy(update={"secrets": Secrets.model_construct(
+        admin_password=SecretStr(postgres.password),
+        s3_access_key_id=SecretStr(s3.access_key),
+        s3_secret_access_key=SecretStr(s3.secret_key),
+        harbor_robot_token=SecretStr("robot-token"))})
+
+
+def deployed_image(kube_api: KubeAPIServer, ns: str) -> str:
+    client = Client(config=KubeConfig.from_file(kube_api.admin_kubeconfig), trust_env=False)
+    try:
+        live: Any = client.get(Deployment, "mlflow", namespace=ns)
+        return str(live.spec.template.spec.containers[0].image)
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def deployed(kube_api: KubeAPIServer, postgres_server: PostgresServer, s3_server: S3Server,
+             tmp_path: Path) -> tuple[Settings, StateDir]:
+    ns = f"up-{uuid.uuid4().hex[:8]}"
+    client = Client(config=KubeConfig.from_file(kube_api.admin_kubeconfig),
+                    field_manager="test-admin", trust_env=False)
+    with client:
+        # The wildcard certificate apply copies (the reference keeps it in `default`).
+        client.apply(from_dict({
+            "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+            "metadata": {"name": "example-test-tls", "namespace": "default"},
+            "stringData": {"tls.crt": "test-cert", "tls.key": "test-key"}}))
+    settings = kube_settings(kube_api, postgres_server, s3_server, "1.0", ns)
+    state = StateDir(tmp_path / "state")
+    with FakeControllers(kube_api, ns):
+        _, backup = upgrade.apply_guarded(settings, state, NullProgress())
+    assert backup is None, "a first install has nothing to back up"
+    assert deployed_image(kube_api, ns) == "registry.example.test/library/mlflow-custom:1.0"
+    return settings, state
+
+
+def test_kubernetes_upgrade_backs_up_then_migrates_then_rolls(
+    kube_api: KubeAPIServer, postgres_server: PostgresServer, s3_server: S3Server,
+    deployed: tuple[Settings, StateDir],
+) -> None:
+    settings, state = deployed
+    ns = settings.kubernetes.namespace
+    same = upgrade.upgrade_kubernetes(settings, state, NullProgress())
+    assert same.up_to_date and same.backup is None
+
+    newer = kube_settings(kube_api, postgres_server, s3_server, "2.0", ns)
+    progress = NullProgress()
+    with FakeControllers(kube_api, ns):
+        result = upgrade.upgrade_kubernetes(newer, state, progress)
+    assert result.reasons == ["server image registry.example.test/library/mlflow-custom:1.0 → "
+                              "registry.example.test/library/mlflow-custom:2.0"]
+    assert result.backup is not None
+    manifest = backups.verify_backup(result.backup)
+    assert "metadata.dump" in manifest.files and not manifest.artifacts_included
+    # Order: the backup before any write, the new image's Job before the rollout.
+    steps = progress.steps
+    backup_at = steps.index("backup of the databases before the upgrade")
+    job = workload.migration_job_name(newer, workload.server_launch(newer))
+    job_at = steps.index(f"kubernetes: migration Job {job} (schema upgrade)")
+    deploy_at = steps.index(f"kubernetes: update Deployment {ns}/mlflow")
+    assert backup_at < job_at < deploy_at, steps
+    assert deployed_image(kube_api, ns).endswith(":2.0")
+
+
+def test_failed_migration_job_leaves_the_deployment_alone(
+    kube_api: KubeAPIServer, postgres_server: PostgresServer, s3_server: S3Server,
+    deployed: tuple[Settings, StateDir],
+) -> None:
+    settings, state = deployed
+    ns = settings.kubernetes.namespace
+    newer = kube_settings(kube_api, postgres_server, s3_server, "2.0", ns)
+    with FailingJobs(kube_api, ns), pytest.raises(upgrade.UpgradeFailed) as failed:
+        upgrade.upgrade_kubernetes(newer, state, NullProgress())
+    text = f"{failed.value.message} {failed.value.hint}"
+    assert "failed: BackoffLimitExceeded" in text
+    assert "The Deployment was not changed: the previous pods keep serving" in text
+    backup = next((state.root / "backups").iterdir())
+    assert f"mlflow-stack restore --from {backup}" in text
+    assert deployed_image(kube_api, ns).endswith(":1.0")
+
