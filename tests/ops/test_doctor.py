@@ -111,7 +111,7 @@ def test_schema_behind(plat: Platform) -> None:
         conn.execute("UPDATE alembic_version SET version_num = %s", ("0584bdc529eb",))
     try:
         assert_problem(plat.findings(), "database", "schema at revision 0584bdc529eb",
-                       "mlflow db upgrade")
+                       "mlflow-stack upgrade (backs up the databases, migrates")
     finally:
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute("UPDATE alembic_version SET version_num = %s", (row[0],))

@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from mlflow_stack.cli.console import RichProgress, out
+from mlflow_stack.cli.deploy_cmd import Target, deploy_settings
 from mlflow_stack.cli.local_cmd import state_dir_for
 from mlflow_stack.cli.options import ConfigOpt, Output, OutputOpt, StateDirOpt
 from mlflow_stack.config.loader import load_config
@@ -71,16 +72,28 @@ def doctor(
     config: ConfigOpt = None,
     state_dir: StateDirOpt = None,
     output: OutputOpt = Output.text,
+    target: Annotated[Target, typer.Option(
+        "--target", "-t",
+        help="auto: the deployed platform's checks when the config names a cluster "
+             "(kubernetes.kubeconfig or kubernetes.context), as apply decides; kubernetes: "
+             "those with the default kubeconfig; services: the local platform's.")] = Target.auto,
 ) -> None:
-    """Run every troubleshooting check (server, database, bucket, OIDC, Keycloak client,
-    client secret, group plugin, clock skew, public host) and say what to fix. Exit 1 on any
-    problem.
+    """Run every troubleshooting check and say what to fix. Exit 1 on any problem.
+
+    Local platform: server process, database, bucket, OIDC discovery, Keycloak
+    client, client secret, group plugin, clock skew, public host.
+    Deployed on Kubernetes (see --target): the API, pods (CrashLoopBackOff,
+    ImagePullBackOff, unschedulable, not ready), PVCs bound, migration Job,
+    TLS certificate (present, for the host, more than 14 days left) and the
+    Deployment's allowed hosts replace the local server checks.
 
     Example:  mlflow-stack doctor -c mlflow-stack.yaml
+
+    Example:  mlflow-stack doctor -c inventory.yaml --target kubernetes -o json
     """
     from mlflow_stack.ops import doctor as checks
 
-    settings = load_config(config).settings
+    settings = deploy_settings(config, target)  # the S3 keys may come from the cluster
     state = state_dir_for(state_dir)
     marks = {"ok": "[green]✓[/]", "problem": "[red]✗[/]", "skipped": "[dim]-[/]"}
 
@@ -90,7 +103,7 @@ def doctor(
             if f.fix:
                 out.print(f"    [yellow]fix:[/] {escape(f.fix)}")
 
-    findings = checks.run(settings, state, on_finding=show)
+    findings = checks.run(settings, state, on_finding=show, target=target.value)
     if output == Output.json:
         out.print_json(json.dumps([asdict(f) for f in findings]))
     problems = [f for f in findings if f.status == "problem"]
