@@ -17,6 +17,7 @@ from mlflow_stack.cli import (
     local_cmd,
     ops_cmd,
     upgrade_cmd,
+    verify_cmd,
 )
 from mlflow_stack.cli.console import out, print_error
 
@@ -60,6 +61,7 @@ app.command()(ops_cmd.backup)
 app.command()(ops_cmd.restore)
 app.command()(ops_cmd.doctor)
 app.command()(upgrade_cmd.upgrade)
+app.command()(verify_cmd.verify)
 app.command()(client_cmd.token)
 app.command()(client_cmd.login)
 app.command()(client_cmd.logout)

@@ -217,7 +217,7 @@ def _cause(exc: BaseException) -> str:
 
 
 @dataclass
-class _Session:
+class AdminSession:
     admin: KeycloakAdmin
     url: str
     user: str
@@ -248,7 +248,7 @@ class _Session:
             raise self.error(what, exc) from None
 
 
-def _connect(settings: Settings) -> _Session:
+def connect(settings: Settings) -> AdminSession:
     """Log in and check the realm exists. Raises before anything is written."""
     a = settings.auth
     if a.provider != "keycloak" or not a.keycloak_url:
@@ -298,7 +298,7 @@ def _connect(settings: Settings) -> _Session:
         raise ServiceUnreachable(
             f"Keycloak at {url} refused the admin login of {who}: "
             f"HTTP {exc.response_code} {reason}") from None
-    session = _Session(KeycloakAdmin(connection=connection), url, a.admin_username, a.realm)
+    session = AdminSession(KeycloakAdmin(connection=connection), url, a.admin_username, a.realm)
     try:
         session.admin.get_realm(a.realm)
     except KeycloakError as exc:
@@ -335,7 +335,7 @@ class Observed:
     user_roles: dict[str, set[str]] = field(default_factory=dict)  # effective realm roles
 
 
-def _observe(s: _Session, want: Desired) -> Observed:
+def _observe(s: AdminSession, want: Desired) -> Observed:
     admin = s.admin
     roles: set[str] = set()
     with s.call("read realm roles"):
@@ -378,7 +378,7 @@ def _observe(s: _Session, want: Desired) -> Observed:
     return obs
 
 
-def _observe_client(s: _Session, client_id: str) -> ObservedClient:
+def _observe_client(s: AdminSession, client_id: str) -> ObservedClient:
     admin = s.admin
     with s.call(f"read client {client_id}"):
         uuid = admin.get_client_id(client_id)
@@ -481,7 +481,7 @@ def _scope_detail(moves: dict[str, str], have: ObservedClient) -> list[str]:
     return parts
 
 
-def _role_steps(s: _Session, want: Desired, obs: Observed) -> list[_Step]:
+def _role_steps(s: AdminSession, want: Desired, obs: Observed) -> list[_Step]:
     steps: list[_Step] = []
     for name, description in want.roles.items():
         if name in obs.roles:
@@ -507,7 +507,7 @@ def _kind(spec: ClientSpec) -> str:
     return f"public {c['protocol']} ({', '.join(grants)})"
 
 
-def _new_client_steps(s: _Session, want: ClientSpec, obs: Observed) -> list[_Step]:
+def _new_client_steps(s: AdminSession, want: ClientSpec, obs: Observed) -> list[_Step]:
     """One POST creates the client with its scopes and mappers; the other records describe it."""
     cid, c = want.client_id, want.client
     rep = copy.deepcopy(c)
@@ -544,7 +544,7 @@ def _new_client_steps(s: _Session, want: ClientSpec, obs: Observed) -> list[_Ste
     ]
 
 
-def _client_steps(s: _Session, want: ClientSpec, obs: Observed) -> list[_Step]:
+def _client_steps(s: AdminSession, want: ClientSpec, obs: Observed) -> list[_Step]:
     """Repairs of an existing client: its settings, scopes and mappers, each its own record."""
     have_client = obs.clients[want.client_id]
     assert have_client.rep is not None
@@ -612,7 +612,7 @@ def _client_steps(s: _Session, want: ClientSpec, obs: Observed) -> list[_Step]:
     return steps
 
 
-def _grant_steps(s: _Session, want: Desired, obs: Observed) -> list[_Step]:
+def _grant_steps(s: AdminSession, want: Desired, obs: Observed) -> list[_Step]:
     steps: list[_Step] = []
     role = want.admin_role
     for username in want.admin_users:
@@ -629,7 +629,7 @@ def _grant_steps(s: _Session, want: Desired, obs: Observed) -> list[_Step]:
     return steps
 
 
-def _steps(s: _Session, want: Desired, obs: Observed) -> list[_Step]:
+def _steps(s: AdminSession, want: Desired, obs: Observed) -> list[_Step]:
     """In the order they must run: roles, clients (scopes, mappers), grants."""
     clients: list[_Step] = []
     for spec in want.clients:
@@ -638,8 +638,8 @@ def _steps(s: _Session, want: Desired, obs: Observed) -> list[_Step]:
     return [*_role_steps(s, want, obs), *clients, *_grant_steps(s, want, obs)]
 
 
-def _read(settings: Settings) -> tuple[_Session, list[_Step]]:
-    session = _connect(settings)
+def _read(settings: Settings) -> tuple[AdminSession, list[_Step]]:
+    session = connect(settings)
     want = desired(settings)
     return session, _steps(session, want, _observe(session, want))
 
@@ -677,7 +677,7 @@ def apply(settings: Settings, progress: Progress | None = None) -> list[Change]:
 
 def client_secret(settings: Settings) -> SecretStr:
     """The OIDC client's secret, read back from Keycloak (for the server config; never print)."""
-    session = _connect(settings)
+    session = connect(settings)
     client_id = settings.auth.client_id
     with session.call(f"read client {client_id}"):
         uuid = session.admin.get_client_id(client_id)
@@ -704,7 +704,7 @@ def destroy(settings: Settings, purge: bool = False, dry_run: bool = False) -> l
     A realm that does not exist means there is nothing to remove.
     """
     try:
-        session = _connect(settings)
+        session = connect(settings)
     except RealmNotFound:
         return [_change("unchanged", f"realm {settings.auth.realm}",
                         "does not exist; nothing to remove")]
