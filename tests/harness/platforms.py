@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
 from pydantic import SecretStr
 
 from mlflow_stack.components import keycloak as kc
@@ -82,3 +83,30 @@ def sso_platform(base_dir: Path, name: str, keycloak: KeycloakServer,
         yield SsoPlatform(settings, state, realm, keycloak, postgres, s3)
     finally:
         platform.down(state)
+
+
+@contextmanager
+def bucket_deleted(s3: S3Server, bucket: str) -> Iterator[None]:
+    """The artifact bucket emptied and deleted for the block, then created again (empty)."""
+    client = s3.client()
+    for obj in client.list_objects_v2(Bucket=bucket).get("Contents", []):
+        client.delete_object(Bucket=bucket, Key=obj["Key"])
+    client.delete_bucket(Bucket=bucket)
+    try:
+        yield
+    finally:
+        client.create_bucket(Bucket=bucket)
+
+
+@contextmanager
+def schema_stamped(dsn: str, revision: str) -> Iterator[None]:
+    """The database's alembic_version set to `revision` for the block, then put back."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+        assert row is not None
+        conn.execute("UPDATE alembic_version SET version_num = %s", (revision,))
+    try:
+        yield
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("UPDATE alembic_version SET version_num = %s", (row[0],))

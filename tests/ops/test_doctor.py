@@ -3,70 +3,42 @@ passes every check, and each injected fault is found with the right fix."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 
-import psycopg
 import pytest
 from pydantic import SecretStr
 
-from harness.keycloak import KeycloakServer, admin_client, create_realm, create_user
+from harness.keycloak import KeycloakServer, admin_client
+from harness.platforms import (
+    ADMIN_USER,
+    SsoPlatform,
+    bucket_deleted,
+    schema_stamped,
+    sso_platform,
+)
 from harness.ports import free_port
 from harness.postgres import PostgresServer
 from harness.s3 import S3Server
 from mlflow_stack.components import keycloak as kc
 from mlflow_stack.config.model import Settings
-from mlflow_stack.config.secrets import Secrets
 from mlflow_stack.local import platform
-from mlflow_stack.local.state import StateDir
 from mlflow_stack.ops import doctor
 from mlflow_stack.progress import NullProgress
 
 pytestmark = pytest.mark.integration
-ADMIN_USER = "tkadmin"
-
-
-@dataclass
-class Platform:
-    settings: Settings
-    state: StateDir
-    realm: str
-    keycloak: KeycloakServer
-    postgres: PostgresServer
-    s3: S3Server
-
-    def findings(self, settings: Settings | None = None) -> dict[str, doctor.Finding]:
-        return {f.check: f for f in doctor.run(settings or self.settings, self.state)}
+Platform = SsoPlatform
 
 
 @pytest.fixture(scope="module")
 def plat(tmp_path_factory: pytest.TempPathFactory, keycloak: KeycloakServer,
          postgres_server: PostgresServer, s3_server: S3Server) -> Iterator[Platform]:
-    realm = f"doctor-{uuid.uuid4().hex[:6]}"
-    create_realm(keycloak, realm)
-    create_user(keycloak, realm, ADMIN_USER, "tkadmin-pw", "tkadmin@example.com")
-    settings = Settings.model_validate({
-        "server": {"port": free_port()},
-        "database": {"backend": "postgresql", "host": "127.0.0.1", "port": postgres_server.port,
-                     "name": "mlflow_doctor", "auth_name": "mlflow_doctor_auth",
-                     "user": postgres_server.superuser},
-        "artifacts": {"backend": "s3", "bucket": "doctor-bucket",
-                      "endpoint_url": s3_server.endpoint_url},
-        "auth": {"provider": "keycloak", "keycloak_url": keycloak.url, "realm": realm,
-                 "admin_username": keycloak.admin_user, "realm_admin_users": [ADMIN_USER]},
-    }).model_copy(update={"secrets": Secrets.model_construct(
-        admin_password=SecretStr(postgres_server.password),
-        keycloak_admin_password=SecretStr(keycloak.admin_password),
-        s3_access_key_id=SecretStr(s3_server.access_key),
-        s3_secret_access_key=SecretStr(s3_server.secret_key))})
-    kc.apply(settings)  # the real provisioning path
-    state = StateDir(tmp_path_factory.mktemp("doctor") / "state")
-    platform.up(settings, state, NullProgress())
-    try:
-        yield Platform(settings, state, realm, keycloak, postgres_server, s3_server)
-    finally:
-        platform.down(state)
+    with sso_platform(tmp_path_factory.mktemp("doctor"), "doctor", keycloak, postgres_server,
+                      s3_server) as plat:
+        yield plat
+
+
+def findings_of(plat: Platform, settings: Settings | None = None) -> dict[str, doctor.Finding]:
+    return {f.check: f for f in doctor.run(settings or plat.settings, plat.state)}
 
 
 def assert_problem(findings: dict[str, doctor.Finding], check: str, finding: str,
@@ -87,7 +59,7 @@ def with_settings(settings: Settings, **sections: dict[str, object]) -> Settings
 
 
 def test_healthy_platform_passes_every_check(plat: Platform) -> None:
-    findings = plat.findings()
+    findings = findings_of(plat)
     assert {f.check for f in findings.values()} >= {
         "server process", "database", "artifact store", "OIDC discovery",
         "Keycloak client and roles", "OIDC client secret", "group plugin",
@@ -104,29 +76,14 @@ def test_database_down(plat: Platform) -> None:
 
 
 def test_schema_behind(plat: Platform) -> None:
-    dsn = plat.postgres.dsn("mlflow_doctor")
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
-        assert row is not None
-        conn.execute("UPDATE alembic_version SET version_num = %s", ("0584bdc529eb",))
-    try:
-        assert_problem(plat.findings(), "database", "schema at revision 0584bdc529eb",
+    with schema_stamped(plat.postgres.dsn("mlflow_doctor"), "0584bdc529eb"):
+        assert_problem(findings_of(plat), "database", "schema at revision 0584bdc529eb",
                        "mlflow-stack upgrade (backs up the databases, migrates")
-    finally:
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute("UPDATE alembic_version SET version_num = %s", (row[0],))
 
 
 def test_bucket_deleted(plat: Platform) -> None:
-    client = plat.s3.client()
-    bucket = plat.settings.artifacts.bucket
-    for obj in client.list_objects_v2(Bucket=bucket).get("Contents", []):
-        client.delete_object(Bucket=bucket, Key=obj["Key"])
-    client.delete_bucket(Bucket=bucket)
-    try:
-        assert_problem(plat.findings(), "artifact store", "does not exist", "apply")
-    finally:
-        client.create_bucket(Bucket=bucket)
+    with bucket_deleted(plat.s3, plat.settings.artifacts.bucket):
+        assert_problem(findings_of(plat), "artifact store", "does not exist", "apply")
 
 
 def test_wrong_client_secret(plat: Platform) -> None:
@@ -147,11 +104,11 @@ def test_admin_role_removed(plat: Platform) -> None:
     role = admin.get_realm_role("mlflow-admin")
     admin.delete_realm_roles_of_user(user_id, [role])
     try:
-        assert_problem(plat.findings(), "Keycloak client and roles", "role mlflow-admin",
+        assert_problem(findings_of(plat), "Keycloak client and roles", "role mlflow-admin",
                        "mlflow-stack apply")
     finally:
         kc.apply(plat.settings)
-    assert plat.findings()["Keycloak client and roles"].status == "ok"
+    assert findings_of(plat)["Keycloak client and roles"].status == "ok"
 
 
 def test_redirect_uri_removed(plat: Platform) -> None:
@@ -162,7 +119,7 @@ def test_redirect_uri_removed(plat: Platform) -> None:
     rep["redirectUris"] = [u for u in rep["redirectUris"] if not u.endswith("/callback")]
     admin.update_client(client_uuid, rep)
     try:
-        assert_problem(plat.findings(), "Keycloak client and roles", "redirectUris",
+        assert_problem(findings_of(plat), "Keycloak client and roles", "redirectUris",
                        "mlflow-stack apply")
     finally:
         kc.apply(plat.settings)
@@ -187,7 +144,7 @@ def test_public_host_not_allowed(plat: Platform) -> None:
 def test_server_down(plat: Platform) -> None:
     platform.down(plat.state)
     try:
-        f = plat.findings()["server process"]
+        f = findings_of(plat)["server process"]
         assert f.status == "problem" and "mlflow-stack up" in f.fix
     finally:
         platform.up(plat.settings, plat.state, NullProgress())

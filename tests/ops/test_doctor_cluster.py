@@ -37,6 +37,7 @@ from pydantic import SecretStr
 from harness.fake_controllers import FakeControllers
 from harness.keycloak import KeycloakServer, create_realm, create_user
 from harness.kubeapi import KubeAPIServer, fake_deployment_rollout, write_unreachable_kubeconfig
+from harness.platforms import schema_stamped
 from harness.postgres import PostgresServer
 from harness.s3 import S3Server
 from mlflow_stack import deploy
@@ -581,19 +582,10 @@ def test_pods_not_readable(deployed: Deployed, tmp_path: Path) -> None:
 
 
 def test_schema_behind_on_deployed_platform(deployed: Deployed, services: Services) -> None:
-    import psycopg
-
-    dsn = services.postgres.dsn(deployed.settings.database.name)
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
-        assert row is not None
-        conn.execute("UPDATE alembic_version SET version_num = %s", ("0584bdc529eb",))
-    try:
+    with schema_stamped(services.postgres.dsn(deployed.settings.database.name),
+                        "0584bdc529eb"):
         assert_problem(deployed.findings(), "database", "schema at revision 0584bdc529eb",
                        "mlflow-stack upgrade (backs up the databases; the migration Job")
-    finally:
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute("UPDATE alembic_version SET version_num = %s", (row[0],))
 
 
 # --------------------------------------------------------------------------------------------

@@ -18,7 +18,13 @@ import yaml
 from typer.testing import CliRunner
 
 from harness.keycloak import KeycloakServer, admin_client
-from harness.platforms import ADMIN_PASSWORD, ADMIN_USER, SsoPlatform, sso_platform
+from harness.platforms import (
+    ADMIN_PASSWORD,
+    ADMIN_USER,
+    SsoPlatform,
+    bucket_deleted,
+    sso_platform,
+)
 from harness.ports import free_port
 from harness.postgres import PostgresServer
 from harness.s3 import S3Server
@@ -132,15 +138,8 @@ def test_the_admin_only_call_is_allowed_to_an_admin(plat: SsoPlatform) -> None:
 
 
 def test_deleted_bucket_fails_the_artifact_steps_and_still_cleans_up(plat: SsoPlatform) -> None:
-    client = plat.s3.client()
-    bucket = plat.settings.artifacts.bucket
-    for obj in client.list_objects_v2(Bucket=bucket).get("Contents", []):
-        client.delete_object(Bucket=bucket, Key=obj["Key"])
-    client.delete_bucket(Bucket=bucket)
-    try:
+    with bucket_deleted(plat.s3, plat.settings.artifacts.bucket):
         results = by_step(verify.run(plat.url, plat.settings, artifact_bytes=SMALL, env={}))
-    finally:
-        client.create_bucket(Bucket=bucket)
     status = {s: r.status for s, r in results.items()}
     assert status[verify.ARTIFACT] == "failed"
     assert results[verify.ARTIFACT].detail.startswith("upload: HTTP 500 from the server")
