@@ -297,3 +297,17 @@ def test_helper_refuses_to_run_unsourced(shell: str, helpers_dir: Path,
                             capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 2
     assert "must be sourced, not run" in result.stderr
+
+
+def test_shared_python_is_assembled_and_guarded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlflow_stack.client import helpers
+
+    for name in HELPER_NAMES:
+        text = helper_text(name)
+        assert "@FORM_PY@" not in text and "@PARSE_PY@" not in text
+        assert 'def fail(message, hint):' in text and '"grant_type": "password"' in text
+    real = helpers._template
+    monkeypatch.setattr(helpers, "_template", lambda n: "print('x')" if n.endswith(".in")
+                        else real(n))
+    with pytest.raises(ValueError, match="must not contain single quotes"):
+        helper_text("mlflow-auth.sh")

@@ -9,11 +9,11 @@ gets the same Secret plus a ConfigMap with the shell helpers, mounted by a patch
 from __future__ import annotations
 
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
 import yaml
 
+from mlflow_stack.client.helpers import helper_text
 from mlflow_stack.config.model import Settings
 from mlflow_stack.config.secrets import env_names
 from mlflow_stack.kubernetes import labels as lb
@@ -161,7 +161,7 @@ def client_secret_specs(settings: Settings) -> list[SecretSpec]:
 
 
 def helper_script(name: str) -> str:
-    return (resources.files("mlflow_stack.client") / "templates" / name).read_text()
+    return helper_text(name)
 
 
 def helpers_configmap(settings: Settings) -> dict[str, Any]:

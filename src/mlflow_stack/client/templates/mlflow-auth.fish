@@ -47,70 +47,11 @@ function _mlflow_auth
         set tls --cacert $MLFLOW_CA_BUNDLE
     end
     # Builds the form from the environment: no secret is in any argument.
-    set -l form 'import os, urllib.parse as u
-e = os.environ
-f = {"grant_type": "password", "client_id": e["MLFLOW_KEYCLOAK_CLIENT_ID"],
-     "username": e["MLFLOW_AUTH_USERNAME"], "password": e["MLFLOW_AUTH_PASSWORD"]}
-if e.get("MLFLOW_CLIENT_SECRET"):
-    f["client_secret"] = e["MLFLOW_CLIENT_SECRET"]
-print(u.urlencode(f), end="")'
+    set -l form '@FORM_PY@'
     # Reads curl's answer (body, then the HTTP status on the last line; curl's own error text
     # instead of a body when there was no answer) and prints token, lifetime, expiry time.
     # (No backslashes or single quotes in here: fish would interpret them.)
-    set -l parse 'import base64, json, os, sys, time
-url = os.environ["MLFLOW_KEYCLOAK_TOKEN_URL"]
-client = os.environ["MLFLOW_KEYCLOAK_CLIENT_ID"]
-body, _, code = sys.stdin.read().rpartition(chr(10))
-code = code.strip()
-def fail(message, hint):
-    sys.exit("mlflow-auth: " + message + chr(10) + "mlflow-auth: hint: " + hint)
-URL_HINT = "check MLFLOW_KEYCLOAK_TOKEN_URL: https://HOST/realms/REALM/protocol/openid-connect/token"
-if code in ("", "000"):
-    why = " ".join(body.replace("curl: ", "").split()) or "no answer"
-    if "(60)" in why or "(77)" in why or "certificate" in why.lower():
-        fail("the TLS certificate of " + url + " is not trusted - curl " + why,
-             "set MLFLOW_CA_BUNDLE to the PEM file of the CA that signed it")
-    fail("cannot reach Keycloak at " + url + " - curl " + why,
-         "check MLFLOW_KEYCLOAK_TOKEN_URL and that Keycloak is up and reachable from here")
-status = int(code) if code.isdigit() else 0
-try:
-    d = json.loads(body)
-except ValueError:
-    d = None
-if 300 <= status < 400:
-    fail(url + " redirects (HTTP " + code + ") instead of answering", URL_HINT)
-if not isinstance(d, dict):
-    fail("unexpected answer from " + url + " (HTTP " + code + ", not JSON)", URL_HINT)
-if status != 200 or not d.get("access_token"):
-    error = str(d.get("error") or "")
-    said = str(d.get("error_description") or error or "no token")
-    if status == 404:
-        hint = URL_HINT
-    elif status >= 500:
-        hint = "Keycloak is failing or restarting; try again shortly"
-    elif "invalid client" in said.lower() or error == "invalid_client":
-        hint = "check MLFLOW_KEYCLOAK_CLIENT_ID and MLFLOW_CLIENT_SECRET"
-    elif error == "unauthorized_client":
-        hint = "enable Direct access grants on the Keycloak client " + client
-    elif error == "invalid_grant":
-        hint = "check MLFLOW_AUTH_USERNAME and MLFLOW_AUTH_PASSWORD"
-    else:
-        hint = "see the Keycloak server log"
-    fail("Keycloak refused: " + said + " (HTTP " + code + ")", hint)
-token = d["access_token"]
-expires = d.get("expires_in")
-try:
-    p = token.split(".")[1]
-    iat = json.loads(base64.urlsafe_b64decode(p + "=" * (-len(p) % 4)))["iat"]
-    if abs(time.time() - iat) > 120:
-        sys.stderr.write("mlflow-auth: warning: the clock of this machine is "
-                         + str(round(abs(time.time() - iat))) + " s off the clock of Keycloak;"
-                         + " synchronise it (timedatectl set-ntp true)" + chr(10))
-except Exception:
-    pass
-print(token)
-print(expires if expires is not None else "unknown")
-print(time.strftime("%H:%M:%S", time.localtime(time.time() + float(expires))) if expires else "")'
+    set -l parse '@PARSE_PY@'
     set -l response (python3 -c $form | curl --silent --show-error --stderr - \
         --proto '=https,http' --connect-timeout 10 --max-time 30 $tls \
         -H 'Accept: application/json' --write-out '\n%{http_code}' \
