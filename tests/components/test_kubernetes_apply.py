@@ -29,7 +29,7 @@ from lightkube.resources.core_v1 import Namespace, PersistentVolumeClaim, Secret
 from lightkube.types import PatchType
 from pydantic import SecretStr
 
-from harness.fake_controllers import FakeControllers
+from harness.fake_controllers import FakeControllers, finish_job
 from harness.kube import SECRET_VALUES, settings_with
 from harness.kubeapi import KubeAPIServer, write_unreachable_kubeconfig
 from mlflow_stack.components import kubernetes as k8s
@@ -39,6 +39,7 @@ from mlflow_stack.config.secrets import Secrets
 from mlflow_stack.errors import ConfigError
 from mlflow_stack.kubernetes.client import KubernetesError
 from mlflow_stack.kubernetes.render import render
+from mlflow_stack.kubernetes.wait import MigrationFailed
 from mlflow_stack.progress import NullProgress
 
 pytestmark = pytest.mark.integration
@@ -174,6 +175,28 @@ def test_apply_creates_every_object_and_a_second_apply_writes_nothing(
     # Not one write reached the server (a write, even a no-op SSA, can bump resourceVersion).
     assert live_versions(admin, settings) == before
     assert changed(k8s.plan(settings)) == []
+
+
+def test_waits_time_out_naming_what_is_missing(kube_api: KubeAPIServer, admin: Client,
+                                              ns: str) -> None:
+    """No job controller: the Job never finishes; no deployment controller: the new Deployment
+    is never observed. Each wait stops at its deadline and says what is missing."""
+    settings = make_settings(kube_api.admin_kubeconfig, ns)
+    progress = NullProgress()
+    with pytest.raises(MigrationFailed, match=r"did not finish in 1 s"):
+        k8s.apply_objects(settings, progress, job_timeout=1, rollout_timeout_s=1)
+    assert any(d.startswith("waiting for Job mlflow-db-migrate-") and "active 0, failed 0" in d
+               for d in progress.details), progress.details
+    assert "Deployment" not in " ".join(progress.steps), "the Deployment waits for the Job"
+
+    # The job controller's part, done by hand; the deployment controller stays absent.
+    with kube_api.admin_http() as http:
+        for job in http.get(f"/apis/batch/v1/namespaces/{ns}/jobs").json()["items"]:
+            finish_job(http, ns, job["metadata"]["name"])
+    with pytest.raises(KubernetesError, match=r"did not roll out in 1 s: waiting for the "
+                                              r"controller to observe the new spec"):
+        k8s.apply_objects(settings, progress, job_timeout=1, rollout_timeout_s=1)
+    assert any(d.startswith("waiting for Deployment mlflow: ") for d in progress.details)
 
 
 def test_plan_shows_manual_drift_exactly_and_apply_repairs_it(

@@ -23,7 +23,7 @@ from lightkube.resources.apps_v1 import Deployment
 from pydantic import SecretStr
 
 from harness.fake_controllers import FakeControllers
-from harness.kubeapi import KubeAPIServer, fake_deployment_rollout
+from harness.kubeapi import KubeAPIServer
 from harness.old_schema import OLD_REVISION, make_old_db
 from harness.ports import free_port
 from harness.postgres import PostgresServer
@@ -185,30 +185,6 @@ def test_failed_migration_leaves_the_old_server_serving(
 # Kubernetes
 
 
-class FailingJobs(FakeControllers):
-    """The job controller reporting every migration Job Failed (the kubelet ran it, it exited
-    non-zero); Deployments still roll out, so only the Job stops apply."""
-
-    def _tick(self, http: httpx.Client) -> None:
-        ns = self.namespace
-        for job in http.get(f"/apis/batch/v1/namespaces/{ns}/jobs").json().get("items", []):
-            if not (job.get("status") or {}).get("conditions"):
-                now = "2026-01-01T00:00:00Z"
-                http.patch(
-                    f"/apis/batch/v1/namespaces/{ns}/jobs/{job['metadata']['name']}/status",
-                    json={"status": {"startTime": now, "failed": 4, "conditions": [
-                        {"type": "FailureTarget", "status": "True", "lastTransitionTime": now,
-                         "reason": "BackoffLimitExceeded", "message": "retries exhausted"},
-                        {"type": "Failed", "status": "True", "lastTransitionTime": now,
-                         "reason": "BackoffLimitExceeded",
-                         "message": "Job has reached the specified backoff limit"}]}},
-                    headers={"Content-Type": "application/merge-patch+json"},
-                ).raise_for_status()
-        for d in http.get(f"/apis/apps/v1/namespaces/{ns}/deployments").json().get("items", []):
-            if (d.get("status") or {}).get("observedGeneration") != d["metadata"]["generation"]:
-                fake_deployment_rollout(self.server, ns, d["metadata"]["name"])
-
-
 def kube_settings(kube_api: KubeAPIServer, postgres: PostgresServer, s3: S3Server,
                   tag: str, ns: str) -> Settings:
     suffix = ns.removeprefix("up-")
@@ -293,7 +269,8 @@ def test_failed_migration_job_leaves_the_deployment_alone(
     settings, state = deployed
     ns = settings.kubernetes.namespace
     newer = kube_settings(kube_api, postgres_server, s3_server, "2.0", ns)
-    with FailingJobs(kube_api, ns), pytest.raises(upgrade.UpgradeFailed) as failed:
+    with FakeControllers(kube_api, ns, fail_jobs=True), \
+            pytest.raises(upgrade.UpgradeFailed) as failed:
         upgrade.upgrade_kubernetes(newer, state, NullProgress())
     text = f"{failed.value.message} {failed.value.hint}"
     assert "failed: BackoffLimitExceeded" in text

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.batch_v1 import Job
@@ -13,6 +14,7 @@ from mlflow_stack.progress import Progress
 
 POLL_SECONDS = 1.0
 REPORT_EVERY = 10.0  # seconds between progress lines while waiting
+T = TypeVar("T")
 
 
 def _conditions(status: Any) -> dict[str, Any]:
@@ -33,33 +35,47 @@ class MigrationFailed(KubernetesError):
     """The migration Job failed or timed out; the Deployment was not changed."""
 
 
-def wait_job(kube: Kube, namespace: str, name: str, progress: Progress,
-             timeout: float) -> None:
+def _poll(what: str, read: Callable[[], T], check: Callable[[T], tuple[bool, str]],
+          progress: Progress, timeout: float,
+          timed_out: Callable[[str], KubernetesError]) -> None:
+    """Read until check says done; report what is missing every REPORT_EVERY seconds. check
+    may raise (a failed Job); timed_out(missing) is raised at the deadline."""
     deadline = time.monotonic() + timeout
     last_report = 0.0
     while True:
-        with call(kube, f"read Job {namespace}/{name}"):
-            job = kube.client.get(Job, name, namespace=namespace)
-        state = job_state(job)
-        if state == "complete":
+        done, missing = check(read())
+        if done:
             return
+        now = time.monotonic()
+        if now >= deadline:
+            raise timed_out(missing)
+        if now - last_report >= REPORT_EVERY:
+            progress.detail(f"waiting for {what}: {missing}")
+            last_report = now
+        time.sleep(POLL_SECONDS)
+
+
+def wait_job(kube: Kube, namespace: str, name: str, progress: Progress,
+             timeout: float) -> None:
+    def read() -> Any:
+        with call(kube, f"read Job {namespace}/{name}"):
+            return kube.client.get(Job, name, namespace=namespace)
+
+    def check(job: Any) -> tuple[bool, str]:
+        state = job_state(job)
         if state == "failed":
             cond = _conditions(job.status)["Failed"]
             raise MigrationFailed(
                 f"migration Job {namespace}/{name} failed: {cond.reason}: {cond.message}",
                 hint=f"kubectl logs -n {namespace} job/{name}; fix the cause, delete the Job "
                      "and run apply again.")
-        now = time.monotonic()
-        if now >= deadline:
-            raise MigrationFailed(
-                f"migration Job {namespace}/{name} did not finish in {timeout:.0f} s",
-                hint=f"kubectl describe -n {namespace} job/{name}; apply can be run again.")
-        if now - last_report >= REPORT_EVERY:
-            status = job.status
-            progress.detail(f"waiting for Job {name}: active {getattr(status, 'active', 0) or 0}"
-                            f", failed {getattr(status, 'failed', 0) or 0}")
-            last_report = now
-        time.sleep(POLL_SECONDS)
+        status = job.status
+        return state == "complete", (f"active {getattr(status, 'active', 0) or 0}, failed "
+                                     f"{getattr(status, 'failed', 0) or 0}")
+
+    _poll(f"Job {name}", read, check, progress, timeout, lambda _: MigrationFailed(
+        f"migration Job {namespace}/{name} did not finish in {timeout:.0f} s",
+        hint=f"kubectl describe -n {namespace} job/{name}; apply can be run again."))
 
 
 def rollout_state(deployment: Any) -> tuple[bool, str]:
@@ -87,21 +103,14 @@ def rollout_state(deployment: Any) -> tuple[bool, str]:
 
 def wait_rollout(kube: Kube, namespace: str, name: str, progress: Progress,
                  timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    last_report = 0.0
-    while True:
+    def read() -> Any:
         with call(kube, f"read Deployment {namespace}/{name}"):
-            deployment = kube.client.get(Deployment, name, namespace=namespace)
-        done, missing = rollout_state(deployment)
-        if done:
-            return
-        now = time.monotonic()
-        if now >= deadline:
-            raise KubernetesError(
-                f"Deployment {namespace}/{name} did not roll out in {timeout:.0f} s: {missing}",
-                hint=f"kubectl describe -n {namespace} deployment/{name}; kubectl logs -n "
-                     f"{namespace} deployment/{name}; apply can be run again.")
-        if now - last_report >= REPORT_EVERY:
-            progress.detail(f"waiting for Deployment {name}: {missing}")
-            last_report = now
-        time.sleep(POLL_SECONDS)
+            return kube.client.get(Deployment, name, namespace=namespace)
+
+    def timed_out(missing: str) -> KubernetesError:
+        return KubernetesError(
+            f"Deployment {namespace}/{name} did not roll out in {timeout:.0f} s: {missing}",
+            hint=f"kubectl describe -n {namespace} deployment/{name}; kubectl logs -n "
+                 f"{namespace} deployment/{name}; apply can be run again.")
+
+    _poll(f"Deployment {name}", read, rollout_state, progress, timeout, timed_out)
