@@ -9,7 +9,7 @@ from pydantic import SecretStr
 from mlflow_stack.config.model import Settings
 from mlflow_stack.config.secrets import Secrets
 from mlflow_stack.server.command import ServerPaths, build_server_launch
-from mlflow_stack.server.sso_app import GroupSync, RefreshLimiter
+from mlflow_stack.server.sso_app import RefreshLimiter
 
 PATHS = ServerPaths(PurePosixPath("/s/data"), PurePosixPath("/s/art"), PurePosixPath("/s/p"),
                     PurePosixPath("/s/t"))
@@ -73,13 +73,3 @@ def test_refresh_limiter() -> None:
     now[0] = 61
     assert limiter.allow_forced("k")
     assert not limiter.allow_forced("k")
-
-
-def test_group_sync_cache_misses_on_changed_groups() -> None:
-    now = [0.0]
-    sync = GroupSync(60, clock=lambda: now[0])
-    sync.remember("u", ("a",), True)
-    assert sync.cached("u", ("a",)) is True
-    assert sync.cached("u", ("a", "b")) is None
-    now[0] = 61
-    assert sync.cached("u", ("a",)) is None

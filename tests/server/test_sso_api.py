@@ -233,3 +233,18 @@ def test_forged_token_flood_is_refused_without_refetching_keys(env: Env) -> None
     assert kc.count_requests(discovery) - disc_before <= workers
     # The real token still works.
     assert env.call(good, "GET", f"{API}/experiments/search?max_results=1").status_code == 200
+
+
+def test_every_route_checks_the_host_header(env: Env) -> None:
+    """DNS rebinding: a page on another host name must not reach any route, the SSO layer's
+    own (login, callback, permission UI and API) included; /health stays open for probes."""
+    paths = ["/login", "/callback?code=x&state=y", "/oidc/ui/", f"{API}/users/current",
+             f"{API}/experiments/search?max_results=1"]
+    for path in paths:
+        refused = httpx.get(f"{env.server.url}{path}", headers={"Host": "evil.example"},
+                            timeout=30)
+        assert refused.status_code == 403, (path, refused.status_code, refused.text[:200])
+    assert httpx.get(f"{env.server.url}/health", headers={"Host": "evil.example"},
+                     timeout=30).status_code == 200
+    login = httpx.get(f"{env.server.url}/login", timeout=30)
+    assert login.status_code in (302, 303, 307), "the right host still gets the login"

@@ -12,37 +12,41 @@ mlflow-stack-sso``). It is mlflow-oidc-auth's own app, plus patches applied befo
    sight and never re-reads them from later bearer tokens, so a role taken away in Keycloak
    keeps working. Here every newly seen bearer token re-derives the groups from the verified
    claims (through the configured group-detection plugin): without the user or admin role the
-   request is refused, and changed groups or admin status are written to the auth DB. Decisions
-   are cached per (user, groups) for ``MLFLOW_STACK_GROUP_SYNC_SECONDS`` (default 60) so the
-   common case costs no query.
+   request is refused, and changed groups or admin status are written to the auth DB. This runs
+   for every new token in every worker process (a repeated token is answered by the verified-
+   token cache, 5. below): a per-process "already synced these groups" shortcut was wrong with
+   several workers, where another process may have written other roles since.
+3. **Every route checks the Host header.** MLflow's DNS-rebinding check lives in the Flask app
+   mlflow-oidc-auth mounts; its own routes (login, callback, permission UI and API) skipped
+   it. MLflow's HostValidationMiddleware, with the same allowed hosts, now wraps the whole app.
 
 The rest is speed (the "SSO tax" of ``bench/sso_tax.py``); none of it weakens a check:
 
-3. **Flask on a thread pool.** mlflow-oidc-auth mounts MLflow's Flask app through asgiref's
+4. **Flask on a thread pool.** mlflow-oidc-auth mounts MLflow's Flask app through asgiref's
    ``WsgiToAsgi``, which runs every request of a worker on *one* shared thread, one after the
    other; plain ``mlflow server`` runs them on a pool. Here the same adapter (same body
    spooling, same auth context injection) runs on a pool of ``MLFLOW_STACK_FLASK_THREADS``
    (default 40, anyio's default that plain MLflow gets).
-4. **A verified token is verified once.** mlflow-oidc-auth checks signature, expiry, audience
+5. **A verified token is verified once.** mlflow-oidc-auth checks signature, expiry, audience
    and issuer and then queries the auth DB (does the user exist?) on every request, on the
    event loop. Here a token that passed all of that — and our role check — is remembered,
    keyed by the SHA-256 of the whole token string, until its ``exp`` (and at most
    ``MLFLOW_STACK_TOKEN_CACHE_SECONDS``, default the JWKS cache lifetime, so a verification is
    never trusted longer than the keys behind it). Any other string — a changed signature, a new
    token with new roles — is a miss and goes through every check. Failures are never cached.
-5. **User state read at most every few seconds.** The admin/active flags are read from the auth
+6. **User state read at most every few seconds.** The admin/active flags are read from the auth
    DB on every request, on the event loop. Here an active user's flags are kept per process for
    ``MLFLOW_STACK_USER_CACHE_SECONDS`` (default 10): deactivating a user takes effect within
    that time, a newly seen token always reads them fresh (so a role change applies with the next
    token), and inactive or unknown users are never cached.
-6. **A run's experiment is looked up once.** Run-level permission checks first ask MLflow's DB
+7. **A run's experiment is looked up once.** Run-level permission checks first ask MLflow's DB
    which experiment a run belongs to, on every request. A run never changes experiment, so the
    answer is kept (bounded) while workspaces are off (with them on, that lookup is also a
    workspace check and stays per request).
-7. **Idle layers step aside.** Proxy-header handling with no trusted proxy and workspace
+8. **Idle layers step aside.** Proxy-header handling with no trusted proxy and workspace
    context with workspaces off do nothing, yet each costs a BaseHTTPMiddleware layer (a task
    group and a streamed copy of the response) per request; then they pass the request on.
-8. **Tracking requests go straight to Flask.** MLflow's Flask app is mounted after
+9. **Tracking requests go straight to Flask.** MLflow's Flask app is mounted after
    mlflow-oidc-auth's ~45 routers (hundreds of routes), so each tracking request was matched
    against all of them first. A (method, path) no other route serves is recognised once and
    then routed to the mount directly — the same place the router would have sent it.
@@ -180,37 +184,10 @@ def _patch_jwks_refresh() -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# 2. group / admin re-sync from bearer tokens, 4. verified-token cache, 5. user-state cache
+# 2. group / admin re-sync from bearer tokens, 5. verified-token cache, 6. user-state cache
 
 _VALIDATED_CLAIMS: contextvars.ContextVar[Mapping[str, Any] | None] = contextvars.ContextVar(
     "mlflow_stack_validated_claims", default=None)
-
-
-class GroupSync:
-    """Remembers, per user, the groups last synced to the auth DB and whether they admitted.
-
-    A request whose token carries the same groups within ``ttl`` needs no query; any change of
-    groups (a role granted or taken in Keycloak) misses and is synced.
-    """
-
-    def __init__(self, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.ttl = ttl
-        self._clock = clock
-        self._seen: dict[str, tuple[tuple[str, ...], float, bool]] = {}
-        self._lock = threading.Lock()
-
-    def cached(self, username: str, groups: tuple[str, ...]) -> bool | None:
-        with self._lock:
-            hit = self._seen.get(username)
-        if hit is None or hit[0] != groups or self._clock() - hit[1] >= self.ttl:
-            return None
-        return hit[2]
-
-    def remember(self, username: str, groups: tuple[str, ...], allowed: bool) -> None:
-        with self._lock:
-            if len(self._seen) > 10_000:  # bounded: a long-running worker sees many users
-                self._seen.clear()
-            self._seen[username] = (groups, self._clock(), allowed)
 
 
 @dataclass(frozen=True)
@@ -283,7 +260,6 @@ def _patch_bearer_auth() -> None:
     from mlflow_oidc_auth.config import config
     from mlflow_oidc_auth.middleware import auth_middleware
 
-    sync = GroupSync(_seconds("MLFLOW_STACK_GROUP_SYNC_SECONDS", 60.0))
     tokens: ExpiringCache[bytes, BearerAuth] = ExpiringCache()
     token_cap = _seconds("MLFLOW_STACK_TOKEN_CACHE_SECONDS",
                          float(config.OIDC_JWKS_CACHE_TTL_SECONDS))
@@ -314,14 +290,10 @@ def _patch_bearer_auth() -> None:
             return ok, username, error, None
         try:
             groups = _groups_from(token, claims)
-            key = tuple(sorted(groups))
-            allowed = sync.cached(username, key)
-            if allowed is None:
-                allowed, is_admin = admission(groups, list(config.OIDC_GROUP_NAME),
-                                              list(config.OIDC_ADMIN_GROUP_NAME),
-                                              list(config.OIDC_GROUP_NAME_PATTERN))
-                _sync_user(username, groups, is_admin)
-                sync.remember(username, key, allowed)
+            allowed, is_admin = admission(groups, list(config.OIDC_GROUP_NAME),
+                                          list(config.OIDC_ADMIN_GROUP_NAME),
+                                          list(config.OIDC_GROUP_NAME_PATTERN))
+            _sync_user(username, groups, is_admin)
         except Exception as exc:  # fail closed: a sync we cannot do must not grant access
             logger.warning("Bearer sync for %s failed: %s", username, type(exc).__name__)
             return False, None, "Could not check the token's roles", None
@@ -363,7 +335,7 @@ def _patch_bearer_auth() -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# 3. Flask on a thread pool
+# 4. Flask on a thread pool
 
 
 def _patch_flask_pool() -> None:
@@ -391,7 +363,7 @@ def _patch_flask_pool() -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# 6. run -> experiment lookups
+# 7. run -> experiment lookups
 
 
 def _patch_run_experiment_lookup() -> None:
@@ -421,7 +393,7 @@ def _patch_run_experiment_lookup() -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# 7. idle middleware layers, 8. routing straight to Flask
+# 8. idle middleware layers, 9. routing straight to Flask
 
 
 def _patch_idle_middleware() -> None:
@@ -501,6 +473,21 @@ def _route_flask_paths_first(app: Any) -> None:
     router.routes.insert(0, FlaskFirst())
 
 
+def _validate_hosts(app: Any) -> None:
+    """MLflow's DNS-rebinding protection (the Host header check) lives in its Flask app, which
+    mlflow-oidc-auth mounts under its own routes: /login, /callback, the permission UI and API
+    answered any Host. The same check, with MLflow's own middleware and allowed hosts, now
+    guards the whole app (/health stays open for probes)."""
+    from mlflow.environment_variables import MLFLOW_SERVER_DISABLE_SECURITY_MIDDLEWARE
+    from mlflow.server.fastapi_security import HostValidationMiddleware, get_allowed_hosts
+
+    if MLFLOW_SERVER_DISABLE_SECURITY_MIDDLEWARE.get() == "true":  # type: ignore[no-untyped-call]
+        return
+    hosts = get_allowed_hosts()
+    if hosts and "*" not in hosts:
+        app.add_middleware(HostValidationMiddleware, allowed_hosts=hosts)
+
+
 def install() -> None:
     """Apply the patches once (idempotent)."""
     global _PATCHED, logger
@@ -524,5 +511,6 @@ from mlflow_oidc_auth.app import app  # noqa: E402  (patched modules first, then
 # routes are all in place.
 _patch_run_experiment_lookup()
 _route_flask_paths_first(app)
+_validate_hosts(app)
 
 __all__ = ["app", "install"]
