@@ -237,7 +237,7 @@ def _restore_artifacts(settings: Settings, state: StateDir, src: Path) -> None:
 # ------------------------------------------------------------------ checksums
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -246,7 +246,8 @@ def _sha256(path: Path) -> str:
 
 
 def _file_index(directory: Path) -> dict[str, dict[str, Any]]:
-    return {p.relative_to(directory).as_posix(): {"sha256": _sha256(p), "size": p.stat().st_size}
+    return {p.relative_to(directory).as_posix(): {"sha256": sha256_file(p),
+                                                   "size": p.stat().st_size}
             for p in sorted(directory.rglob("*")) if p.is_file() and p.name != MANIFEST}
 
 

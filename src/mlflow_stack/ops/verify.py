@@ -56,11 +56,17 @@ from mlflow_stack.config.model import Settings
 from mlflow_stack.errors import ConfigError, StackError
 from mlflow_stack.local import process
 from mlflow_stack.local.state import StateDir
+from mlflow_stack.ops.backup import sha256_file
+from mlflow_stack.ops.verify_identity import (
+    TEMP_PREFIX,
+    Identity,
+    environment_identity,
+    temporary_user,
+)
 
 Status = Literal["ok", "failed", "skipped"]
 
 ARTIFACT_BYTES = 20 * 1000 * 1000
-TEMP_PREFIX = "mlflow-verify-"
 API = "/api/2.0/mlflow"
 # mlflow-oidc-auth 10.1.3: routers/users.py list_user_details, Depends(check_admin_permission).
 ADMIN_ONLY_PATH = f"{API}/users/details"
@@ -185,90 +191,6 @@ def resolve_target(settings: Settings | None, state: StateDir | None, url: str |
 
 
 # --------------------------------------------------------------------------------------------
-# who verifies
-
-
-@dataclass
-class Identity:
-    """A bearer-token source for the verification and how to undo it."""
-
-    description: str
-    token: Callable[[], str] = field(repr=False)
-    temporary: bool = False  # a temporary mlflow-user: the role check must run as it
-    remove: Callable[[], str] | None = field(default=None, repr=False)
-
-
-def _temporary_user(settings: Settings) -> Identity:
-    """A realm user holding only the user role, signed in with the password grant."""
-    from keycloak.exceptions import KeycloakError
-
-    from mlflow_stack.client.oidc import KeycloakClient
-    from mlflow_stack.client.tokens import TokenManager, TokenSource
-    from mlflow_stack.components import keycloak as kc
-    from mlflow_stack.server.oidc import issuer
-
-    a = settings.auth
-    session = kc.connect(settings)
-    username = f"{TEMP_PREFIX}{secrets.token_hex(4)}"
-    # Satisfies the usual password policies (length, upper, lower, digit, special).
-    password = secrets.token_urlsafe(24) + "Aa1!"
-    with session.call(f"read realm role {a.user_role}"):
-        role = session.admin.get_realm_role(a.user_role)
-    with session.call(f"create the temporary user {username}"):
-        user_id = session.admin.create_user({
-            "username": username, "enabled": True, "email": f"{username}@mlflow-stack.invalid",
-            "emailVerified": True, "firstName": "MLflow", "lastName": "Verify",
-            "requiredActions": [],
-            "credentials": [{"type": "password", "value": password, "temporary": False}],
-        })
-
-    def remove() -> str:
-        try:
-            session.admin.delete_user(user_id)
-        except KeycloakError as exc:
-            if exc.response_code != 404:
-                raise session.error(f"delete the temporary user {username}", exc) from None
-        return f"Keycloak user {username} deleted"
-
-    try:
-        with session.call(f"grant {a.user_role} to {username}"):
-            session.admin.assign_realm_roles(user_id, [role])
-        secret = settings.secrets.oidc_client_secret or kc.client_secret(settings)
-        client = KeycloakClient.for_issuer(issuer(settings), a.client_id,
-                                           secret.get_secret_value(),
-                                           str(a.ca_bundle) if a.ca_bundle else None)
-        manager = TokenManager(TokenSource("password", client, username, password), None)
-    except BaseException:
-        with contextlib.suppress(Exception):  # the original error is the one to report
-            remove()
-        raise
-    return Identity(f"temporary Keycloak user {username} (realm role {a.user_role})",
-                    manager.token, temporary=True, remove=remove)
-
-
-_KEYCLOAK_ENV = ("MLFLOW_KEYCLOAK_TOKEN_URL", "MLFLOW_AUTH_USERNAME", "MLFLOW_AUTH_PASSWORD",
-                 "MLFLOW_CLIENT_SECRET")
-
-
-def _environment_identity(env: Mapping[str, str]) -> Identity | None:
-    """The user's own credentials, as MLflow would use them; None when there are none."""
-    from mlflow_stack.client import tokens
-    from mlflow_stack.client.oidc import TokenConfigError
-
-    plugin = (env.get("MLFLOW_TRACKING_AUTH") or "").strip().lower() == "keycloak"
-    static = env.get("MLFLOW_TRACKING_TOKEN")
-    if static and not plugin:
-        return Identity("MLFLOW_TRACKING_TOKEN", lambda: static)
-    try:
-        manager = tokens.manager_from_env(env)
-    except TokenConfigError:
-        if plugin or any(env.get(name) for name in _KEYCLOAK_ENV):
-            raise
-        return None
-    return Identity(manager.source.describe(), manager.token)
-
-
-# --------------------------------------------------------------------------------------------
 # MLflow's process-wide settings, scoped to one run
 
 
@@ -346,14 +268,6 @@ def _phase(name: str) -> Iterator[None]:
         yield
     except Exception as exc:
         raise StepFailed(f"{name}: {_describe(exc)}") from exc
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _random_file(path: Path, size: int) -> str:
@@ -478,9 +392,9 @@ class _Verification:
             self.auth_off_reason = "auth.provider is none (no SSO)"
             raise _Skip(self.auth_off_reason)
         if s is not None and s.secrets.effective_keycloak_admin_password is not None:
-            self.identity = _temporary_user(s)
+            self.identity = temporary_user(s)
         else:
-            self.identity = _environment_identity(self.env)
+            self.identity = environment_identity(self.env)
         if self.identity is None:
             code = self.anonymous_status()
             if code == 200:
@@ -551,7 +465,7 @@ class _Verification:
             local = Path(client.download_artifacts(self.run_id, "verify/verify-blob.bin",
                                                    str(down_dir)))
         down = time.monotonic() - start
-        got = _sha256(local)
+        got = sha256_file(local)
         if got != want or local.stat().st_size != self.artifact_bytes:
             raise StepFailed(f"downloaded {local.stat().st_size} bytes with sha256 {got[:12]}…,"
                              f" uploaded {self.artifact_bytes} with {want[:12]}…")
