@@ -6,6 +6,7 @@ migrated by its Job before the rollout, and a failed Job leaves the Deployment u
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sqlite3
 import subprocess
@@ -17,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 from lightkube import Client, KubeConfig
 from lightkube.codecs import from_dict
 from lightkube.resources.apps_v1 import Deployment
@@ -185,10 +187,10 @@ def test_failed_migration_leaves_the_old_server_serving(
 # Kubernetes
 
 
-def kube_settings(kube_api: KubeAPIServer, postgres: PostgresServer, s3: S3Server,
-                  tag: str, ns: str) -> Settings:
+def kube_config(kube_api: KubeAPIServer, postgres: PostgresServer, s3: S3Server,
+                tag: str, ns: str) -> dict[str, Any]:
     suffix = ns.removeprefix("up-")
-    settings = Settings.model_validate({
+    return {
         "domain": "example.test",
         "database": {"backend": "postgresql", "host": "127.0.0.1", "port": postgres.port,
                      "name": f"mlflow_{suffix}", "user": postgres.superuser},
@@ -196,7 +198,12 @@ def kube_settings(kube_api: KubeAPIServer, postgres: PostgresServer, s3: S3Serve
         "registry": {"host": "registry.example.test", "tag": tag},
         "kubernetes": {"namespace": ns, "kubeconfig": str(kube_api.admin_kubeconfig)},
         "discovery": {"code_server": False},
-    })
+    }
+
+
+def kube_settings(kube_api: KubeAPIServer, postgres: PostgresServer, s3: S3Server,
+                  tag: str, ns: str) -> Settings:
+    settings = Settings.model_validate(kube_config(kube_api, postgres, s3, tag, ns))
     return settings.model_copy(update={"secrets": Secrets.model_construct(
         admin_password=SecretStr(postgres.password),
         s3_access_key_id=SecretStr(s3.access_key),
@@ -279,3 +286,41 @@ def test_failed_migration_job_leaves_the_deployment_alone(
     assert f"mlflow-stack restore --from {backup}" in text
     assert deployed_image(kube_api, ns).endswith(":1.0")
 
+
+
+def test_cli_apply_of_a_new_image_backs_up_first_then_upgrade_has_nothing_left(
+    kube_api: KubeAPIServer, postgres_server: PostgresServer, s3_server: S3Server,
+    deployed: tuple[Settings, StateDir], tmp_path: Path,
+) -> None:
+    settings, state = deployed
+    ns = settings.kubernetes.namespace
+    config = tmp_path / "mlflow-stack.yaml"
+    config.write_text(yaml.safe_dump(kube_config(kube_api, postgres_server, s3_server, "2.0",
+                                                 ns)))
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("MLFLOW_", "AWS_", "ADMIN_PASSWORD", "KEYCLOAK_"))}
+    env.update({"ADMIN_PASSWORD": postgres_server.password,
+                "AWS_ACCESS_KEY_ID": s3_server.access_key,
+                "AWS_SECRET_ACCESS_KEY": s3_server.secret_key,
+                "HARBOR_ROBOT_TOKEN": "robot-token", "MLFLOW_STACK_ENV_FILE": "/dev/null"})
+    backup = tmp_path / "before-2.0"
+    with FakeControllers(kube_api, ns):
+        applied = subprocess.run(
+            [*CLI, "apply", "-c", str(config), "--state-dir", str(state.root),
+             "--backup-dir", str(backup)], env=env, capture_output=True, text=True,
+            timeout=600, check=False)
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert "server image changes: registry.example.test/library/mlflow-custom:1.0 → " \
+        "registry.example.test/library/mlflow-custom:2.0" in applied.stderr
+    assert f"Databases backed up before the upgrade to {backup}" in \
+        " ".join(applied.stdout.split())
+    assert "metadata.dump" in backups.verify_backup(backup).files
+    assert deployed_image(kube_api, ns).endswith(":2.0")
+    for secret in (postgres_server.password, s3_server.secret_key):
+        assert secret not in applied.stdout + applied.stderr
+
+    again = subprocess.run([*CLI, "upgrade", "-c", str(config), "--state-dir",
+                            str(state.root)], env=env, capture_output=True, text=True,
+                           timeout=600, check=False)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "Already up to date (kubernetes); nothing changed." in again.stdout
