@@ -105,3 +105,22 @@ def test_tampered_backup_is_refused_before_any_change(tmp_path: Path) -> None:
     with pytest.raises(backups.BackupError, match="checksum differs"):
         backups.restore(settings, target, tmp_path / "b", NullProgress())
     assert not (target.data_dir / "mlflow.db").exists()
+
+
+def test_sso_configured_but_never_run_backs_up_the_metadata_alone(tmp_path: Path) -> None:
+    """SQLite + SSO in the config, but no SSO database yet (the server never ran with SSO,
+    e.g. `up` backing up an old schema first): the backup holds what exists and says so."""
+    plain = Settings.model_validate({"server": {"port": free_port()}})
+    state = StateDir(tmp_path / "state")
+    platform.up(plain, state, NullProgress())
+    platform.down(state)
+    sso = Settings.model_validate({"server": {"port": free_port()}, "auth": {
+        "provider": "keycloak", "keycloak_url": "https://keycloak.example.test"}})
+    assert not (state.data_dir / "auth.db").exists()
+    manifest = backups.backup(sso, state, tmp_path / "b", NullProgress(), artifacts=False)
+    assert not manifest.sso and "metadata.sqlite" in manifest.files
+    assert "sso.sqlite" not in manifest.files
+    # Restored into SQLite + SSO: the metadata comes back; the SSO database is created later.
+    target = StateDir(tmp_path / "target")
+    result = backups.restore(sso, target, tmp_path / "b", NullProgress())
+    assert result.counts == manifest.counts

@@ -111,6 +111,8 @@ def _dump_databases(settings: Settings, state: StateDir, out: Path, sso: bool) -
     for kind in kinds:
         if settings.database.backend == "sqlite":
             source = _sqlite_paths(state)[kind]
+            if not source.exists() and kind == "sso":
+                continue  # SSO on, but the server never ran with it: no SSO data yet
             if not source.exists():
                 raise BackupError(f"no {kind} database at {source}: nothing to back up")
             target = out / f"{kind}.sqlite"
@@ -280,10 +282,11 @@ def backup(settings: Settings, state: StateDir, out: Path, progress: Progress, *
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"backup directory {out} is not empty: choose a new one")
     out.mkdir(parents=True, exist_ok=True)
-    sso = _sso_on(settings)
     with progress.step("databases"):
-        for path in _dump_databases(settings, state, out, sso):
+        written = _dump_databases(settings, state, out, _sso_on(settings))
+        for path in written:
             progress.detail(f"{path.name}: {path.stat().st_size} bytes")
+    sso = any(path.stem == "sso" for path in written)
     if artifacts:
         with progress.step("artifacts"):
             _dump_artifacts(settings, state, out)
