@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 from pydantic import SecretStr
 
+from harness.findings import assert_problem
 from harness.keycloak import KeycloakServer, admin_client
 from harness.platforms import (
     ADMIN_USER,
@@ -39,16 +40,6 @@ def plat(tmp_path_factory: pytest.TempPathFactory, keycloak: KeycloakServer,
 
 def findings_of(plat: Platform, settings: Settings | None = None) -> dict[str, doctor.Finding]:
     return {f.check: f for f in doctor.run(settings or plat.settings, plat.state)}
-
-
-def assert_problem(findings: dict[str, doctor.Finding], check: str, finding: str,
-                   fix: str) -> None:
-    f = findings[check]
-    assert f.status == "problem", f
-    assert finding in f.finding, f
-    assert fix in f.fix, f
-    others = [g for g in findings.values() if g.status == "problem" and g.check != check]
-    assert not others, f"only {check} should fail, also: {others}"
 
 
 def with_settings(settings: Settings, **sections: dict[str, object]) -> Settings:

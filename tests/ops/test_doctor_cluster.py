@@ -35,6 +35,7 @@ from cryptography.x509.oid import NameOID
 from pydantic import SecretStr
 
 from harness.fake_controllers import FakeControllers
+from harness.findings import assert_problem
 from harness.keycloak import KeycloakServer, create_realm, create_user
 from harness.kubeapi import KubeAPIServer, fake_deployment_rollout, write_unreachable_kubeconfig
 from harness.platforms import schema_stamped
@@ -245,17 +246,6 @@ def cluster_findings(settings: Settings) -> dict[str, doctor.Finding]:
 @pytest.fixture
 def deployed(services: Services, kube_api: KubeAPIServer, state: StateDir) -> Deployed:
     return deploy_to(services, kube_api, state)
-
-
-def assert_problem(findings: dict[str, doctor.Finding], check: str, finding: str,
-                   fix: str) -> doctor.Finding:
-    f = findings[check]
-    assert f.status == "problem", f
-    assert finding in f.finding, f
-    assert fix in f.fix, f
-    others = [g for g in findings.values() if g.status == "problem" and g.check != check]
-    assert not others, f"only {check} should fail, also: {others}"
-    return f
 
 
 # --------------------------------------------------------------------------------------------
