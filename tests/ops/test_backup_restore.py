@@ -3,9 +3,12 @@ registered models and artifacts exactly (counts and checksums compared)."""
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Any
 
+import httpx
+import psycopg
 import pytest
 from pydantic import SecretStr
 
@@ -124,3 +127,70 @@ def test_sso_configured_but_never_run_backs_up_the_metadata_alone(tmp_path: Path
     target = StateDir(tmp_path / "target")
     result = backups.restore(sso, target, tmp_path / "b", NullProgress())
     assert result.counts == manifest.counts
+
+
+def test_replace_keeps_the_current_postgres_database_aside(
+    tmp_path: Path, postgres_server: PostgresServer
+) -> None:
+    """restore --replace (the way back after a failed upgrade): the backup's data comes back and
+    the database it replaces is renamed, never dropped; a database in use is refused."""
+    name = f"mlflow_replace_{uuid.uuid4().hex[:6]}"
+    settings = Settings.model_validate({
+        "server": {"port": free_port()},
+        "database": {"backend": "postgresql", "host": "127.0.0.1",
+                     "port": postgres_server.port, "name": name,
+                     "user": postgres_server.superuser},
+    }).model_copy(update={"secrets": Secrets.model_construct(
+        admin_password=SecretStr(postgres_server.password))})
+    state = StateDir(tmp_path / "state")
+    url = platform.up(settings, state, NullProgress()).record.url
+    try:
+        create = f"{url}/api/2.0/mlflow/experiments/create"
+        assert httpx.post(create, json={"name": "before"}, timeout=30).status_code == 200
+        manifest = backups.backup(settings, state, tmp_path / "b", NullProgress(),
+                                  artifacts=False)
+        assert httpx.post(create, json={"name": "after"}, timeout=30).status_code == 200
+    finally:
+        platform.down(state)
+
+    def names(db: str) -> set[str]:
+        with psycopg.connect(postgres_server.dsn(db)) as conn:
+            return {str(r[0]) for r in conn.execute("SELECT name FROM experiments")}
+
+    with pytest.raises(ConfigError, match="already holds data"):
+        backups.restore(settings, state, tmp_path / "b", NullProgress())
+    with psycopg.connect(postgres_server.dsn(name)), \
+            pytest.raises(ConfigError, match=f"database {name} is in use"):
+        backups.restore(settings, state, tmp_path / "b", NullProgress(), replace=True)
+    assert "after" in names(name), "a refused replace changes nothing"
+
+    result = backups.restore(settings, state, tmp_path / "b", NullProgress(), replace=True)
+    assert result.counts == manifest.counts
+    assert "before" in names(name) and "after" not in names(name)
+    with psycopg.connect(postgres_server.dsn("postgres")) as conn:
+        (aside,) = [str(r[0]) for r in conn.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE %s", (f"{name}_replaced_%",))]
+    assert {"before", "after"} <= names(aside)
+
+
+def test_replace_is_all_or_nothing(postgres_server: PostgresServer) -> None:
+    """The SSO database in use: the metadata database, already renamed, is put back."""
+    from mlflow_stack.components import postgres
+
+    name = f"mlflow_aon_{uuid.uuid4().hex[:6]}"
+    settings = Settings.model_validate({
+        "database": {"backend": "postgresql", "host": "127.0.0.1",
+                     "port": postgres_server.port, "name": name, "auth_name": f"{name}_auth",
+                     "user": postgres_server.superuser},
+        "auth": {"provider": "keycloak", "keycloak_url": "https://keycloak.example.test"},
+    }).model_copy(update={"secrets": Secrets.model_construct(
+        admin_password=SecretStr(postgres_server.password))})
+    postgres.ensure_database(settings)
+    postgres.ensure_database(settings, f"{name}_auth")
+    with psycopg.connect(postgres_server.dsn(f"{name}_auth")), \
+            pytest.raises(ConfigError, match=f"database {name}_auth is in use"):
+        backups._move_databases_aside(settings, StateDir(Path("/nonexistent")), sso=True)
+    with psycopg.connect(postgres_server.dsn("postgres")) as conn:
+        present = {str(r[0]) for r in conn.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE %s", (f"{name}%",))}
+    assert present == {name, f"{name}_auth"}

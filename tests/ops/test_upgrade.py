@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sqlite3
 import subprocess
 import sys
@@ -172,15 +171,25 @@ def test_failed_migration_leaves_the_old_server_serving(
     assert httpx.get(f"{old.url}/health", timeout=10).status_code == 200
     assert revision(state) == BEFORE_HEAD
 
-    # The rollback the message gives works: down, move the database aside, restore.
+    # The rollback the message gives works: down, then restore --replace.
+    assert f"mlflow-stack restore --from {backup} --replace" in " ".join(failed.stderr.split())
     assert cli("down", state=state).returncode == 0
-    shutil.move(state.data_dir / "mlflow.db", state.data_dir / "mlflow.db.failed-upgrade")
-    restored = cli("restore", "--from", str(backup), state=state)
+    with sqlite3.connect(state.data_dir / "mlflow.db") as conn:  # what the failed run left
+        conn.execute("INSERT INTO experiments (name, lifecycle_stage) VALUES "
+                     "('after-backup', 'active')")
+    refused = cli("restore", "--from", str(backup), state=state)
+    assert refused.returncode == 2 and "--replace moves the current databases aside" in \
+        " ".join(refused.stderr.split())
+    restored = cli("restore", "--from", str(backup), "--replace", state=state)
     assert restored.returncode == 0, restored.stderr
     assert revision(state) == BEFORE_HEAD
     with sqlite3.connect(state.data_dir / "mlflow.db") as conn:
         names = {r[0] for r in conn.execute("SELECT name FROM experiments")}
-    assert "kept" in names
+    assert "kept" in names and "after-backup" not in names
+    (aside,) = state.data_dir.glob("mlflow.db.replaced_*")  # kept, not deleted
+    with sqlite3.connect(aside) as conn:
+        assert conn.execute("SELECT count(*) FROM experiments WHERE name = 'after-backup'"
+                            ).fetchone() == (1,)
 
 
 # --------------------------------------------------------------------------------------------

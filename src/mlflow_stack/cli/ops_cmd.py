@@ -53,16 +53,21 @@ def restore(
     from_dir: Annotated[Path, typer.Option("--from", help="A directory written by backup.")],
     config: ConfigOpt = None,
     state_dir: StateDirOpt = None,
+    replace: Annotated[bool, typer.Option(
+        "--replace", help="Move the current databases aside (renamed, never deleted) instead "
+        "of refusing: the way back after a failed upgrade. Artifacts are never replaced.")]
+    = False,
 ) -> None:
     """Restore a backup into an empty platform (server stopped), then compare row counts.
 
     Every file is checked against the manifest before anything changes; a target that already
-    holds data is refused.
+    holds data is refused (--replace keeps its databases aside instead).
 
     Example:  mlflow-stack restore -c mlflow-stack.yaml --from backups/2026-11-27
     """
     settings = load_config(config).settings
-    result = backups.restore(settings, state_dir_for(state_dir), from_dir, RichProgress())
+    result = backups.restore(settings, state_dir_for(state_dir), from_dir, RichProgress(),
+                             replace=replace)
     out.print(_counts_table("restored", result.counts))
     out.print("[green]restore complete[/]: row counts match the backup; start with "
               "mlflow-stack up")

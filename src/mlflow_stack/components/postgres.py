@@ -106,6 +106,22 @@ def ensure_database(settings: Settings, dbname: str | None = None) -> list[Chang
     return changes
 
 
+def rename_database(settings: Settings, name: str, new_name: str) -> bool:
+    """Rename a database (to keep it aside); False if it does not exist. PostgreSQL refuses
+    while anyone is connected: that error names the database."""
+    with connect(admin_target(settings)) as conn:
+        if not database_exists(conn, name):
+            return False
+        try:
+            conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+                sql.Identifier(name), sql.Identifier(new_name)))
+        except psycopg.errors.ObjectInUse:
+            raise ConfigError(f"database {name} is in use: it cannot be moved aside",
+                              hint="stop the server (mlflow-stack down) and every other "
+                                   "client of the database first") from None
+    return True
+
+
 def owner_target(settings: Settings) -> PgTarget:
     """The database owner's login: what the server itself connects as."""
     db = settings.database

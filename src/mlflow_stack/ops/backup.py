@@ -12,6 +12,7 @@ artifacts) has no `artifacts/`; restoring it leaves the artifact store as it is.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -19,6 +20,7 @@ import shutil
 import sqlite3
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -314,8 +316,42 @@ class RestoreResult:
         return self.counts == self.manifest.counts
 
 
-def restore(settings: Settings, state: StateDir, src: Path, progress: Progress) -> RestoreResult:
-    """Restore `src` into an empty platform (server stopped), then compare the row counts."""
+def _move_databases_aside(settings: Settings, state: StateDir, sso: bool) -> list[str]:
+    """Keep the current databases under a new name (nothing is deleted); what was moved. If
+    one cannot be moved (in use), those already moved are put back: all or nothing."""
+    from mlflow_stack.components import postgres
+
+    suffix = time.strftime("replaced_%Y%m%d_%H%M%S")
+    undo: list[Callable[[], object]] = []
+    moved: list[str] = []
+    try:
+        for kind in (["metadata", "sso"] if sso else ["metadata"]):
+            if settings.database.backend == "sqlite":
+                path = _sqlite_paths(state)[kind]
+                if path.exists():
+                    aside = path.rename(path.with_name(f"{path.name}.{suffix}"))
+                    undo.append(functools.partial(aside.rename, path))
+                    moved.append(f"{path} → {aside.name}")
+                continue
+            name = settings.database.name if kind == "metadata" else settings.database.auth_name
+            if postgres.rename_database(settings, name, f"{name}_{suffix}"):
+                undo.append(functools.partial(postgres.rename_database, settings,
+                                              f"{name}_{suffix}", name))
+                moved.append(f"database {name} → {name}_{suffix}")
+    except BaseException:
+        for step in reversed(undo):
+            step()
+        raise
+    return moved
+
+
+def restore(settings: Settings, state: StateDir, src: Path, progress: Progress, *,
+            replace: bool = False) -> RestoreResult:
+    """Restore `src` into an empty platform (server stopped), then compare the row counts.
+
+    replace: the current databases are moved aside (renamed, never deleted) instead of the
+    restore being refused: the way back after a failed upgrade. Artifacts are never replaced.
+    """
     from mlflow_stack.local import process
 
     with progress.step("check backup"):
@@ -332,13 +368,18 @@ def restore(settings: Settings, state: StateDir, src: Path, progress: Progress) 
         state.prepare()
         if process.find_running(state).record is not None:
             raise ConfigError("the platform is running: stop it first (mlflow-stack down)")
-        if any(count_rows(settings, state).values()):
+        if any(count_rows(settings, state).values()) and not replace:
             raise ConfigError("the target database already holds data: restore needs an empty "
-                              "platform (a new state dir / database)")
+                              "platform (a new state dir / database)",
+                              hint="--replace moves the current databases aside (renamed, not "
+                                   "deleted) and restores the backup's")
         if manifest.artifacts_included and _artifacts_present(settings, state):
             raise ConfigError("the target artifact store is not empty: restore needs an empty "
                               "platform (a new artifact folder / bucket or prefix)")
     with progress.step("databases"):
+        if replace:
+            for line in _move_databases_aside(settings, state, manifest.sso):
+                progress.detail(f"kept aside: {line}")
         _restore_databases(settings, state, src, manifest.sso)
     if manifest.artifacts_included:
         with progress.step("artifacts"):

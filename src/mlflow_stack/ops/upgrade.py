@@ -75,24 +75,13 @@ def schema_behind(settings: Settings, state: StateDir) -> tuple[str | None, bool
     return revision, revision is not None and revision != migrations.mlflow_head_revision()
 
 
-def rollback_hint(settings: Settings, state: StateDir, backup: Path | None,
-                  serving: str) -> str:
+def rollback_hint(backup: Path | None, serving: str) -> str:
     if backup is None:
         return f"{serving} No backup was taken (the database was new or already current)."
-    db = settings.database
-    sso = settings.auth.provider == "keycloak"
-    if db.backend == "sqlite":
-        files = [str(state.data_dir / "mlflow.db")] + ([str(state.data_dir / "auth.db")]
-                                                       if sso else [])
-        aside = f"move {' and '.join(files)} aside"
-    else:
-        names = [db.name] + ([db.auth_name] if sso else [])
-        aside = "rename the database(s) " + ", ".join(
-            f"(ALTER DATABASE {n} RENAME TO {n}_failed_upgrade)" for n in names)
     return (f"{serving} The databases as they were before the migration are backed up in "
-            f"{backup}. To return to them: mlflow-stack down; {aside}; mlflow-stack restore "
-            f"--from {backup} (same -c/--state-dir); reinstall the previous version; "
-            "mlflow-stack up.")
+            f"{backup}. To return to them: mlflow-stack down; mlflow-stack restore --from "
+            f"{backup} --replace (same -c/--state-dir; the current databases are kept aside "
+            "under a new name); reinstall the previous version; mlflow-stack up.")
 
 
 def migrate(settings: Settings, state: StateDir, launch: ServerLaunch, progress: Progress, *,
@@ -116,7 +105,7 @@ def migrate(settings: Settings, state: StateDir, launch: ServerLaunch, progress:
                 progress.detail(done[-1])
         except ServerError as exc:
             raise UpgradeFailed(exc.message,
-                                hint=rollback_hint(settings, state, backup_to, serving)) from None
+                                hint=rollback_hint(backup_to, serving)) from None
     return done
 
 
@@ -225,9 +214,9 @@ def backup_before_image_change(
 
 def kubernetes_rollback_hint(settings: Settings, backup: Path | None) -> str:
     ns = settings.kubernetes.namespace
-    where = (f"The databases as they were are backed up in {backup}; to return to them, "
-             f"rename the databases and run mlflow-stack restore --from {backup}."
-             if backup else "No backup was taken.")
+    where = (f"The databases as they were are backed up in {backup}; to return to them: "
+             f"kubectl -n {ns} scale deployment/mlflow --replicas=0, then mlflow-stack restore "
+             f"--from {backup} --replace." if backup else "No backup was taken.")
     return (f"The Deployment was not changed: the previous pods keep serving. See kubectl logs "
             f"-n {ns} -l app.kubernetes.io/component=migration. {where} Fix the cause and run "
             "again (or apply with the previous registry.tag).")
