@@ -104,8 +104,7 @@ def test_server_of_an_earlier_install_is_backed_up_and_restarted(
     experiment(old.url, "before-upgrade")
     pretend_started_by(state, "mlflow 3.16.0, mlflow-oidc-auth 10.1.2, mlflow-stack 0.0.9")
 
-    result = subprocess.run([*CLI, "upgrade", "--state-dir", str(state.root), "-o", "json"],
-                            capture_output=True, text=True, timeout=600, check=False)
+    result = cli("upgrade", "-o", "json", state=state)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["reasons"] == [f"the server runs mlflow 3.16.0, mlflow-oidc-auth 10.1.2, "

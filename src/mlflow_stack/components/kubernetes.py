@@ -34,7 +34,15 @@ from mlflow_stack.config.model import Settings
 from mlflow_stack.errors import ConfigError
 from mlflow_stack.kubernetes import labels as lb
 from mlflow_stack.kubernetes import sources
-from mlflow_stack.kubernetes.client import HTTPRoute, Kube, as_dict, call, connect, resource_of
+from mlflow_stack.kubernetes.client import (
+    HTTPRoute,
+    Kube,
+    as_dict,
+    call,
+    connect,
+    get_or_none,
+    resource_of,
+)
 from mlflow_stack.kubernetes.diff import field_diff
 from mlflow_stack.kubernetes.discovery import Patch, tracking_uri
 from mlflow_stack.kubernetes.render import new_secret_key, render
@@ -156,13 +164,8 @@ def desired(kube: Kube, settings: Settings, *, planning: bool) -> Desired:
 
 
 def _get(kube: Kube, res: Any, name: str, namespace: str | None) -> dict[str, Any] | None:
-    with call(kube, f"read {res.__name__} {namespace + '/' if namespace else ''}{name}"):
-        try:
-            return as_dict(kube.client.get(res, name, namespace=namespace))
-        except httpx2.HTTPStatusError as exc:  # ApiError, or a 404 without a Status
-            if exc.response.status_code == 404:  # the object, its namespace or its CRD
-                return None
-            raise
+    live = get_or_none(kube, res, name, namespace)
+    return None if live is None else as_dict(live)
 
 
 def get_live(kube: Kube, obj: dict[str, Any]) -> dict[str, Any] | None:

@@ -106,6 +106,18 @@ def call(kube: Kube, what: str) -> Iterator[None]:
             hint="Check the kubeconfig's server address and that the cluster is up.") from None
 
 
+def get_or_none(kube: Kube, res: Any, name: str, namespace: str | None = None) -> Any | None:
+    """The object, or None when it (its namespace, or its CRD) does not exist; other failures
+    raise KubernetesError naming the read."""
+    with call(kube, f"read {res.__name__} {namespace + '/' if namespace else ''}{name}"):
+        try:
+            return kube.client.get(res, name, namespace=namespace)
+        except httpx2.HTTPStatusError as exc:  # ApiError, or a 404 without a Status body
+            if exc.response.status_code == 404:
+                return None
+            raise
+
+
 def resource_of(obj: dict[str, Any]) -> Any:
     """The lightkube resource class of a manifest (HTTPRoute is registered above)."""
     return resource_registry.load(obj["apiVersion"], obj["kind"])

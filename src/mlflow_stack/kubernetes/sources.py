@@ -15,13 +15,12 @@ import base64
 import binascii
 from typing import Any
 
-from lightkube import ApiError
 from lightkube.resources.core_v1 import Namespace, Secret
 from pydantic import SecretStr
 
 from mlflow_stack.config.model import Settings
 from mlflow_stack.errors import ConfigError
-from mlflow_stack.kubernetes.client import Kube, call
+from mlflow_stack.kubernetes.client import Kube, get_or_none
 from mlflow_stack.server.command import SECRET_KEY_SECRET
 
 # Key names the S3 credentials Secret may use (the reference reads access_key / secret_key).
@@ -31,13 +30,9 @@ _S3_KEYS = (("access_key", "secret_key"), ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCE
 
 def read_secret(kube: Kube, namespace: str, name: str) -> dict[str, str] | None:
     """The decoded data of a Secret, or None when it (or its namespace) does not exist."""
-    with call(kube, f"read Secret {namespace}/{name}"):
-        try:
-            secret = kube.client.get(Secret, name, namespace=namespace)
-        except ApiError as exc:
-            if exc.status.code == 404:
-                return None
-            raise
+    secret = get_or_none(kube, Secret, name, namespace)
+    if secret is None:
+        return None
     result = {}
     for key, value in (secret.data or {}).items():
         try:
@@ -48,14 +43,7 @@ def read_secret(kube: Kube, namespace: str, name: str) -> dict[str, str] | None:
 
 
 def namespace_exists(kube: Kube, name: str) -> bool:
-    with call(kube, f"read Namespace {name}"):
-        try:
-            kube.client.get(Namespace, name)
-            return True
-        except ApiError as exc:
-            if exc.status.code == 404:
-                return False
-            raise
+    return get_or_none(kube, Namespace, name) is not None
 
 
 def existing_secret_key(kube: Kube, settings: Settings) -> SecretStr | None:

@@ -53,12 +53,12 @@ def skipped(check: str, why: str) -> Finding:
 
 
 def host_allowed(host: str, allowed: str) -> bool:
-    """Whether MLflow's host check (MLFLOW_SERVER_ALLOWED_HOSTS, comma-separated, `*`
-    patterns) lets `host` through."""
-    import fnmatch
+    """Whether MLflow's host check lets `host` through `allowed` (the comma-separated
+    MLFLOW_SERVER_ALLOWED_HOSTS value), by MLflow's own matching."""
+    from mlflow.server.security_utils import is_allowed_host_header
 
     patterns = [p.strip() for p in allowed.split(",") if p.strip()]
-    return any(fnmatch.fnmatch(host, p) if "*" in p else host == p for p in patterns)
+    return bool(is_allowed_host_header(patterns, host))
 
 
 def check_server(settings: Settings, state: StateDir) -> Finding:

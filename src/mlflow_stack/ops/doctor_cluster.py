@@ -23,7 +23,6 @@ import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
-import httpx2
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
@@ -37,7 +36,7 @@ from mlflow_stack.config.model import Settings
 from mlflow_stack.errors import StackError
 from mlflow_stack.kubernetes import labels as lb
 from mlflow_stack.kubernetes import network, sources, workload
-from mlflow_stack.kubernetes.client import Kube, KubernetesError, call, connect
+from mlflow_stack.kubernetes.client import Kube, KubernetesError, call, connect, get_or_none
 from mlflow_stack.kubernetes.wait import job_state, rollout_state
 from mlflow_stack.ops.doctor import Finding, host_allowed, ok, problem, skipped
 
@@ -55,18 +54,6 @@ _START_ERRORS = ("CreateContainerConfigError", "CreateContainerError", "RunConta
 ClusterCheck = Callable[[Settings], Finding]
 
 
-def _get(kube: Kube, res: Any, name: str, namespace: str | None) -> Any | None:
-    """The object, or None when it does not exist. Other failures raise KubernetesError."""
-    where = f"{namespace}/{name}" if namespace else name
-    with call(kube, f"read {res.__name__} {where}"):
-        try:
-            return kube.client.get(res, name, namespace=namespace)
-        except httpx2.HTTPStatusError as exc:  # ApiError, or a 404 without a Status body
-            if exc.response.status_code == 404:
-                return None
-            raise
-
-
 def _failed(name: str, exc: StackError) -> Finding:
     return problem(name, exc.message, exc.hint or "check the kubeconfig and the cluster")
 
@@ -79,7 +66,7 @@ def check_api(settings: Settings, kube: Kube | None = None) -> Finding:
     ns = settings.kubernetes.namespace
     try:
         kube = kube or connect(settings)
-        found = _get(kube, Namespace, ns, None)
+        found = get_or_none(kube, Namespace, ns, None)
     except StackError as exc:
         return _failed(API, exc)
     if found is None:
@@ -173,7 +160,7 @@ def check_pods(settings: Settings, kube: Kube | None = None) -> Finding:
     describe = f"kubectl -n {ns} describe deployment/{lb.APP}"
     try:
         kube = kube or connect(settings)
-        deployment = _get(kube, Deployment, lb.APP, ns)
+        deployment = get_or_none(kube, Deployment, lb.APP, ns)
         if deployment is None:
             return problem(PODS, f"Deployment {ns}/{lb.APP} does not exist", "mlflow-stack apply")
         selector: dict[str, Any] = dict(lb.server_selector())
@@ -240,7 +227,7 @@ def _pending_cause(kube: Kube, pvc: Any, wanted_class: str) -> str:
     """Why a PVC may be Pending, from its storage class (when we may read storage classes)."""
     name = (pvc.spec.storageClassName if pvc.spec else None) or wanted_class
     try:
-        sc = _get(kube, StorageClass, name, None)
+        sc = get_or_none(kube, StorageClass, name, None)
     except KubernetesError:  # e.g. no permission to read storage classes: say nothing
         return ""
     if sc is None:
@@ -261,7 +248,7 @@ def check_pvcs(settings: Settings, kube: Kube | None = None) -> Finding:
     try:
         kube = kube or connect(settings)
         for name, mode, storage_class in used:
-            pvc = _get(kube, PersistentVolumeClaim, name, ns)
+            pvc = get_or_none(kube, PersistentVolumeClaim, name, ns)
             if pvc is None:
                 issues.append(f"PVC {ns}/{name} does not exist")
                 fixes.append("mlflow-stack apply creates it")
@@ -313,7 +300,7 @@ def check_migration_job(settings: Settings, kube: Kube | None = None) -> Finding
     name = migration_job_name(settings)
     try:
         kube = kube or connect(settings)
-        job = _get(kube, Job, name, ns)
+        job = get_or_none(kube, Job, name, ns)
     except StackError as exc:
         return _failed(MIGRATION_JOB, exc)
     if job is None:
@@ -413,7 +400,7 @@ def check_tls(settings: Settings, kube: Kube | None = None,
     where = f"{k.namespace}/{k.tls_secret}"
     try:
         kube = kube or connect(settings)
-        secret = _get(kube, Secret, k.tls_secret, k.namespace)
+        secret = get_or_none(kube, Secret, k.tls_secret, k.namespace)
     except StackError as exc:
         return _failed(TLS, exc)
     if secret is None:
@@ -468,7 +455,7 @@ def check_allowed_host(settings: Settings, kube: Kube | None = None) -> Finding:
         return ok(ALLOWED_HOST, "no public host name configured (in-cluster only)")
     try:
         kube = kube or connect(settings)
-        deployment = _get(kube, Deployment, lb.APP, ns)
+        deployment = get_or_none(kube, Deployment, lb.APP, ns)
     except StackError as exc:
         return _failed(ALLOWED_HOST, exc)
     if deployment is None:

@@ -154,21 +154,14 @@ def upgrade_local(settings: Settings, state: StateDir, progress: Progress, *,
 
 def live_image(settings: Settings) -> str | None:
     """The image the deployed server runs; None if it is not deployed."""
-    from lightkube import ApiError
     from lightkube.resources.apps_v1 import Deployment
 
     from mlflow_stack.kubernetes import labels
-    from mlflow_stack.kubernetes.client import call, connect
+    from mlflow_stack.kubernetes.client import connect, get_or_none
 
-    kube = connect(settings)
-    ns = settings.kubernetes.namespace
-    with call(kube, f"read Deployment {ns}/{labels.APP}"):
-        try:
-            live = kube.client.get(Deployment, labels.APP, namespace=ns)
-        except ApiError as exc:
-            if exc.status.code == 404:
-                return None
-            raise
+    live = get_or_none(connect(settings), Deployment, labels.APP, settings.kubernetes.namespace)
+    if live is None:
+        return None
     containers = live.spec.template.spec.containers if live.spec and live.spec.template.spec \
         else []
     return next((c.image for c in containers if c.name == labels.APP), None)
