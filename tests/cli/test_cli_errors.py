@@ -41,6 +41,10 @@ def assert_refused(result: subprocess.CompletedProcess[str], code: int, *needles
     ("auth:\n  keycloak_url: nohost\n", "not a valid URL"),
     ("storage:\n  capacity: 1Gb\n", "not a Kubernetes quantity"),
     ("artifacts:\n  bucket: B\n", "not a valid S3 bucket name"),
+    ("kubernetes:\n  namespace: my_ns\n", "kubernetes.namespace: 'my_ns' is not a valid "
+     "Kubernetes namespace name: expected an RFC 1123 label"),
+    ("kubernetes:\n  tls_secret: TLS\n", "kubernetes.tls_secret: 'TLS' is not a valid "
+     "Kubernetes Secret name: expected an RFC 1123 subdomain"),
     ("server:\n  port: 0\n", "server.port"),
     ("database: {backend: postgresql, host: db.example.com}\n", "ADMIN_PASSWORD"),
 ])
@@ -50,6 +54,32 @@ def test_up_refuses_bad_config_and_changes_nothing(tmp_path: Path, text: str, ne
     result = run_cli("up", "-c", "bad.yaml", "--state-dir", str(state), cwd=tmp_path)
     assert_refused(result, 2, needle, "bad.yaml")
     assert not state.exists(), "a refused config must not create the state dir"
+
+
+@pytest.mark.parametrize(("data", "needle"), [
+    ("server:\n  # café\n  port: 5000\n".encode("latin-1"), "(byte 0xe9 at offset 15, line 2)"),
+    ("server:\n  port: 5000\n".encode("utf-16"), "(it is UTF-16)"),
+    (b"\x7fELF\x02\x01\x01\x00" + bytes(range(128, 256)), "(byte 0x80 at offset 8, line 1)"),
+])
+@pytest.mark.parametrize("command", [["up"], ["config", "check"]])
+def test_file_that_is_not_utf8_is_refused(tmp_path: Path, data: bytes, needle: str,
+                                          command: list[str]) -> None:
+    (tmp_path / "bad.yaml").write_bytes(data)
+    state = tmp_path / "state"
+    extra = ["--state-dir", str(state)] if command == ["up"] else []
+    result = run_cli(*command, "-c", "bad.yaml", *extra, cwd=tmp_path)
+    assert_refused(result, 2, f"bad.yaml is not UTF-8 text {needle}: save it as UTF-8")
+    assert result.stderr.count("error:") == 1 and len(result.stderr.strip().splitlines()) == 1
+    assert not state.exists(), "a refused config must not create the state dir"
+
+
+def test_bad_inventory_name_names_the_variable(tmp_path: Path) -> None:
+    (tmp_path / "inventory.yaml").write_text(
+        "mlflow_namespace: mlflow\nseaweedfs_s3_secret: SeaweedFS_S3\n")
+    result = run_cli("config", "check", "-c", "inventory.yaml", cwd=tmp_path)
+    assert_refused(result, 2, "inventory.yaml: seaweedfs_s3_secret: 'SeaweedFS_S3' is not a "
+                   "valid Kubernetes Secret name: expected an RFC 1123 subdomain")
+    assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_config_check_exit_codes(tmp_path: Path) -> None:

@@ -124,6 +124,10 @@ def test_inventory_error_names_the_inventory_variable(tmp_path: Path) -> None:
     ("auth:\n  keycloak_url: keycloak.example.com\n", "auth.keycloak_url: .*not a valid URL"),
     ("storage:\n  capacity: 1Gb\n", "storage.capacity: '1Gb' is not a Kubernetes quantity"),
     ("artifacts:\n  bucket: My_Bucket\n", "artifacts.bucket: .*not a valid S3 bucket name"),
+    ("kubernetes:\n  namespace: ML.flow\n", "kubernetes.namespace: 'ML.flow' is not a valid "
+     "Kubernetes namespace name: expected an RFC 1123 label"),
+    ("artifacts:\n  credentials_secret: s3_keys\n", "artifacts.credentials_secret: 's3_keys' is "
+     "not a valid Kubernetes Secret name: expected an RFC 1123 subdomain"),
     ("database:\n  password: hunter2\n", "database.password: secrets are not read from the "
      "config file; set ADMIN_PASSWORD"),
     ("artifacts:\n  secret_access_key: x\n", "set MLFLOW_STACK_S3_SECRET_ACCESS_KEY or "
@@ -136,6 +140,31 @@ def test_bad_input(tmp_path: Path, text: str, expected: str) -> None:
     assert info.value.exit_code == 2
     assert str(path) in info.value.message
     assert "hunter2" not in info.value.message
+
+
+@pytest.mark.parametrize(("data", "expected"), [
+    ("server:\n  # café\n  port: 5000\n".encode("latin-1"),
+     r"is not UTF-8 text \(byte 0xe9 at offset 15, line 2\): save it as UTF-8$"),
+    ("server:\n  port: 5000\n".encode("utf-16"), r"is not UTF-8 text \(it is UTF-16\)"),
+    ("server:\n  port: 5000\n".encode("utf-32"), r"is not UTF-8 text \(it is UTF-32\)"),
+    ("server:\n  port: 5000\n".encode("utf-16-le"),  # no byte-order mark: ASCII + NULs
+     r"is not UTF-8 text \(NUL byte at offset 1\)"),
+    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", r"\(byte 0x89 at offset 0, line 1\)"),
+])
+def test_file_that_is_not_utf8_text(tmp_path: Path, data: bytes, expected: str) -> None:
+    path = tmp_path / "mlflow-stack.yaml"
+    path.write_bytes(data)
+    with pytest.raises(ConfigError, match=expected) as info:
+        load(path)
+    assert info.value.exit_code == 2
+    assert info.value.message.startswith(f"{path} is not UTF-8 text")
+
+
+def test_utf8_text_with_bom_and_accents_loads(tmp_path: Path) -> None:
+    path = tmp_path / "mlflow-stack.yaml"
+    path.write_bytes("\ufeffdiscovery:\n  display_name: Expériences\n".encode())
+    assert load_config(path, secrets=Secrets.none()).settings.discovery.display_name == (
+        "Expériences")
 
 
 def test_missing_required_secret(tmp_path: Path) -> None:

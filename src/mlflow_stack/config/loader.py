@@ -5,6 +5,7 @@ Every failure is a ConfigError naming the file, the field and what is expected.
 
 from __future__ import annotations
 
+import codecs
 import difflib
 import os
 from dataclasses import dataclass, field
@@ -24,6 +25,13 @@ from mlflow_stack.config.secrets import Secrets, env_names
 from mlflow_stack.errors import ConfigError
 
 DEFAULT_CONFIG_NAME = "mlflow-stack.yaml"
+
+# Byte-order marks of the Unicode encodings editors save in besides UTF-8 (UTF-32 first: its
+# little-endian mark begins with UTF-16's).
+_UNICODE_BOMS = (
+    (codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"),
+    (codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16"),
+)
 
 # Keys that look like secrets: refused in YAML with the variable to use instead.
 _SECRET_KEYS = {
@@ -108,11 +116,34 @@ def parse_settings(data: Any, source: str = "config") -> LoadedConfig:
     return LoadedConfig(_validate(data, source, inventory=False), None, "native")
 
 
-def _load_file(path: Path) -> LoadedConfig:
+def _read_text(path: Path) -> str:
+    """The file as text. YAML files are UTF-8; decoding them explicitly (not in the locale's
+    encoding) makes a UTF-16, Latin-1 or binary file a clear error instead of a traceback."""
     try:
-        text = path.read_text()
+        data = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    for bom, encoding in _UNICODE_BOMS:
+        if data.startswith(bom):
+            raise ConfigError(f"{path} is not UTF-8 text (it is {encoding}): save it as UTF-8")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(
+            f"{path} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}, "
+            f"line {line}): save it as UTF-8"
+        ) from None
+    if "\0" in text:  # valid UTF-8, but binary data or UTF-16 without a byte-order mark
+        offset = len(text[: text.index("\0")].encode())
+        raise ConfigError(
+            f"{path} is not UTF-8 text (NUL byte at offset {offset}): save it as UTF-8"
+        )
+    return text
+
+
+def _load_file(path: Path) -> LoadedConfig:
+    text = _read_text(path)
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -167,6 +198,8 @@ def _format_errors(exc: ValidationError, source: str, inventory: bool) -> str:
             err["input"], dict | list
         ):
             message += f" (got {err['input']!r})"
+        if inventory and isinstance(err.get("input"), str) and "{{" in err["input"]:
+            message += "; Ansible templates are not expanded here: write the value itself"
         lines.append(f"{name}: {message}")
     return f"{source}: " + ("\n  ".join(lines) if len(lines) == 1 else "\n  " + "\n  ".join(lines))
 

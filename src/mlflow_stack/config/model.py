@@ -14,12 +14,21 @@ from mlflow_stack import MLFLOW_VERSION, __version__
 from mlflow_stack.config.secrets import Secrets
 from mlflow_stack.config.types import (
     BucketName,
+    ConfigMapName,
+    ContainerName,
+    DeploymentName,
+    GatewayName,
+    HelmReleaseName,
     Hostname,
     HttpUrlStr,
-    K8sName,
+    IngressClassName,
+    NamespaceName,
     PgIdentifier,
     Port,
+    PvcName,
     Quantity,
+    SecretName,
+    StorageClassName,
     quantity_bytes,
 )
 
@@ -67,8 +76,10 @@ class DatabaseSettings(_Section):
     sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = (
         "prefer"
     )
-    namespace: K8sName | None = Field(None, description="Namespace of the in-cluster PostgreSQL.")
-    release_name: str | None = None
+    namespace: NamespaceName | None = Field(
+        None, description="Namespace of the in-cluster PostgreSQL."
+    )
+    release_name: HelmReleaseName | None = None
 
 
 class ArtifactSettings(_Section):
@@ -92,10 +103,10 @@ class ArtifactSettings(_Section):
     models_dir: Path | None = Field(
         None, description="Shared models folder (the reference's JuiceFS volume) to mount/create."
     )
-    credentials_secret: str | None = Field(
+    credentials_secret: SecretName | None = Field(
         None, description="Kubernetes Secret holding the S3 keys (reference: seaweedfs-s3-config)."
     )
-    credentials_namespace: K8sName | None = None
+    credentials_namespace: NamespaceName | None = None
 
     @property
     def destination(self) -> str:
@@ -153,8 +164,8 @@ class AuthSettings(_Section):
 
 class ModelsVolume(_Section):
     enabled: bool = True
-    name: K8sName = "thinkube-models"
-    storage_class: str = "juicefs-rwx"
+    name: PvcName = "thinkube-models"
+    storage_class: StorageClassName = "juicefs-rwx"
     capacity: Quantity = "500Gi"
     mount_path: str = "/models"
 
@@ -162,10 +173,10 @@ class ModelsVolume(_Section):
 class StorageSettings(_Section):
     """Kubernetes volumes: the local artifacts PVC and the shared models volume."""
 
-    storage_class: str = "k8s-hostpath"
+    storage_class: StorageClassName = "k8s-hostpath"
     capacity: Quantity = "1Gi"
     local_pvc: bool = True
-    local_pvc_name: K8sName = "mlflow-storage"
+    local_pvc_name: PvcName = "mlflow-storage"
     models: ModelsVolume = Field(default_factory=ModelsVolume)
 
 
@@ -177,7 +188,7 @@ class RegistrySettings(_Section):
     image: str = "mlflow-custom"
     tag: str = Field(f"{__version__}-mlflow{MLFLOW_VERSION}", min_length=1)
     robot_name: str = "thinkube-deployer"
-    pull_secret: K8sName = "harbor-registry-secret"
+    pull_secret: SecretName = "harbor-registry-secret"
 
 
 class Resources(_Section):
@@ -186,26 +197,26 @@ class Resources(_Section):
 
 
 class KubernetesSettings(_Section):
-    namespace: K8sName = "mlflow"
+    namespace: NamespaceName = "mlflow"
     kubeconfig: Path | None = None
     context: str | None = None
     kubectl_bin: str | None = Field(None, description="Accepted for inventory compatibility.")
-    ingress_class: str = "nginx"
+    ingress_class: IngressClassName = "nginx"
     route: Literal["ingress", "httproute"] = "ingress"
     replicas: int = Field(1, ge=1, le=20)
     requests: Resources = Field(default_factory=lambda: Resources(cpu="100m", memory="256Mi"))
     limits: Resources = Field(default_factory=lambda: Resources(cpu="500m", memory="1Gi"))
-    tls_secret: K8sName = "mlflow-tls-secret"
-    tls_source_namespace: K8sName = "default"
-    tls_source_secret: str | None = None
-    ingress_namespace: K8sName = Field(
+    tls_secret: SecretName = "mlflow-tls-secret"
+    tls_source_namespace: NamespaceName = "default"
+    tls_source_secret: SecretName | None = None
+    ingress_namespace: NamespaceName = Field(
         "ingress", description="Namespace of the ingress controller (allowed in by the "
         "NetworkPolicy)."
     )
-    gateway_name: K8sName | None = Field(
+    gateway_name: GatewayName | None = Field(
         None, description="Gateway the HTTPRoute attaches to (required when route is httproute)."
     )
-    gateway_namespace: K8sName | None = Field(
+    gateway_namespace: NamespaceName | None = Field(
         None, description="Namespace of that Gateway (default: the MLflow namespace)."
     )
     proxy_timeout: int = Field(
@@ -216,15 +227,17 @@ class KubernetesSettings(_Section):
 
 class DiscoverySettings(_Section):
     enabled: bool = True
-    configmap: K8sName = "thinkube-service-config"
+    configmap: ConfigMapName = "thinkube-service-config"
     display_name: str = "MLflow"
     description: str = "ML experiment tracking and model registry"
     category: str = "ai"
     icon: str = "/icons/tk_ai.svg"
-    code_server_namespace: K8sName = "code-server"
-    code_server_deployment: K8sName = "code-server"
+    code_server_namespace: NamespaceName = "code-server"
+    code_server_deployment: DeploymentName = "code-server"
     code_server: bool = Field(True, description="Render the code-server integration objects.")
-    code_server_container: str = Field("code-server", description="Container patched with env.")
+    code_server_container: ContainerName = Field(
+        "code-server", description="Container patched with env."
+    )
     code_server_home: str = Field("/home/thinkube", description="Where the helpers appear.")
 
 

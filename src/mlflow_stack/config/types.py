@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from dataclasses import dataclass
 from typing import Annotated
 from urllib.parse import urlsplit
 
@@ -17,7 +18,6 @@ _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 # PostgreSQL folds unquoted identifiers to lower case; a mixed-case name makes MLflow
 # retry for minutes against a database that never matches, so only lower case is accepted.
 _PG_IDENT_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-_K8S_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _QUANTITY_FACTORS = {
     "": 1, "m": 0.001, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
     "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
@@ -97,13 +97,76 @@ def check_pg_identifier(value: str) -> str:
     return value
 
 
-def check_k8s_name(value: str) -> str:
-    if not _K8S_NAME_RE.match(value):
-        raise ValueError(
-            f"{value!r} is not a valid Kubernetes name: expected at most 63 lower-case letters, "
-            "digits and '-', starting and ending with a letter or digit"
-        )
-    return value
+@dataclass(frozen=True)
+class NameRule:
+    """A name rule of Kubernetes (k8s.io/apimachinery/pkg/util/validation) or Helm, worded for
+    error messages. The API server enforces the same rule, so a name refused here would
+    otherwise fail half-way through an apply."""
+
+    pattern: re.Pattern[str]
+    max_length: int
+    description: str
+    lower_case: bool = True  # rules without capitals get a "use 'x'" hint for a capitalised name
+    prefixed: bool = False  # label keys: an optional "<RFC 1123 subdomain>/" before the name
+
+    def matches(self, value: str) -> bool:
+        if self.prefixed:
+            prefix, slash, name = value.partition("/")
+            if slash:
+                return RFC1123_SUBDOMAIN.matches(prefix) and _QUALIFIED.matches(name)
+        return len(value) <= self.max_length and self.pattern.fullmatch(value) is not None
+
+
+_DNS1123_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+_QUALIFIED_NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?"
+
+RFC1123_LABEL = NameRule(
+    re.compile(_DNS1123_LABEL), 63,
+    "an RFC 1123 label: at most 63 lower-case letters, digits or '-', starting and ending with "
+    "a letter or digit",
+)
+RFC1123_SUBDOMAIN = NameRule(
+    re.compile(rf"{_DNS1123_LABEL}(\.{_DNS1123_LABEL})*"), 253,
+    "an RFC 1123 subdomain: at most 253 lower-case letters, digits, '-' or '.', starting and "
+    "ending with a letter or digit",
+)
+# Helm's rule for release names: shorter, because the chart's objects get suffixes.
+HELM_RELEASE = NameRule(
+    RFC1123_SUBDOMAIN.pattern, 53,
+    "Helm's rule: at most 53 lower-case letters, digits, '-' or '.', starting and "
+    "ending with a letter or digit",
+)
+_QUALIFIED = NameRule(re.compile(_QUALIFIED_NAME), 63, "", lower_case=False)
+LABEL_KEY = NameRule(
+    _QUALIFIED.pattern, 63,
+    "a label key: an optional prefix (an RFC 1123 subdomain of at most 253 characters) and '/', "
+    "then a name of at most 63 letters, digits, '-', '_' or '.', starting and ending with a "
+    "letter or digit",
+    lower_case=False, prefixed=True,
+)
+LABEL_VALUE = NameRule(
+    re.compile(f"({_QUALIFIED_NAME})?"), 63,
+    "a label value: empty, or at most 63 letters, digits, '-', '_' or '.', starting and ending "
+    "with a letter or digit",
+    lower_case=False,
+)
+
+
+def check_name(value: str, rule: NameRule, kind: str) -> str:
+    """`value` if it is a valid `kind` (e.g. "Secret name") by `rule`; else a ValueError that
+    names the rule and, when it is clear, the fix."""
+    if rule.matches(value):
+        return value
+    hint = ""
+    if len(value) > rule.max_length and not rule.prefixed:
+        hint = f" (it has {len(value)} characters)"
+    elif rule.lower_case and rule.matches(value.lower()):
+        hint = f" (Kubernetes names are lower case: use {value.lower()!r})"
+    raise ValueError(f"{value!r} is not a valid {kind}: expected {rule.description}{hint}")
+
+
+def _named(rule: NameRule, kind: str) -> AfterValidator:
+    return AfterValidator(lambda value: check_name(value, rule, kind))
 
 
 Hostname = Annotated[str, AfterValidator(check_hostname)]
@@ -114,5 +177,19 @@ Quantity = Annotated[
 ]
 BucketName = Annotated[str, AfterValidator(check_bucket)]
 PgIdentifier = Annotated[str, AfterValidator(check_pg_identifier)]
-K8sName = Annotated[str, AfterValidator(check_k8s_name)]
 Port = Annotated[int, Field(ge=1, le=65535)]
+
+# Values that become Kubernetes object names or references, each held to the rule the API
+# server applies to that kind of name.
+NamespaceName = Annotated[str, _named(RFC1123_LABEL, "Kubernetes namespace name")]
+SecretName = Annotated[str, _named(RFC1123_SUBDOMAIN, "Kubernetes Secret name")]
+ConfigMapName = Annotated[str, _named(RFC1123_SUBDOMAIN, "Kubernetes ConfigMap name")]
+StorageClassName = Annotated[str, _named(RFC1123_SUBDOMAIN, "Kubernetes StorageClass name")]
+IngressClassName = Annotated[str, _named(RFC1123_SUBDOMAIN, "Kubernetes IngressClass name")]
+PvcName = Annotated[str, _named(RFC1123_SUBDOMAIN, "Kubernetes PersistentVolumeClaim name")]
+DeploymentName = Annotated[str, _named(RFC1123_SUBDOMAIN, "Kubernetes Deployment name")]
+GatewayName = Annotated[str, _named(RFC1123_SUBDOMAIN, "Gateway API Gateway name")]
+ContainerName = Annotated[str, _named(RFC1123_LABEL, "Kubernetes container name")]
+HelmReleaseName = Annotated[str, _named(HELM_RELEASE, "Helm release name")]
+LabelKey = Annotated[str, _named(LABEL_KEY, "Kubernetes label key")]
+LabelValue = Annotated[str, _named(LABEL_VALUE, "Kubernetes label value")]
