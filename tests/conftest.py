@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +13,29 @@ from harness.keycloak import KeycloakServer, default_cache_dir, ensure_keycloak_
 from harness.kubeapi import KubeAPIServer, start_kube_apiserver
 from harness.postgres import PostgresServer, start_postgres
 from harness.s3 import S3Server, start_s3
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_user_state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """No test touches the user's own platform: the default state directory, the token cache
+    and the dotenv file the CLI would read point into a temp dir for the whole session (and
+    for every command a test starts). Tests pass --state-dir and --port explicitly anyway."""
+    home = tmp_path_factory.mktemp("user-home")
+    isolated = {
+        "MLFLOW_STACK_HOME": str(home / "mlflow-stack"),
+        "MLFLOW_KEYCLOAK_TOKEN_CACHE": str(home / "keycloak-tokens.json"),
+        "MLFLOW_STACK_ENV_FILE": str(home / "no.env"),
+    }
+    saved = {name: os.environ.get(name) for name in isolated}
+    os.environ.update(isolated)
+    try:
+        yield home
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 @pytest.fixture(scope="session")

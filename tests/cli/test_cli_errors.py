@@ -110,13 +110,14 @@ def test_port_taken(tmp_path: Path) -> None:
         result = run_cli("up", "--port", str(port), "--state-dir", str(tmp_path / "s"),
                          cwd=tmp_path)
     assert_refused(result, 2, f"port {port}", "already in use")
-    assert not (tmp_path / "s" / "server.json").exists()
+    assert not (tmp_path / "s").exists(), "checked before the state dir is created"
 
 
 def test_state_dir_not_writable(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    result = run_cli("up", "--state-dir", str(blocker / "state"), cwd=tmp_path)
+    result = run_cli("up", "--state-dir", str(blocker / "state"), "--port", str(free_port()),
+                     cwd=tmp_path)
     assert_refused(result, 2, "state directory", "not writable")
 
 

@@ -59,10 +59,15 @@ def test_detach_second_up_status_logs_down(tmp_path: Path) -> None:
     try:
         for step in ("state directory", "migrations", "start server", "health"):
             assert step in first.stderr  # progress for every step
+        # What the server does while `health` waits, from its log (a new database here).
+        assert "creating the database schema (first start only)" in first.stderr
+        assert "stop with: " in first.stdout and " down --state-dir " in first.stdout
         second = cli("up", "--detach", "--port", str(port), "--state-dir", str(tmp_path))
         assert second.returncode == 0
         assert "Already running" in second.stdout
-        status = json.loads(cli("status", "--state-dir", str(tmp_path), "-o", "json").stdout)
+        running = cli("status", "--state-dir", str(tmp_path), "-o", "json")
+        assert running.returncode == 0, running.stderr
+        status = json.loads(running.stdout)
         assert status["running"] and status["healthy"]
         assert status["server"]["url"] == f"http://127.0.0.1:{port}"
         assert status["processes"] >= 2
@@ -72,8 +77,10 @@ def test_detach_second_up_status_logs_down(tmp_path: Path) -> None:
     finally:
         down = cli("down", "--state-dir", str(tmp_path))
     assert down.returncode == 0 and "stopped pid" in down.stdout
-    status = json.loads(cli("status", "--state-dir", str(tmp_path), "-o", "json").stdout)
-    assert status["running"] is False
+    stopped = cli("status", "--state-dir", str(tmp_path), "-o", "json")
+    assert stopped.returncode == 3, "not running has its own exit status"
+    assert json.loads(stopped.stdout)["running"] is False
+    assert cli("status", "--state-dir", str(tmp_path)).returncode == 3
     assert "not running" in cli("down", "--state-dir", str(tmp_path)).stdout
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -31,6 +32,7 @@ from harness.postgres import PostgresServer
 from harness.s3 import S3Server
 from mlflow_stack.config.model import Settings
 from mlflow_stack.config.secrets import Secrets
+from mlflow_stack.errors import ConfigError, ServerError
 from mlflow_stack.kubernetes import workload
 from mlflow_stack.local import platform, process
 from mlflow_stack.local.state import StateDir
@@ -113,6 +115,7 @@ def test_server_of_an_earlier_install_is_backed_up_and_restarted(
     new = process.find_running(state).record
     assert new is not None and new.pid != old.pid and not psutil_alive(old.pid)
     assert new.versions == upgrade.installed_versions()
+    assert new.url == old.url, "restarted where it was (not on the default port)"
     # The backup came first, holds the databases only, and verifies.
     backup = Path(report["backup"])
     manifest = backups.verify_backup(backup)
@@ -129,6 +132,121 @@ def psutil_alive(pid: int) -> bool:
     import psutil
 
     return psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"
+
+
+def test_upgrade_brings_the_server_back_as_up_started_it(tmp_path: Path) -> None:
+    """`up -c CONFIG --port P` in the foreground, then `upgrade` without options from another
+    directory: the server comes back on P with CONFIG, and the foreground `up` lets go of it
+    without deleting the new server's record."""
+    port, config_port = free_port(), free_port()
+    config = tmp_path / "mlflow-stack.yaml"
+    config.write_text(f"server:\n  port: {config_port}\n")
+    state = StateDir(tmp_path / "state")
+    foreground = subprocess.Popen(
+        [*CLI, "up", "-c", str(config), "--port", str(port), "--state-dir", str(state.root)],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert foreground.stdout is not None
+        seen = ""
+        while "Press Ctrl-C" not in seen:
+            line = foreground.stdout.readline()
+            assert line, seen + (foreground.stderr.read() if foreground.stderr else "")
+            seen += line
+        old = process.find_running(state).record
+        assert old is not None and old.port == port and old.host == "127.0.0.1"
+        assert old.config == str(config.resolve())
+        pretend_started_by(state, "mlflow 3.16.0, mlflow-oidc-auth 10.1.2, mlflow-stack 0.0.9")
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        # A different config is refused before anything changes.
+        (elsewhere / "other.yaml").write_text("server:\n  port: 5000\n")
+        refused = cli("upgrade", "-c", str(elsewhere / "other.yaml"), state=state)
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert f"was started with -c {config.resolve()}" in " ".join(refused.stderr.split())
+        still = process.find_running(state).record
+        assert still is not None and still.pid == old.pid
+
+        upgraded = subprocess.run([*CLI, "upgrade", "--state-dir", str(state.root)],
+                                  cwd=elsewhere, capture_output=True, text=True, timeout=600,
+                                  check=False)
+        assert upgraded.returncode == 0, upgraded.stdout + upgraded.stderr
+        new = process.find_running(state).record
+        assert new is not None and new.pid != old.pid
+        assert (new.url, new.port, new.host, new.config) == (old.url, port, old.host,
+                                                             old.config)
+        assert httpx.get(f"{new.url}/health", timeout=10).status_code == 200
+        assert not psutil_alive(old.pid)
+        # The foreground `up` saw its server replaced: it says so, exits 0, keeps the record.
+        assert foreground.wait(timeout=60) == 0
+        assert foreground.stderr is not None
+        said = " ".join(foreground.stderr.read().split())
+        assert f"the server was restarted by another command (now pid {new.pid}" in said
+        kept = process.find_running(state).record
+        assert kept is not None and kept.pid == new.pid
+    finally:
+        if foreground.poll() is None:
+            foreground.kill()
+            foreground.wait()
+        platform.down(state)
+
+
+def test_upgrade_refuses_when_the_address_is_taken_and_changes_nothing(
+    local: tuple[Settings, StateDir]
+) -> None:
+    """The address the server must come back on is held by another process: upgrade stops
+    before the backup, the migrations and the stop; the old server keeps serving."""
+    _, state = local
+    old = process.find_running(state).record
+    assert old is not None
+    pretend_started_by(state, "mlflow 3.16.0, mlflow-oidc-auth 10.1.2, mlflow-stack 0.0.9")
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        taken = other.getsockname()[1]
+        # A record whose address another process holds (as after a hand edit or a crash).
+        data = json.loads(state.pid_file.read_text())
+        data["port"] = taken
+        state.pid_file.write_text(json.dumps(data))
+        failed = cli("upgrade", state=state)
+    said = " ".join(failed.stderr.split())
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert "Traceback" not in failed.stderr
+    assert f"would restart on 127.0.0.1:{taken}, where pid {os.getpid()} listens" in said
+    assert f"nothing was changed, and the server (pid {old.pid}) keeps running" in said
+    same = process.find_running(state).record
+    assert same is not None and same.pid == old.pid
+    assert httpx.get(f"{old.url}/health", timeout=10).status_code == 200
+    assert not (state.root / "backups").exists()
+
+
+def test_a_restart_that_fails_after_the_stop_says_how_to_start_again(
+    local: tuple[Settings, StateDir], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Should the address be taken in the moment between stop and start, the error says that
+    the old server was stopped, and the command it prints starts the server where it was."""
+    _, state = local
+    old = process.find_running(state).record
+    assert old is not None
+    pretend_started_by(state, "mlflow 3.16.0, mlflow-oidc-auth 10.1.2, mlflow-stack 0.0.9")
+
+    def taken(*_: Any, **__: Any) -> None:
+        raise ConfigError(f"port {old.port} on 127.0.0.1 is already in use")
+
+    monkeypatch.setattr(platform, "up", taken)
+    with pytest.raises(ServerError) as failed:
+        upgrade.upgrade_local(Settings(), state, NullProgress())
+    monkeypatch.undo()
+    assert f"the previous server (pid {old.pid}) was stopped for the upgrade" in \
+        failed.value.message
+    assert failed.value.hint is not None
+    command = failed.value.hint.rsplit("start the server with: ", 1)[1].split()
+    assert command[:2] == ["mlflow-stack", "up"] and "--port" in command
+    assert command[command.index("--port") + 1] == str(old.port)
+    started = subprocess.run([*CLI, *command[1:]], capture_output=True, text=True,
+                             timeout=600, check=False)
+    assert started.returncode == 0, started.stdout + started.stderr
+    again = process.find_running(state).record
+    assert again is not None and again.url == old.url
 
 
 def test_old_schema_without_a_server_is_migrated_not_started(tmp_path: Path) -> None:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import shlex
+import shutil
+import sys
 import time
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
+from rich.status import Status
 
 from mlflow_stack.errors import StackError
 
@@ -17,17 +22,24 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 class RichProgress:
-    """Each step shows a spinner while it runs, then a line with its duration."""
+    """Each step shows a spinner while it runs (with what it is doing right now, on a
+    terminal), then a line with its duration."""
 
     def __init__(self, console: Console = err) -> None:
         self.console = console
+        self._status: Status | None = None
+        self._title = ""
 
     @contextmanager
     def step(self, title: str) -> Iterator[None]:
         start = time.monotonic()
         try:
-            with self.console.status(f"{escape(title)} ..."):
-                yield
+            with self.console.status(f"{escape(title)} ...") as status:
+                self._status, self._title = status, title
+                try:
+                    yield
+                finally:
+                    self._status = None
         except BaseException:
             self.console.print(f"[red]✗[/red] {escape(title)}")
             raise
@@ -36,6 +48,28 @@ class RichProgress:
 
     def detail(self, text: str) -> None:
         self.console.print(f"  [dim]{escape(text)}[/]")
+
+    def activity(self, text: str) -> None:
+        if self._status is not None and self.console.is_terminal:
+            self._status.update(f"{escape(self._title)} ... [dim]{escape(text)}[/]")
+        else:  # a log or a pipe: one line each (they are few)
+            self.console.print(f"  [dim]· {escape(text)}[/]")
+
+
+def program() -> str:
+    """How to call this command again from the user's shell, as printed: `mlflow-stack` when
+    that is what the shell finds, else the absolute path of this install's script (e.g. the
+    venv's, when the venv is not active)."""
+    script = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    if script is None or script.name != "mlflow-stack":  # python -m mlflow_stack.cli.main
+        script = Path(sys.executable).parent / "mlflow-stack"
+        if not script.is_file():
+            return f"{shlex.quote(sys.executable)} -m mlflow_stack.cli.main"
+    script = script.absolute()
+    found = shutil.which("mlflow-stack")
+    if found is not None and Path(found).resolve() == script.resolve():
+        return "mlflow-stack"
+    return shlex.quote(str(script))
 
 
 def print_error(exc: BaseException, debug: bool) -> int:

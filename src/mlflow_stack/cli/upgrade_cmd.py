@@ -19,7 +19,7 @@ from mlflow_stack.cli.options import (
     OutputOpt,
     StateDirOpt,
 )
-from mlflow_stack.config.loader import load_config
+from mlflow_stack.config.loader import check_secrets
 from mlflow_stack.ops import upgrade as upgrades
 
 
@@ -43,14 +43,17 @@ def upgrade(
     """
     state = state_dir_for(state_dir)
     progress = RichProgress()
-    if deploy_lib.includes_kubernetes(load_config(config, require_secrets=False).settings,
-                                      target.value):
+    # A running local server comes back as it was started: its config, port and address.
+    loaded = upgrades.restart_config(state, config, require_secrets=False)
+    if deploy_lib.includes_kubernetes(loaded.settings, target.value):
         result = upgrades.upgrade_kubernetes(
-            deploy_settings(config, target), state, progress, target=target.value,
+            deploy_settings(loaded.source, target), state, progress, target=target.value,
             backup_dir=backup_dir, skip_backup=no_backup)
     else:
-        result = upgrades.upgrade_local(load_config(config).settings, state, progress,
-                                        backup_dir=backup_dir, skip_backup=no_backup)
+        check_secrets(loaded.settings, loaded.source)
+        result = upgrades.upgrade_local(loaded.settings, state, progress,
+                                        backup_dir=backup_dir, skip_backup=no_backup,
+                                        config=loaded.source)
     if output == Output.json:
         out.print_json(json.dumps(asdict(result), default=str))
         return

@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from mlflow_stack.config.model import Settings
 from mlflow_stack.errors import ConfigError
 from mlflow_stack.local import process
 from mlflow_stack.local.process import ServerRecord
+from mlflow_stack.local.startup import StartupLog
 from mlflow_stack.local.state import StateDir
 from mlflow_stack.progress import Progress
 from mlflow_stack.server.command import ServerLaunch, ServerPaths, build_server_launch
@@ -86,15 +89,20 @@ def _client_secret_from_keycloak(settings: Settings) -> SecretStr:
     return keycloak.client_secret(settings)
 
 
-def up(settings: Settings, state: StateDir, progress: Progress) -> UpResult:
-    """Bring the platform up and return once /health answers. Re-running finds the live server."""
+def up(settings: Settings, state: StateDir, progress: Progress, *,
+       config: Path | None = None) -> UpResult:
+    """Bring the platform up and return once /health answers. Re-running finds the live server.
+
+    `config` is the file the settings came from (None: embedded defaults); it is recorded with
+    the address so that a restart brings the server back as it was started. Nothing is created
+    before the port is known to be free."""
+    lookup = process.find_running(state)
+    if lookup.record is not None:
+        return UpResult(lookup.record, already_running=True)
+    process.check_port_free(settings.server.bind_host, settings.server.port)
     with progress.step("state directory"):
         state.prepare()
         progress.detail(str(state.root))
-        lookup = process.find_running(state)
-        if lookup.record is not None:
-            return UpResult(lookup.record, already_running=True)
-    process.check_port_free(settings.server.bind_host, settings.server.port)
 
     changes: list[Change] = []
     if settings.auth.provider == "keycloak":
@@ -132,18 +140,27 @@ def up(settings: Settings, state: StateDir, progress: Progress) -> UpResult:
         settings.artifacts.models_dir.mkdir(parents=True, exist_ok=True)
 
     with progress.step("start server"):
+        log = StartupLog(state.log_file, process.log_size(state), settings.effective_workers)
         proc = process.spawn(launch, state, dict(os.environ))
         metadata, artifacts, auth = describe(settings, state.server_paths())
         record = ServerRecord(
             pid=proc.pid, create_time=_create_time(proc.pid), url=settings.local_url,
             port=settings.server.port, started_at=time.time(), metadata=metadata,
             artifacts=artifacts, auth=auth, versions=upgrade.installed_versions(),
+            host=settings.server.bind_host,
+            config=str(config.expanduser().resolve()) if config is not None else None,
         )
         record.save(state)
         progress.detail(f"pid {proc.pid}, log {state.log_file}")
+
+    def show_activity(_elapsed: float) -> None:
+        for text in log.poll():
+            progress.activity(text)
+
     with progress.step("health"):
         try:
-            process.wait_healthy(settings.local_url, proc, state, settings.server.health_timeout)
+            process.wait_healthy(settings.local_url, proc, state, settings.server.health_timeout,
+                                 on_wait=show_activity)
         except Exception:
             state.pid_file.unlink(missing_ok=True)
             raise
@@ -162,8 +179,9 @@ def down(state: StateDir) -> ServerRecord | None:
     lookup = process.find_running(state)
     if lookup.record is None:
         return None
-    process.stop_tree(lookup.record.pid)
-    state.pid_file.unlink(missing_ok=True)
+    with _marker(state, "stopping"):  # for a foreground `up`: stopped, not crashed
+        process.stop_tree(lookup.record.pid)
+        state.pid_file.unlink(missing_ok=True)
     return lookup.record
 
 
@@ -192,6 +210,54 @@ def wait_foreground(up_result: UpResult) -> int:
     if up_result.process is None:
         return 0
     return up_result.process.wait()
+
+
+@dataclass
+class Ended:
+    """How a foreground server ended: `crashed` (its record was left behind: it exited on its
+    own), else stopped by another command (`down`), or restarted by one (`upgrade`): then
+    `successor` is the new server."""
+
+    crashed: bool
+    successor: ServerRecord | None = None
+
+
+@contextmanager
+def restarting(state: StateDir) -> Iterator[None]:
+    """Marks a restart under way (down, then up) for a foreground `up` that sees its server
+    stop, so it waits for the new one instead of reporting a crash."""
+    with _marker(state, "restarting"):
+        yield
+
+
+@contextmanager
+def _marker(state: StateDir, name: str) -> Iterator[None]:
+    marker = state.root / "run" / name
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(str(os.getpid()))
+    try:
+        yield
+    finally:
+        marker.unlink(missing_ok=True)
+
+
+def why_ended(state: StateDir, record: ServerRecord, timeout: float = 300.0) -> Ended:
+    """After the foreground server `record` exited: was it restarted (then wait up to
+    `timeout` for the new server's record), stopped by another command, or did it crash?"""
+    run = state.root / "run"
+    deadline = time.monotonic() + timeout
+    while (run / "restarting").exists() and time.monotonic() < deadline:
+        now = process.find_running(state).record
+        if now is not None and now.pid != record.pid:
+            return Ended(crashed=False, successor=now)
+        time.sleep(0.2)
+    if (run / "stopping").exists():
+        return Ended(crashed=False)
+    lookup = process.find_running(state)
+    if lookup.record is not None and lookup.record.pid != record.pid:
+        return Ended(crashed=False, successor=lookup.record)
+    # Its record left behind (now removed as stale): it exited on its own.
+    return Ended(crashed=lookup.stale_removed)
 
 
 def log_path(state: StateDir) -> Path:

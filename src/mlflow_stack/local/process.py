@@ -9,7 +9,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -18,12 +18,13 @@ import psutil
 
 from mlflow_stack.errors import ConfigError, ServerError
 from mlflow_stack.local.state import StateDir
-from mlflow_stack.server.command import ServerLaunch
+from mlflow_stack.server.command import SERVER_TUNABLES, ServerLaunch
 
 
 @dataclass
 class ServerRecord:
-    """What `up` wrote about the running server (pid + start time guard against pid reuse)."""
+    """What `up` wrote about the running server (pid + start time guard against pid reuse), and
+    how it was started, so that a restart (`upgrade`) brings it back exactly so."""
 
     pid: int
     create_time: float
@@ -34,6 +35,13 @@ class ServerRecord:
     artifacts: str
     auth: str
     versions: str = ""  # what it runs (ops.upgrade.installed_versions); "" before upgrade existed
+    host: str = ""  # the address it is bound to; "" in records written before it was kept
+    config: str | None = None  # absolute path of the config file `up` loaded; None: defaults
+
+    @property
+    def knows_start(self) -> bool:
+        """Whether the record says how the server was started (host and config)."""
+        return bool(self.host)
 
     def save(self, state: StateDir) -> None:
         tmp = state.pid_file.with_suffix(".tmp")
@@ -52,7 +60,7 @@ def find_running(state: StateDir) -> RecordLookup:
     try:
         data = json.loads(state.pid_file.read_text())
         record = ServerRecord(**data)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError, PermissionError):
         return RecordLookup(None)
     except (ValueError, TypeError):
         state.pid_file.unlink(missing_ok=True)
@@ -85,17 +93,75 @@ def check_port_free(host: str, port: int) -> None:
             ) from None
 
 
+def port_holders(host: str, port: int) -> set[int | None]:
+    """Pids of the processes listening on host:port (a wildcard bind counts for every address);
+    None stands for a socket whose owner this user may not see."""
+    wildcard = ("0.0.0.0", "::", "")
+    holders: set[int | None] = set()
+    for conn in psutil.net_connections(kind="inet"):
+        if conn.status != psutil.CONN_LISTEN or not conn.laddr or conn.laddr.port != port:
+            continue
+        if host in wildcard or conn.laddr.ip in wildcard or conn.laddr.ip == host:
+            holders.add(conn.pid)
+    return holders
+
+
+def tree_pids(pid: int) -> set[int]:
+    """The pid and all its descendants (empty when it is gone)."""
+    try:
+        root = psutil.Process(pid)
+        return {pid, *(p.pid for p in root.children(recursive=True))}
+    except psutil.Error:
+        return set()
+
+
+# What the server inherits from `up`'s environment besides its launch env (server/command.py):
+# the basics of a process, the interpreter's own settings, CA bundles and proxies. Nothing
+# else: `up`'s environment holds ADMIN_PASSWORD, KEYCLOAK_ADMIN_PASSWORD, S3 keys and database
+# passwords the server must not see unless its launch passes them on.
+INHERITED = frozenset({
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR",
+    "LD_LIBRARY_PATH", "VIRTUAL_ENV", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE", "AWS_CA_BUNDLE", "PGSSLROOTCERT", "PGSSLCRL",
+    "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY",
+    "http_proxy", "https_proxy", "no_proxy", "all_proxy",
+    *SERVER_TUNABLES,
+})
+INHERITED_PREFIXES = ("LC_", "PYTHON")
+
+
+def server_environment(base_env: Mapping[str, str], launch: ServerLaunch) -> dict[str, str]:
+    """The server's whole environment: the allow-listed part of `base_env`, then its launch env
+    (which wins). A session token comes along with the temporary S3 keys it belongs to."""
+    env = {k: v for k, v in base_env.items()
+           if k in INHERITED or k.startswith(INHERITED_PREFIXES)}
+    launched = launch.env_dict()
+    key = launched.get("AWS_ACCESS_KEY_ID")
+    if key and key == base_env.get("AWS_ACCESS_KEY_ID") and "AWS_SESSION_TOKEN" in base_env:
+        env["AWS_SESSION_TOKEN"] = base_env["AWS_SESSION_TOKEN"]
+    return {**env, **launched}
+
+
 def spawn(
     launch: ServerLaunch, state: StateDir, base_env: dict[str, str]
 ) -> subprocess.Popen[bytes]:
-    """Start the server in its own session (so its ~9 processes stop together)."""
-    env = {**base_env, **launch.env_dict()}
+    """Start the server in its own session (so its ~9 processes stop together), with exactly
+    the environment it needs (`server_environment`)."""
+    env = server_environment(base_env, launch)
     state.log_file.parent.mkdir(parents=True, exist_ok=True)
     with state.log_file.open("ab") as log:
         return subprocess.Popen(
             launch.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env=env, cwd=state.root, start_new_session=True,
         )
+
+
+def log_size(state: StateDir) -> int:
+    """Bytes in the server log so far (it is appended to across starts)."""
+    try:
+        return state.log_file.stat().st_size
+    except OSError:
+        return 0
 
 
 def log_tail(state: StateDir, lines: int = 25) -> str:

@@ -17,6 +17,7 @@ where the backup is and how to return to it.
 
 from __future__ import annotations
 
+import shlex
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,11 +25,14 @@ from importlib import metadata
 from pathlib import Path
 
 from mlflow_stack import __version__, deploy
+from mlflow_stack.config.loader import LoadedConfig, default_env_files, load_config
 from mlflow_stack.config.model import Settings
+from mlflow_stack.config.secrets import Secrets
 from mlflow_stack.deploy import SystemResult, Target
 from mlflow_stack.errors import ConfigError, ServerError, StackError
 from mlflow_stack.local import platform, process
-from mlflow_stack.local.state import StateDir
+from mlflow_stack.local.process import ServerRecord
+from mlflow_stack.local.state import StateDir, default_state_dir
 from mlflow_stack.ops import backup as backups
 from mlflow_stack.progress import NullProgress, Progress
 from mlflow_stack.server import migrations
@@ -109,11 +113,89 @@ def migrate(settings: Settings, state: StateDir, launch: ServerLaunch, progress:
     return done
 
 
+def restart_settings(settings: Settings, record: ServerRecord) -> Settings:
+    """The settings a restart of `record`'s server runs with: its own address (port and bind
+    address), whatever the config's defaults say."""
+    server = settings.server.model_copy(update={
+        "port": record.port, "bind_host": record.host or settings.server.bind_host})
+    return settings.model_copy(update={"server": server})
+
+
+def restart_config(state: StateDir, given: Path | None, *,
+                   require_secrets: bool = True) -> LoadedConfig:
+    """The config to upgrade the local platform of `state` with: the one its running server was
+    started with (recorded by `up`), so that the restart changes nothing but the version.
+    A different `-c` is refused (exit 2) before anything changes."""
+    record = process.find_running(state).record
+    if record is None or not record.knows_start:  # nothing running, or an older record
+        return load_config(given, require_secrets=require_secrets)
+    recorded = Path(record.config) if record.config else None
+    if given is not None:
+        if recorded is not None and recorded.is_file() \
+                and given.expanduser().resolve() != recorded:
+            raise ConfigError(
+                f"the server of {state.root} was started with -c {recorded}, not {given}",
+                hint="upgrade restarts it as it was started: pass the same -c, or none. To "
+                     "change the config: mlflow-stack down, then up with the new one.")
+        if recorded is None:
+            raise ConfigError(
+                f"the server of {state.root} was started on the embedded defaults, not {given}",
+                hint="upgrade restarts it as it was started: run it without -c. To change the "
+                     "config: mlflow-stack down, then up with the new one.")
+        return load_config(given, require_secrets=require_secrets)
+    if recorded is None:  # embedded defaults, even where ./mlflow-stack.yaml exists
+        loaded = LoadedConfig(Settings(), None, "defaults")
+        loaded.settings = loaded.settings.model_copy(
+            update={"secrets": Secrets.load(default_env_files())})
+        return loaded
+    if not recorded.is_file():
+        raise ConfigError(
+            f"the server of {state.root} was started with -c {recorded}, which no longer exists",
+            hint="pass -c with the config to restart it with")
+    return load_config(recorded, require_secrets=require_secrets)
+
+
+def start_command(settings: Settings, state: StateDir, config: Path | None) -> str:
+    """`mlflow-stack up ...` that starts this platform as `settings` say, without the options
+    that are the default anyway."""
+    args = ["mlflow-stack", "up"]
+    if config is not None:
+        args += ["-c", str(config)]
+    configured = load_config(config, require_secrets=False).settings if config else Settings()
+    if settings.server.port != configured.server.port:
+        args += ["--port", str(settings.server.port)]
+    if state.root != default_state_dir().expanduser().resolve():
+        args += ["--state-dir", str(state.root)]
+    return " ".join(shlex.quote(a) for a in [*args, "--detach"])
+
+
+def _check_restartable(settings: Settings, record: ServerRecord, state: StateDir,
+                       config: Path | None) -> None:
+    """Refuse (before anything changes) when the restarted server could not get its address
+    back: something other than the running server listens there."""
+    host, port = settings.server.bind_host, settings.server.port
+    ours = process.tree_pids(record.pid)
+    others = process.port_holders(host, port) - ours
+    if others:
+        who = ", ".join(f"pid {p}" for p in sorted(p for p in others if p is not None)) \
+            or "a process of another user"
+        raise ServerError(
+            f"cannot upgrade: the server would restart on {host}:{port}, where {who} listens "
+            f"besides the server; nothing was changed, and the server (pid {record.pid}) keeps "
+            f"running at {record.url}",
+            hint=f"stop what listens on port {port}, then run upgrade again "
+                 f"(the server is restarted with: {start_command(settings, state, config)})")
+
+
 def upgrade_local(settings: Settings, state: StateDir, progress: Progress, *,
-                  backup_dir: Path | None = None, skip_backup: bool = False) -> UpgradeResult:
+                  backup_dir: Path | None = None, skip_backup: bool = False,
+                  config: Path | None = None) -> UpgradeResult:
     """Upgrade the local platform of `state` to the installed version. Idempotent: a current
-    platform is left alone."""
-    state.prepare()
+    platform is left alone.
+
+    A running server is restarted exactly as it was started: on its recorded port and bind
+    address, with `settings` (see restart_config) from `config` (None: embedded defaults).
+    When that address is taken by something else, nothing changes and it keeps running."""
     with progress.step("compare versions"):
         revision, behind = schema_behind(settings, state)
         record = process.find_running(state).record
@@ -129,6 +211,10 @@ def upgrade_local(settings: Settings, state: StateDir, progress: Progress, *,
     result = UpgradeResult("local", reasons, url=record.url if record else None)
     if not reasons:
         return result
+    if record is not None:
+        settings = restart_settings(settings, record)
+        _check_restartable(settings, record, state, config)
+    state.prepare()
     if settings.auth.provider == "keycloak":
         settings = platform.with_sso_secrets(settings, state)
     launch = platform.server_launch(settings, state)
@@ -140,11 +226,20 @@ def upgrade_local(settings: Settings, state: StateDir, progress: Progress, *,
     result.done = migrate(settings, state, launch, progress, backup_to=result.backup,
                           serving=serving)
     if record is not None:
-        with progress.step(f"stop the previous server (pid {record.pid})"):
-            platform.down(state)
-        started = platform.up(settings, state, progress)
+        try:
+            with platform.restarting(state):
+                with progress.step(f"stop the previous server (pid {record.pid})"):
+                    platform.down(state)
+                started = platform.up(settings, state, progress, config=config)
+        except StackError as exc:
+            raise ServerError(
+                f"the previous server (pid {record.pid}) was stopped for the upgrade and the "
+                f"new one did not start: {exc.message}",
+                hint=f"{exc.hint + ' ' if exc.hint else ''}The migrations are done; start the "
+                     f"server with: {start_command(settings, state, config)}") from None
         result.url, result.restarted = started.record.url, True
-        result.done.append(f"server restarted (pid {started.record.pid}) on {installed}")
+        result.done.append(f"server restarted (pid {started.record.pid}) on {installed}, "
+                           f"at {started.record.url} as before")
     return result
 
 
