@@ -56,6 +56,11 @@ OPTIONAL_SCOPES = ("address", "phone")
 CLI_DEFAULT_SCOPES = ("email", "profile", "roles", "openid")
 CLI_OPTIONAL_SCOPES = ("offline_access", "address", "phone")
 LOOPBACK_REDIRECT = "http://127.0.0.1/*"
+REALM_MANAGEMENT = "realm-management"
+# What the server's service account may read to check access-token users against the realm
+# (server/directory.py): users and their role mappings, and the client's own id.
+DIRECTORY_ROLES = ("view-users", "query-clients")
+IDENTITY_ATTRIBUTE = "email"
 # Protocol scopes Keycloak grants to every OIDC request without a client scope object.
 IMPLICIT_SCOPES = frozenset({"openid"})
 
@@ -97,6 +102,8 @@ class Desired:
     clients: tuple[ClientSpec, ...]  # the server's client first
     admin_role: str
     admin_users: tuple[str, ...]
+    directory_roles: tuple[str, ...] = ()  # for the server client's service account
+    lock_identity: bool = False  # email editable by administrators only
 
 
 def _claims(id_token: bool, access: bool, userinfo: bool) -> dict[str, str]:
@@ -126,6 +133,8 @@ def desired(settings: Settings) -> Desired:
         "standardFlowEnabled": True,
         "implicitFlowEnabled": False,
         "directAccessGrantsEnabled": True,
+        # Only to read the realm when access tokens are on (its tokens hold no MLflow role).
+        "serviceAccountsEnabled": a.access_tokens,
         "redirectUris": [f"{url}/*", f"{url}/oauth2/callback", f"{url}/callback"],
         "webOrigins": [url, "+"],
         "attributes": {
@@ -173,6 +182,8 @@ def desired(settings: Settings) -> Desired:
         clients=tuple(clients),
         admin_role=a.admin_role,
         admin_users=tuple(dict.fromkeys(a.realm_admin_users)),
+        directory_roles=DIRECTORY_ROLES if a.access_tokens else (),
+        lock_identity=a.lock_identity_attribute,
     )
 
 
@@ -333,6 +344,8 @@ class Observed:
     realm_optional_scopes: list[str] = field(default_factory=list)
     users: dict[str, str] = field(default_factory=dict)  # username -> id
     user_roles: dict[str, set[str]] = field(default_factory=dict)  # effective realm roles
+    identity_editors: list[str] | None = None  # who may edit `email` (None: not read)
+    service_roles: set[str] | None = None  # realm-management roles of the service account
 
 
 def _observe(s: AdminSession, want: Desired) -> Observed:
@@ -369,6 +382,15 @@ def _observe(s: AdminSession, want: Desired) -> Observed:
             # Effective roles: a grant through a group or composite role counts.
             obs.user_roles[username] = {
                 r["name"] for r in admin.get_composite_realm_roles_of_user(user_id)}
+    if want.lock_identity:
+        with s.call("read the realm's user profile"):
+            obs.identity_editors = _identity_editors(admin.get_realm_users_profile())
+    server = obs.clients[want.clients[0].client_id].rep
+    if want.directory_roles and server and server.get("serviceAccountsEnabled"):
+        with s.call("read the service account's roles"):
+            obs.service_roles = {r["name"] for r in admin.get_composite_client_roles_of_user(
+                _service_user(s, want.clients[0].client_id),
+                _client_uuid(s, REALM_MANAGEMENT))}
     if missing:
         raise ConfigError(
             f"user(s) {', '.join(repr(u) for u in missing)} in auth.realm_admin_users "
@@ -629,13 +651,75 @@ def _grant_steps(s: AdminSession, want: Desired, obs: Observed) -> list[_Step]:
     return steps
 
 
+def _identity_editors(profile: dict[str, Any]) -> list[str]:
+    for attribute in profile.get("attributes") or []:
+        if attribute.get("name") == IDENTITY_ATTRIBUTE:
+            return sorted((attribute.get("permissions") or {}).get("edit") or [])
+    return []
+
+
+def _client_uuid(s: AdminSession, client_id: str) -> str:
+    uuid = s.client_uuids.get(client_id) or s.admin.get_client_id(client_id)
+    if not uuid:
+        raise StackError(f"client {client_id!r} is missing from the realm at {s.url}",
+                         hint="Run `mlflow-stack apply` again.")
+    return str(uuid)
+
+
+def _service_user(s: AdminSession, client_id: str) -> str:
+    return str(s.admin.get_client_service_account_user(_client_uuid(s, client_id))["id"])
+
+
+def _identity_steps(s: AdminSession, want: Desired, obs: Observed) -> list[_Step]:
+    """The MLflow account is named by the email: users must not set their own (a self-set
+    address of a deleted colleague would name the colleague's account)."""
+    if not want.lock_identity or obs.identity_editors is None:
+        return []
+    target = f"realm user profile attribute {IDENTITY_ATTRIBUTE}"
+    if obs.identity_editors == ["admin"]:
+        return [_Step(_change("unchanged", target, "edited by administrators only"))]
+
+    def lock() -> None:
+        with s.call("update the realm's user profile"):
+            # Read again at run time and change only this attribute's edit permission.
+            profile = s.admin.get_realm_users_profile()
+            for attribute in profile.get("attributes") or []:
+                if attribute.get("name") == IDENTITY_ATTRIBUTE:
+                    attribute.setdefault("permissions", {})["edit"] = ["admin"]
+            s.admin.update_realm_users_profile(profile)
+    editors = ", ".join(obs.identity_editors) or "nobody"
+    return [_Step(_change("update", target, f"edit: {editors} → admin (users of every client "
+                          "in the realm can no longer change their own email)"), lock)]
+
+
+def _service_account_steps(s: AdminSession, want: Desired, obs: Observed) -> list[_Step]:
+    if not want.directory_roles:
+        return []
+    cid = want.clients[0].client_id
+    target = f"client {cid} service account roles"
+    have = obs.service_roles or set()
+    missing = [r for r in want.directory_roles if r not in have]
+    if not missing:
+        return [_Step(_change("unchanged", target, ", ".join(want.directory_roles)))]
+
+    def grant() -> None:
+        with s.call(f"grant {', '.join(missing)} to the service account of {cid}"):
+            # Read at run time: the service account may have been enabled by an earlier step.
+            mgmt = _client_uuid(s, REALM_MANAGEMENT)
+            roles = [s.admin.get_client_role(mgmt, name) for name in missing]
+            s.admin.assign_client_role(_service_user(s, cid), mgmt, roles)
+    return [_Step(_change("create", target, f"{REALM_MANAGEMENT}: {', '.join(missing)} (read "
+                          "users to check access tokens)"), grant)]
+
+
 def _steps(s: AdminSession, want: Desired, obs: Observed) -> list[_Step]:
-    """In the order they must run: roles, clients (scopes, mappers), grants."""
+    """In the order they must run: roles, clients (scopes, mappers), grants, realm settings."""
     clients: list[_Step] = []
     for spec in want.clients:
         exists = obs.clients[spec.client_id].rep is not None
         clients += (_client_steps if exists else _new_client_steps)(s, spec, obs)
-    return [*_role_steps(s, want, obs), *clients, *_grant_steps(s, want, obs)]
+    return [*_role_steps(s, want, obs), *clients, *_grant_steps(s, want, obs),
+            *_service_account_steps(s, want, obs), *_identity_steps(s, want, obs)]
 
 
 def _read(settings: Settings) -> tuple[AdminSession, list[_Step]]:

@@ -153,6 +153,20 @@ class AuthSettings(_Section):
     automatic_login_redirect: bool = True
     verify_tls: bool = True
     ca_bundle: Path | None = None
+    access_tokens: bool = Field(
+        False, description="Let users mint mlflow-oidc-auth's long-lived access tokens (HTTP "
+        "Basic). Each use is then checked against Keycloak (user exists, is enabled, holds the "
+        "role) at most `revocation_seconds` old; apply gives the server's client a read-only "
+        "service account for that. Off: minting and Basic auth are refused.",
+    )
+    revocation_seconds: int = Field(
+        30, ge=1, le=60, description="How stale Keycloak's answer about an access-token user "
+        "may be (per server process) before it is asked again.",
+    )
+    lock_identity_attribute: bool = Field(
+        True, description="apply makes the realm's `email` attribute (the MLflow identity) "
+        "editable by administrators only, so users cannot set someone else's address.",
+    )
 
     @model_validator(mode="after")
     def _distinct_clients(self) -> AuthSettings:

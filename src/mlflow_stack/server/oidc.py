@@ -80,6 +80,13 @@ def oidc_launch(settings: Settings, paths: ServerPaths) -> OidcLaunch:
         EnvVar("OIDC_GROUP_NAME", a.user_role),
         EnvVar("OIDC_ADMIN_GROUP_NAME", a.admin_role),
         EnvVar("OIDC_GROUPS_ATTRIBUTE", a.groups_attribute),
+        # The account name is the verified email only: mlflow-oidc-auth would fall back to
+        # preferred_username, which a self-registering user picks (e.g. someone's address).
+        EnvVar("OIDC_USERNAME_FIELD", "email"),
+        # mlflow-oidc-auth's own long-lived tokens: refused, or checked against Keycloak at
+        # most this many seconds old (server/access_tokens.py).
+        EnvVar("MLFLOW_STACK_ACCESS_TOKENS", _bool(a.access_tokens)),
+        EnvVar("MLFLOW_STACK_REVOCATION_SECONDS", str(a.revocation_seconds)),
         EnvVar("OIDC_GROUP_DETECTION_PLUGIN", settings.auth.group_plugin),
         EnvVar("MLFLOW_KEYCLOAK_CLIENT_ROLES", _bool(a.include_client_roles)),
         EnvVar("AUTOMATIC_LOGIN_REDIRECT", _bool(a.automatic_login_redirect)),

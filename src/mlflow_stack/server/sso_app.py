@@ -63,10 +63,15 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any
+
+from mlflow_stack.server import access_tokens, identity
+from mlflow_stack.server.caches import ExpiringCache
+from mlflow_stack.server.directory import Account
+from mlflow_stack.server.guards import require
 
 logger = logging.getLogger(__name__)
 
@@ -78,54 +83,6 @@ def _seconds(name: str, default: float) -> float:
         return max(0.0, float(os.environ.get(name, default)))
     except ValueError:
         return default
-
-
-K = TypeVar("K", bound=Hashable)
-V = TypeVar("V")
-
-
-class ExpiringCache(Generic[K, V]):
-    """A small thread-safe map whose entries each expire at their own time.
-
-    Bounded: past ``max_size`` entries the expired ones are dropped, and if that is not enough
-    everything is (a cache miss only costs the work the cache saves, never a wrong answer).
-    """
-
-    def __init__(self, max_size: int = 10_000,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.max_size = max_size
-        self._clock = clock
-        self._items: dict[K, tuple[float, V]] = {}
-        self._lock = threading.Lock()
-
-    def get(self, key: K) -> V | None:
-        with self._lock:
-            hit = self._items.get(key)
-            if hit is None:
-                return None
-            if self._clock() >= hit[0]:
-                del self._items[key]
-                return None
-            return hit[1]
-
-    def put(self, key: K, value: V, ttl: float) -> None:
-        if ttl <= 0:
-            return
-        with self._lock:
-            now = self._clock()
-            if len(self._items) >= self.max_size:
-                self._items = {k: v for k, v in self._items.items() if v[0] > now}
-                if len(self._items) >= self.max_size:
-                    self._items.clear()
-            self._items[key] = (now + ttl, value)
-
-    def discard(self, key: K) -> None:
-        with self._lock:
-            self._items.pop(key, None)
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._items)
 
 
 # --------------------------------------------------------------------------------------------
@@ -186,6 +143,9 @@ def _patch_jwks_refresh() -> None:
 # --------------------------------------------------------------------------------------------
 # 2. group / admin re-sync from bearer tokens, 5. verified-token cache, 6. user-state cache
 
+# The admin/active facts of users, per process (6.); dropped when a role sync changes them.
+_USER_FACTS: ExpiringCache[str, Any] = ExpiringCache()
+
 _VALIDATED_CLAIMS: contextvars.ContextVar[Mapping[str, Any] | None] = contextvars.ContextVar(
     "mlflow_stack_validated_claims", default=None)
 
@@ -224,23 +184,50 @@ def admission(groups: list[str], user_groups: list[str], admin_groups: list[str]
     return allowed, is_admin
 
 
-def _sync_user(username: str, groups: list[str], is_admin: bool) -> None:
-    """Write the token's groups and admin flag if they differ from the auth DB."""
+def _sync_user(username: str, groups: list[str], is_admin: bool) -> bool:
+    """Write these groups and admin flag if they differ from the auth DB; True if it did."""
     from mlflow_oidc_auth.provider_registry import DEFAULT_PROVIDER_ID
     from mlflow_oidc_auth.store import store
 
     if not store.has_user(username):
-        return  # first sight: mlflow-oidc-auth's own provisioning has just run (or refused)
+        return False  # first sight: mlflow-oidc-auth's provisioning has just run (or refused)
     written_by = f"oidc:{DEFAULT_PROVIDER_ID}"
+    changed = False
     profile = store.get_user_profile(username)
     if bool(profile.is_admin) != is_admin:
         store.update_user(username=username, is_admin=is_admin, written_by=written_by)
-        logger.info("Bearer sync: %s admin=%s from the token's roles", username, is_admin)
+        logger.info("Role sync: %s admin=%s from Keycloak's roles", username, is_admin)
+        changed = True
     current = sorted(store.get_groups_for_user(username))
     if current != sorted(groups):
         store.populate_groups(group_names=groups, written_by=written_by)
         store.set_user_groups(username, groups, written_by=written_by)
-        logger.info("Bearer sync: %s groups updated from the token's roles", username)
+        logger.info("Role sync: %s groups updated from Keycloak's roles", username)
+        changed = True
+    return changed
+
+
+def _admission_of(groups: list[str]) -> tuple[bool, bool]:
+    from mlflow_oidc_auth.config import config
+
+    return admission(groups, list(config.OIDC_GROUP_NAME), list(config.OIDC_ADMIN_GROUP_NAME),
+                     list(config.OIDC_GROUP_NAME_PATTERN))
+
+
+def _groups_of_account(account: Account) -> list[str]:
+    """The groups the account's current Keycloak roles give, as a token of it would carry."""
+    from mlflow_oidc_auth.config import config
+
+    claims: dict[str, Any] = {}
+    node = claims
+    *parents, leaf = (config.OIDC_GROUPS_ATTRIBUTE or "realm_access.roles").split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = list(account.realm_roles)
+    if account.client_roles:
+        claims.setdefault("resource_access", {})[config.OIDC_CLIENT_ID] = {
+            "roles": list(account.client_roles)}
+    return _groups_from("", claims)
 
 
 def _groups_from(token: str, claims: Mapping[str, Any]) -> list[str]:
@@ -259,19 +246,31 @@ def _groups_from(token: str, claims: Mapping[str, Any]) -> list[str]:
 def _patch_bearer_auth() -> None:
     from mlflow_oidc_auth.config import config
     from mlflow_oidc_auth.middleware import auth_middleware
+    from mlflow_oidc_auth.utils.oidc_field_extraction import (
+        BEARER_TOKEN_SOURCE,
+        extract_username,
+    )
 
     tokens: ExpiringCache[bytes, BearerAuth] = ExpiringCache()
     token_cap = _seconds("MLFLOW_STACK_TOKEN_CACHE_SECONDS",
                          float(config.OIDC_JWKS_CACHE_TTL_SECONDS))
-    users: ExpiringCache[str, Any] = ExpiringCache()
+    users = _USER_FACTS
     user_ttl = _seconds("MLFLOW_STACK_USER_CACHE_SECONDS", 10.0)
     middleware = auth_middleware.AuthMiddleware
-    original_validate = auth_middleware.validate_token
-    original_bearer = middleware._authenticate_bearer_token
-    original_facts = middleware._get_user_auth_facts
+    original_validate = require(auth_middleware, "validate_token", ["token"])
+    original_bearer = require(middleware, "_authenticate_bearer_token", ["self", "auth_header"])
+    original_facts = require(middleware, "_get_user_auth_facts", ["self", "username"])
 
     def validate_and_keep(token: str) -> Any:
         payload = original_validate(token)
+        if payload.get("iss") == config.OIDC_ISSUER:
+            # Before mlflow-oidc-auth provisions or resolves anything from this token.
+            reason = identity.token_type_refusal(payload)
+            if reason:
+                identity.REFUSAL.set(reason)
+                raise identity.IdentityRefused(reason)
+            username, _ = extract_username(payload, source=BEARER_TOKEN_SOURCE)
+            identity.check(username, payload)
         _VALIDATED_CLAIMS.set(payload)
         return payload
 
@@ -290,12 +289,15 @@ def _patch_bearer_auth() -> None:
             return ok, username, error, None
         try:
             groups = _groups_from(token, claims)
-            allowed, is_admin = admission(groups, list(config.OIDC_GROUP_NAME),
-                                          list(config.OIDC_ADMIN_GROUP_NAME),
-                                          list(config.OIDC_GROUP_NAME_PATTERN))
+            allowed, is_admin = _admission_of(groups)
+            if allowed:
+                identity.bind(username, claims)
             _sync_user(username, groups, is_admin)
         except Exception as exc:  # fail closed: a sync we cannot do must not grant access
             logger.warning("Bearer sync for %s failed: %s", username, type(exc).__name__)
+            identity.REFUSAL.set("the token's roles could not be applied to this account (is "
+                                 "it MLflow's last administrator? grant mlflow-admin to "
+                                 "another user)")
             return False, None, "Could not check the token's roles", None
         if not allowed:
             return False, None, "Not in an allowed group", None
@@ -332,6 +334,35 @@ def _patch_bearer_auth() -> None:
     auth_middleware.validate_token = validate_and_keep
     middleware._authenticate_bearer_token = bearer_cached
     middleware._get_user_auth_facts = facts_cached
+
+
+def _patch_denial_reason() -> None:
+    """A credential refused for a reason its holder can act on (their own valid token: an
+    unverified email, an ID token, revoked Keycloak access) says so in the 401 body."""
+    from fastapi.responses import JSONResponse
+    from mlflow_oidc_auth.middleware import auth_middleware
+
+    middleware = auth_middleware.AuthMiddleware
+    original = require(middleware, "_deny", ["self", "request", "path"])
+
+    async def deny(self: Any, request: Any, path: str) -> Any:
+        reason = identity.REFUSAL.get()
+        response = await original(self, request, path)
+        if reason and response.status_code == 401:
+            return JSONResponse(status_code=401,
+                                content={"detail": "Authentication required", "reason": reason})
+        return response
+
+    middleware._deny = deny
+
+
+def _patch_access_tokens(app: Any) -> None:
+    """Long-lived access tokens: refused (default) or checked against Keycloak on every use."""
+    if access_tokens.enabled():
+        access_tokens.patch_basic_auth(access_tokens.default_checker(
+            _admission_of, _groups_of_account, _sync_user, _USER_FACTS.discard))
+    else:
+        app.add_middleware(access_tokens.AccessTokensOff)
 
 
 # --------------------------------------------------------------------------------------------
@@ -498,6 +529,8 @@ def install() -> None:
     logger = get_logger()  # the server's configured log, so our decisions show up beside its own
     _patch_jwks_refresh()
     _patch_bearer_auth()
+    _patch_denial_reason()
+    identity.patch_login()
     _patch_flask_pool()
     _patch_idle_middleware()
     _PATCHED = True
@@ -511,6 +544,9 @@ from mlflow_oidc_auth.app import app  # noqa: E402  (patched modules first, then
 # routes are all in place.
 _patch_run_experiment_lookup()
 _route_flask_paths_first(app)
+_patch_access_tokens(app)
 _validate_hosts(app)
+
+
 
 __all__ = ["app", "install"]

@@ -1,0 +1,194 @@
+"""mlflow-oidc-auth's own long-lived access tokens: off, or checked against Keycloak.
+
+mlflow-oidc-auth lets any user mint a token (up to a year) and sign in with HTTP Basic
+``email:token``. Those tokens are checked against its own database only, so after Keycloak
+removes a role, disables the account or demotes an admin, the token kept working.
+
+- ``MLFLOW_STACK_ACCESS_TOKENS=false`` (``auth.access_tokens: false``, the default): Basic
+  credentials are refused with 401 and the routes that issue tokens with 403, each with a
+  message naming the setting. Listing and deleting existing tokens still work.
+- ``true``: every Basic sign-in is checked against Keycloak (server/directory.py) through the
+  account's bound subject: the user must exist, be enabled, still have the account's verified
+  email and hold the user or admin role; the groups and admin flag are re-synced from the roles.
+  The answer is reused per process for ``MLFLOW_STACK_REVOCATION_SECONDS`` (default 30, at
+  most 60): that is how long a revocation takes. A lookup that fails refuses the credential.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from mlflow_stack.server import identity
+from mlflow_stack.server.caches import ExpiringCache
+from mlflow_stack.server.directory import (
+    Account,
+    DirectoryError,
+    KeycloakDirectory,
+    from_environment,
+    revocation_seconds,
+)
+from mlflow_stack.server.guards import require
+
+logger = logging.getLogger(__name__)
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+# The routes that issue tokens (own and, for admins, others'), under /api and /ajax-api.
+_ISSUE = re.compile(r"^/(?:ajax-)?api/2\.0/mlflow/users/(?:access-token|current/tokens"
+                    r"|[^/]+/tokens)/?$")
+
+OFF_BASIC = ("HTTP Basic access tokens are turned off on this platform (auth.access_tokens: "
+             "false): send a Keycloak access token as 'Authorization: Bearer ...' "
+             "(mlflow-stack login / MLFLOW_TRACKING_AUTH=keycloak)")
+OFF_ISSUE = ("long-lived access tokens are turned off on this platform (auth.access_tokens: "
+             "false); an administrator can turn them on in the platform config")
+
+
+def enabled() -> bool:
+    return os.environ.get("MLFLOW_STACK_ACCESS_TOKENS", "false").strip().lower() == "true"
+
+
+def issues_token(method: str, path: str) -> bool:
+    if not _ISSUE.match(path):
+        return False
+    if path.rstrip("/").endswith("/access-token"):
+        return method == "PATCH"
+    return method == "POST"
+
+
+async def _json(send: Send, status: int, detail: str) -> None:
+    body = json.dumps({"detail": detail, "error_code": "PERMISSION_DENIED"}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class AccessTokensOff:
+    """Pure ASGI: refuses Basic credentials and token issuance before anything reads them."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            for name, value in scope.get("headers", ()):
+                if name == b"authorization" and value[:6].lower() == b"basic ":
+                    await _json(send, 401, OFF_BASIC)
+                    return
+            if issues_token(scope["method"], scope["path"]):
+                await _json(send, 403, OFF_ISSUE)
+                return
+        await self.app(scope, receive, send)
+
+
+# --------------------------------------------------------------------------------------------
+# tokens on: every Basic sign-in checked against Keycloak
+
+
+def account_refusal(username: str, account: Account, admission: Callable[[list[str]],
+                    tuple[bool, bool]], groups_of: Callable[[Account], list[str]],
+                    ) -> tuple[str, list[str], bool]:
+    """(why refused or '', groups, is_admin) for the Keycloak account behind ``username``."""
+    if not account.exists:
+        return "the Keycloak user of this account no longer exists", [], False
+    if not account.enabled:
+        return "the Keycloak user of this account is disabled", [], False
+    if account.email != username or not account.email_verified:
+        return ("the Keycloak user of this account no longer has its verified email "
+                f"{username}"), [], False
+    groups = groups_of(account)
+    allowed, is_admin = admission(groups)
+    if not allowed:
+        return "the Keycloak user of this account holds neither MLflow role", [], False
+    return "", groups, is_admin
+
+
+class BasicChecker:
+    """Decides, per account and at most every ``ttl`` seconds, whether Keycloak still agrees."""
+
+    def __init__(self, directory: KeycloakDirectory, ttl: float,
+                 admission: Callable[[list[str]], tuple[bool, bool]],
+                 groups_of: Callable[[Account], list[str]],
+                 sync: Callable[[str, list[str], bool], bool],
+                 on_change: Callable[[str], None]) -> None:
+        self.directory = directory
+        self.ttl = ttl
+        self._admission = admission
+        self._groups_of = groups_of
+        self._sync = sync
+        self._on_change = on_change
+        self._decisions: ExpiringCache[str, str] = ExpiringCache()
+
+    def refusal(self, username: str) -> str:
+        hit = self._decisions.get(username)
+        if hit is not None:
+            return hit
+        try:
+            subjects = identity.bound_subjects(username)
+            if not subjects:
+                reason = ("this account is not bound to a Keycloak user yet: sign in once with "
+                          "Keycloak (browser or `mlflow-stack login`)")
+            else:
+                account = self.directory.account(subjects[0])
+                reason, groups, is_admin = account_refusal(
+                    username, account, self._admission, self._groups_of)
+                if not reason:
+                    self._sync(username, groups, is_admin)
+                # Another worker may have written the flags: read them fresh after each check.
+                self._on_change(username)
+        except DirectoryError as exc:
+            # Fail closed, and ask again next time: an outage must not freeze a decision.
+            logger.warning("Access token of %s refused: %s", username, exc)
+            return "Keycloak could not be asked whether this account may still sign in"
+        except Exception as exc:  # a sync we cannot do must not grant access
+            # e.g. mlflow-oidc-auth refuses to demote its last active administrator.
+            logger.warning("Access token of %s refused: roles not applied (%s)", username,
+                           type(exc).__name__)
+            return ("Keycloak's current roles could not be applied to this account (is it "
+                    "MLflow's last administrator? grant mlflow-admin to another user)")
+        self._decisions.put(username, reason, self.ttl)
+        return reason
+
+
+def patch_basic_auth(checker_factory: Callable[[], BasicChecker]) -> None:
+    """Wrap mlflow-oidc-auth's Basic sign-in with the Keycloak check (tokens on)."""
+    from mlflow_oidc_auth.middleware import auth_middleware
+
+    middleware = auth_middleware.AuthMiddleware
+    original = require(middleware, "_authenticate_basic_auth", ["self", "auth_header"])
+    checker: BasicChecker | None = None
+
+    async def basic_checked(self: Any, auth_header: str) -> tuple[bool, str | None, str]:
+        nonlocal checker
+        ok, username, error = await original(self, auth_header)
+        if not ok or not username:
+            return ok, username, error
+        if checker is None:
+            checker = checker_factory()
+        reason = await asyncio.to_thread(checker.refusal, username)
+        if reason:
+            identity.REFUSAL.set(reason)
+            return False, None, reason
+        return ok, username, error
+
+    middleware._authenticate_basic_auth = basic_checked
+
+
+def default_checker(admission: Callable[[list[str]], tuple[bool, bool]],
+                    groups_of: Callable[[Account], list[str]],
+                    sync: Callable[[str, list[str], bool], bool],
+                    on_change: Callable[[str], None]) -> Callable[[], BasicChecker]:
+    def build() -> BasicChecker:
+        return BasicChecker(from_environment(), revocation_seconds(), admission, groups_of,
+                            sync, on_change)
+    return build
