@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -21,9 +22,18 @@ pytestmark = pytest.mark.integration
 CLI = [sys.executable, "-m", "mlflow_stack.cli.main"]
 
 
-def cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+def cli(*args: str, timeout: float = 240,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout,
-                          check=False)
+                          check=False, env=env)
+
+
+def outside_the_venv(state_home: Path) -> dict[str, str]:
+    """A shell where the venv is not active, whose default state dir is `state_home`."""
+    venv_bin = str(Path(sys.executable).parent)
+    path = [p for p in os.environ.get("PATH", "").split(os.pathsep) if p and p != venv_bin]
+    return {**os.environ, "PATH": os.pathsep.join(path or ["/usr/bin", "/bin"]),
+            "MLFLOW_STACK_HOME": str(state_home)}
 
 
 def test_foreground_up_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
@@ -56,15 +66,21 @@ def test_detach_second_up_status_logs_down(tmp_path: Path) -> None:
     port = free_port()
     first = cli("up", "--detach", "--port", str(port), "--state-dir", str(tmp_path))
     assert first.returncode == 0, first.stderr
+    shell = outside_the_venv(tmp_path)
+    stop_hint = shlex.join([*CLI, "down", "--state-dir", str(tmp_path)])  # until one is printed
     try:
         for step in ("state directory", "migrations", "start server", "health"):
             assert step in first.stderr  # progress for every step
         # What the server does while `health` waits, from its log (a new database here).
         assert "creating the database schema (first start only)" in first.stderr
         assert "stop with: " in first.stdout and " down --state-dir " in first.stdout
-        second = cli("up", "--detach", "--port", str(port), "--state-dir", str(tmp_path))
+        # From a shell without the venv, on the default state dir: the hint names the venv's
+        # command and leaves --state-dir out.
+        second = cli("up", "--detach", "--port", str(port), env=shell)
         assert second.returncode == 0
         assert "Already running" in second.stdout
+        stop_hint = second.stdout.split("stop with: ", 1)[1].strip()
+        assert stop_hint == f"{Path(sys.executable).parent / 'mlflow-stack'} down"
         running = cli("status", "--state-dir", str(tmp_path), "-o", "json")
         assert running.returncode == 0, running.stderr
         status = json.loads(running.stdout)
@@ -75,8 +91,10 @@ def test_detach_second_up_status_logs_down(tmp_path: Path) -> None:
         logs = cli("logs", "--state-dir", str(tmp_path), "-n", "500")
         assert logs.returncode == 0 and "Uvicorn running" in logs.stdout + logs.stderr
     finally:
-        down = cli("down", "--state-dir", str(tmp_path))
-    assert down.returncode == 0 and "stopped pid" in down.stdout
+        # The hint works as printed.
+        down = subprocess.run(shlex.split(stop_hint), env=shell, capture_output=True,
+                              text=True, timeout=240, check=False)
+    assert down.returncode == 0 and "stopped pid" in down.stdout, down.stderr
     stopped = cli("status", "--state-dir", str(tmp_path), "-o", "json")
     assert stopped.returncode == 3, "not running has its own exit status"
     assert json.loads(stopped.stdout)["running"] is False

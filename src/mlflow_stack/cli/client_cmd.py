@@ -55,7 +55,9 @@ def token(
     (MLFLOW_KEYCLOAK_TOKEN_URL, MLFLOW_KEYCLOAK_CLIENT_ID, MLFLOW_CLIENT_SECRET); else the
     password grant (those plus MLFLOW_AUTH_USERNAME and MLFLOW_AUTH_PASSWORD).
 
-    Example:  eval "$(mlflow-stack token --export)"  |  mlflow-stack token --shell fish | source
+    Example:  eval "$(mlflow-stack token --export)"
+
+    Example:  mlflow-stack token --shell fish | source
     """
     manager = tokens.manager_from_env()
     try:

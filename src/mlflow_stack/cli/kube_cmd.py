@@ -28,9 +28,8 @@ def render(config: ConfigOpt = None, *, out: OutDirOpt,
 
     Nothing is looked up in a cluster. The Secrets to provide are listed at the end.
 
-    With --include-secrets the SSO session key is MLFLOW_STACK_SECRET_KEY or the one in DIR.
-
-    Failing both it is created once: keep that file, a new key logs every user out.
+    With --include-secrets the SSO session key is MLFLOW_STACK_SECRET_KEY or the one in DIR;
+    failing both it is created once: keep that file, a new key logs every user out.
 
     Example:  mlflow-stack render -c inventory.yaml --out deploy/mlflow --include-secrets
     """

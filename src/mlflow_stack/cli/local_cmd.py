@@ -50,7 +50,9 @@ def up(
     127.0.0.1. With a config naming PostgreSQL / S3 / Keycloak, the same server against those.
     The first start on a new database also creates its schema, which takes longer.
 
-    Example:  mlflow-stack up --detach  |  mlflow-stack up -c mlflow-stack.yaml --port 5050
+    Example:  mlflow-stack up --detach
+
+    Example:  mlflow-stack up -c mlflow-stack.yaml --port 5050
     """
     loaded = load_config(config)
     settings = loaded.settings

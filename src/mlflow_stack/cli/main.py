@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
@@ -13,6 +14,7 @@ from mlflow_stack.cli import (
     client_cmd,
     config_cmd,
     deploy_cmd,
+    help,
     kube_cmd,
     local_cmd,
     ops_cmd,
@@ -25,6 +27,7 @@ app = typer.Typer(
     name="mlflow-stack",
     help="A secure MLflow platform (Keycloak SSO, PostgreSQL, S3) locally and on Kubernetes.\n\n"
     "Example:  mlflow-stack up",
+    cls=help.Group,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -48,25 +51,18 @@ def main(
     _debug["on"] = _debug["on"] or debug
 
 
-app.command()(local_cmd.up)
-app.command()(local_cmd.down)
-app.command()(local_cmd.status)
-app.command()(local_cmd.logs)
-app.command()(deploy_cmd.plan)
-app.command()(deploy_cmd.apply)
-app.command()(deploy_cmd.deploy)
-app.command()(deploy_cmd.uninstall)
-app.command()(kube_cmd.render)
-app.command()(ops_cmd.backup)
-app.command()(ops_cmd.restore)
-app.command()(ops_cmd.doctor)
-app.command()(upgrade_cmd.upgrade)
-app.command()(verify_cmd.verify)
-app.command()(client_cmd.token)
-app.command()(client_cmd.login)
-app.command()(client_cmd.logout)
-app.command()(client_cmd.helpers)
-app.add_typer(config_cmd.app, name="config")
+COMMANDS: list[tuple[str, list[Callable[..., None]]]] = [
+    (help.LOCAL, [local_cmd.up, local_cmd.down, local_cmd.status, local_cmd.logs]),
+    (help.PROVISIONING, [deploy_cmd.plan, deploy_cmd.apply, deploy_cmd.deploy,
+                         deploy_cmd.uninstall, kube_cmd.render]),
+    (help.SSO, [client_cmd.login, client_cmd.logout, client_cmd.token, client_cmd.helpers]),
+    (help.OPERATIONS, [verify_cmd.verify, ops_cmd.doctor, ops_cmd.backup, ops_cmd.restore,
+                       upgrade_cmd.upgrade]),
+]
+for panel, commands in COMMANDS:
+    for command in commands:
+        app.command(cls=help.Command, rich_help_panel=panel)(command)
+app.add_typer(config_cmd.app, name="config", rich_help_panel=help.CONFIG)
 
 
 def run() -> None:

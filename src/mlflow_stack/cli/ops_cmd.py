@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
@@ -11,9 +12,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from mlflow_stack.cli.console import RichProgress, out
+from mlflow_stack.cli.console import RichProgress, out, program
 from mlflow_stack.cli.deploy_cmd import Target, deploy_settings
-from mlflow_stack.cli.local_cmd import state_dir_for
+from mlflow_stack.cli.local_cmd import state_dir_for, state_dir_option
 from mlflow_stack.cli.options import ConfigOpt, Output, OutputOpt, StateDirOpt
 from mlflow_stack.config.loader import load_config
 from mlflow_stack.ops import backup as backups
@@ -66,11 +67,13 @@ def restore(
     Example:  mlflow-stack restore -c mlflow-stack.yaml --from backups/2026-11-27
     """
     settings = load_config(config).settings
-    result = backups.restore(settings, state_dir_for(state_dir), from_dir, RichProgress(),
-                             replace=replace)
+    state = state_dir_for(state_dir)
+    result = backups.restore(settings, state, from_dir, RichProgress(), replace=replace)
     out.print(_counts_table("restored", result.counts))
-    out.print("[green]restore complete[/]: row counts match the backup; start with "
-              "mlflow-stack up")
+    start = f"{program()} up{f' -c {shlex.quote(str(config))}' if config else ''}" \
+        f"{state_dir_option(state)}"
+    out.print(f"[green]restore complete[/]: row counts match the backup; start with: "
+              f"{escape(start)}")
 
 
 def doctor(

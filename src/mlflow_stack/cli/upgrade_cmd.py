@@ -8,9 +8,9 @@ from dataclasses import asdict
 from rich.markup import escape
 
 from mlflow_stack import deploy as deploy_lib
-from mlflow_stack.cli.console import RichProgress, out
+from mlflow_stack.cli.console import RichProgress, out, program
 from mlflow_stack.cli.deploy_cmd import Target, TargetOpt, deploy_settings
-from mlflow_stack.cli.local_cmd import state_dir_for
+from mlflow_stack.cli.local_cmd import state_dir_for, state_dir_option
 from mlflow_stack.cli.options import (
     BackupDirOpt,
     ConfigOpt,
@@ -31,15 +31,19 @@ def upgrade(
     no_backup: NoBackupOpt = False,
     output: OutputOpt = Output.text,
 ) -> None:
-    """Move the platform to the installed MLflow (local) or the configured
-    image (Kubernetes, registry.tag).
+    """Move the platform to the installed MLflow (local) or the configured image (Kubernetes,
+    registry.tag).
 
-    Backs up the databases, runs MLflow's and the SSO layer's migrations
-    once, then restarts the local server / rolls the Deployment. A failed
-    migration leaves the previous version serving and says how to return to
-    the backup. When nothing changed it says so and touches nothing.
+    Backs up the databases, runs MLflow's and the SSO layer's migrations once, then restarts
+    the local server / rolls the Deployment. A failed migration leaves the previous version
+    serving and says how to return to the backup. When nothing changed it says so and touches
+    nothing.
 
-    Example:  pip install -U mlflow-stack && mlflow-stack upgrade -c mlflow-stack.yaml
+    The local server comes back exactly as `up` started it: the same config, port, address
+    and state directory (a different -c is refused). If its address is taken by something
+    else, nothing changes and the old server keeps running.
+
+    Example:  pip install -U mlflow-stack && mlflow-stack upgrade
     """
     state = state_dir_for(state_dir)
     progress = RichProgress()
@@ -67,4 +71,5 @@ def upgrade(
     if result.url and result.restarted:
         out.print(f"MLflow: {escape(result.url)}")
     elif not result.restarted:
-        out.print("[dim]no server was running: start it with mlflow-stack up[/]")
+        out.print(f"[dim]no server was running: start it with: "
+                  f"{escape(program())} up{escape(state_dir_option(state))}[/]")

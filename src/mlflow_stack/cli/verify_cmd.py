@@ -8,7 +8,6 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 from mlflow_stack.cli.console import err, out
 from mlflow_stack.cli.local_cmd import state_dir_for
@@ -16,7 +15,7 @@ from mlflow_stack.cli.options import ConfigOpt, Output, OutputOpt, StateDirOpt
 from mlflow_stack.config.loader import load_config
 
 MARKS = {"ok": "[green]✓[/]", "failed": "[red]✗[/]", "skipped": "[dim]-[/]"}
-STYLES = {"ok": "green", "failed": "red", "skipped": "dim"}
+STYLES = {"ok": "dim", "failed": "red", "skipped": "dim"}
 
 
 def verify(
@@ -28,10 +27,11 @@ def verify(
     state_dir: StateDirOpt = None,
     output: OutputOpt = Output.text,
 ) -> None:
-    """Check a running platform end to end as a user would: token, experiment, params and
-    metrics, a 20 MB artifact up and down (sha256 compared), a model logged, registered,
-    aliased and staged, an mlflow-user refused an admin-only call, an anonymous call refused
-    (401); then delete what it created. Exit 1 on any failed step.
+    """Check a running platform end to end, as a user would. Exit 1 on any failed step.
+
+    Steps: a token, an experiment, params and metrics, a 20 MB artifact up and down (SHA-256
+    compared), a model logged, registered, aliased and staged, an mlflow-user refused an
+    admin-only call, an anonymous call refused (401); then what it created is deleted.
 
     Server: the local one of the state directory if it runs, else the config's public URL, or
     --url. With SSO, -c and the Keycloak admin password (KEYCLOAK_ADMIN_PASSWORD or
@@ -48,9 +48,16 @@ def verify(
         state = state_dir_for(state_dir)
     target = checks.resolve_target(settings, state, url, config_given=config is not None)
 
+    width = max(len(step) for step in checks.STEPS)
+
     def show(r: checks.StepResult) -> None:
+        # One line per step as it ends (on stdout, once), its detail indented below: fits in
+        # 80 columns, and a long detail wraps as prose instead of inside a table cell.
         if output == Output.text:
-            err.print(f"{MARKS[r.status]} {escape(r.step)} [dim]({r.seconds:.1f}s)[/]")
+            took = "" if r.status == "skipped" else f" [dim]{r.seconds:5.1f}s[/]"
+            out.print(f"{MARKS[r.status]} {escape(r.step.ljust(width))}{took}".rstrip())
+            if r.detail:
+                out.print(f"    [{STYLES[r.status]}]{escape(r.detail)}[/]")
 
     if output == Output.text:
         err.print(f"verifying {escape(target.url)} ({escape(target.source)})")
@@ -60,15 +67,6 @@ def verify(
         out.print_json(json.dumps({"url": target.url, "ok": not failures,
                                    "steps": [asdict(r) for r in results]}))
     else:
-        table = Table(title=f"verify {target.url}")
-        table.add_column("step", no_wrap=True)
-        table.add_column("status", no_wrap=True)
-        table.add_column("detail", overflow="fold")
-        table.add_column("seconds", justify="right")
-        for r in results:
-            table.add_row(escape(r.step), f"[{STYLES[r.status]}]{r.status}[/]",
-                          escape(r.detail), f"{r.seconds:.1f}")
-        out.print(table)
         out.print(f"{len(failures)} failed, "
                   f"{sum(r.status == 'skipped' for r in results)} skipped, "
                   f"{sum(r.status == 'ok' for r in results)} ok")
