@@ -77,3 +77,22 @@ def test_secret_ref_repr_hides_value() -> None:
         update={"secrets": SECRETS})
     launch = build_server_launch(settings, PATHS)
     assert "pg-secret-1" not in repr(launch)
+
+
+def test_what_mlflow_turns_on_by_itself_is_off_unless_asked() -> None:
+    """The Assistant, the AI Gateway and usage telemetry (see server/surfaces.py); the pod gets
+    the same variables."""
+    env = build_server_launch(Settings(), PATHS).env_dict()
+    assert env["MLFLOW_DISABLE_TELEMETRY"] == "true"
+    assert env["MLFLOW_ENABLE_AI_GATEWAY"] == "false"
+    assert env["MLFLOW_STACK_ASSISTANT"] == "false"
+    assert env["MLFLOW_ENABLE_REMOTE_ASSISTANT"] == "false"
+    assert env["MLFLOW_ENABLE_ASSISTANT_SANDBOX"] == "true"  # its shell never on the host
+    on = Settings.model_validate({"server": {"assistant": True, "ai_gateway": True,
+                                             "telemetry": True}})
+    env = build_server_launch(on, PATHS).env_dict()
+    assert env["MLFLOW_DISABLE_TELEMETRY"] == "false"
+    assert env["MLFLOW_ENABLE_AI_GATEWAY"] == "true"
+    assert env["MLFLOW_STACK_ASSISTANT"] == "true"
+    assert env["MLFLOW_ENABLE_REMOTE_ASSISTANT"] == "false"  # MLflow's remote mode stays off
+    assert "MLFLOW_ENABLE_ASSISTANT_SANDBOX" not in env  # MLflow's own default

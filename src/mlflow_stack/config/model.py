@@ -59,6 +59,16 @@ class ServerSettings(_Section):
     extra_allowed_hosts: list[str] = Field(default_factory=list)
     prometheus: bool = Field(True, description="Expose /metrics.")
     health_timeout: float = Field(180.0, gt=0, description="Seconds to wait for /health.")
+    assistant: bool = Field(
+        False, description="MLflow's Assistant, which runs a shell and coding agents on the "
+        "server host (with SSO: administrators only).",
+    )
+    ai_gateway: bool = Field(
+        False, description="MLflow's AI Gateway, which stores LLM provider API keys.",
+    )
+    telemetry: bool = Field(
+        False, description="MLflow's usage telemetry (server and UI) to mlflow.org's collector.",
+    )
 
 
 class DatabaseSettings(_Section):

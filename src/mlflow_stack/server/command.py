@@ -132,7 +132,8 @@ def build_server_launch(
         # The job runner costs ~1.9 GiB and ~7 s of start-up; off unless asked for.
         EnvVar("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", str(s.server.job_execution).lower()),
         # Nothing phones home from the platform (MLflow's usage telemetry is on by default).
-        EnvVar("MLFLOW_DISABLE_TELEMETRY", "true"),
+        EnvVar("MLFLOW_DISABLE_TELEMETRY", str(not s.server.telemetry).lower()),
+        *surface_env(s),
         EnvVar("MLFLOW_SERVER_ALLOWED_HOSTS", ",".join(allowed_hosts(s, internal_hosts or []))),
         EnvVar("TMPDIR", str(paths.tmp_dir)),
         EnvVar("MLFLOW_TMP_DIR", str(paths.tmp_dir)),
@@ -148,6 +149,27 @@ def build_server_launch(
 
     sso = oidc_launch(s, paths)
     return ServerLaunch(argv=argv + sso.argv, env=env + sso.env)
+
+
+def surface_env(s: Settings) -> list[EnvVar]:
+    """What MLflow 3.17 turns on by itself, off unless the config asks (see server/surfaces.py).
+
+    The AI Gateway (stores provider API keys) and the Assistant's remote mode are MLflow's own
+    switches. The Assistant has none: MLflow serves it to every client on a loopback address
+    (a same-host proxy makes that everyone), so our SSO app refuses its routes
+    (``MLFLOW_STACK_ASSISTANT``), and on every platform its Bash tool and coding-agent CLIs may
+    run only in MLflow's Docker sandbox, never on the host.
+    """
+    from mlflow_stack.server.surfaces import AI_GATEWAY_ENV, ASSISTANT_ENV
+
+    env = [
+        EnvVar(AI_GATEWAY_ENV, str(s.server.ai_gateway).lower()),
+        EnvVar(ASSISTANT_ENV, str(s.server.assistant).lower()),
+        EnvVar("MLFLOW_ENABLE_REMOTE_ASSISTANT", "false"),
+    ]
+    if not s.server.assistant:
+        env.append(EnvVar("MLFLOW_ENABLE_ASSISTANT_SANDBOX", "true"))
+    return env
 
 
 def _s3_env(s: Settings) -> list[EnvVar]:
