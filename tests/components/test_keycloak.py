@@ -90,7 +90,9 @@ EXPECTED_TARGETS = [
     "client mlflow-cli", "client mlflow-cli scopes",
     *(f"client mlflow-cli mapper {m}" for m in MAPPERS),
     "user alice role mlflow-admin",
+    "realm user profile attribute email",  # the identity attribute, locked (an update)
 ]
+LOCK = "realm user profile attribute email"
 
 
 @pytest.fixture
@@ -110,7 +112,8 @@ def test_provision_from_empty_realm_then_zero_changes(keycloak: KeycloakServer) 
 
     planned = kc.plan(settings)
     assert [c.target for c in planned] == EXPECTED_TARGETS
-    assert all(c.action == "create" and c.system == "keycloak" for c in planned)
+    assert all(c.action == ("update" if c.target == LOCK else "create")
+               and c.system == "keycloak" for c in planned)
     assert realm_state(admin) == before, "plan must not write"
     client = by_target(planned)["client mlflow"]
     assert f"{PUBLIC}/callback" in client.detail and "3600" in client.detail
@@ -126,10 +129,15 @@ def test_provision_from_empty_realm_then_zero_changes(keycloak: KeycloakServer) 
     assert pending(again) == []
     assert pending(kc.plan(settings)) == []
 
+    # Users can no longer edit the email that names their MLflow account.
+    email = next(a for a in admin.get_realm_users_profile()["attributes"]
+                 if a["name"] == "email")
+    assert email["permissions"]["edit"] == ["admin"]
     # The client is exactly what the reference lists.
     rep = admin.get_client(client_uuid(admin))
     assert rep["protocol"] == "openid-connect" and rep["enabled"] is True
     assert rep["publicClient"] is False and rep["standardFlowEnabled"] is True
+    assert rep["serviceAccountsEnabled"] is False
     assert rep["implicitFlowEnabled"] is False and rep["directAccessGrantsEnabled"] is True
     assert sorted(rep["redirectUris"]) == sorted(
         [f"{PUBLIC}/*", f"{PUBLIC}/oauth2/callback", f"{PUBLIC}/callback"])
@@ -508,8 +516,8 @@ def test_destroy_with_purge(keycloak: KeycloakServer,
     assert not {"mlflow-admin", "mlflow-user"} & set(state["roles"])
     assert admin.get_user_id("alice") is not None, "users are never deleted"
     assert pending(kc.destroy(settings, purge=True)) == []
-    # And apply brings it all back.
-    assert len(pending(kc.apply(settings))) == len(EXPECTED_TARGETS)
+    # And apply brings it all back (the email lock was kept: a realm setting, not an object).
+    assert len(pending(kc.apply(settings))) == len(EXPECTED_TARGETS) - 1
 
 
 def test_destroy_of_missing_realm_is_a_no_op(keycloak: KeycloakServer) -> None:

@@ -353,3 +353,27 @@ def test_demoting_the_last_admin_refuses_the_token_instead_of_keeping_admin(env:
         assert refused.status_code == 401
         assert "last administrator" in refused.json()["reason"]
 
+
+
+def test_browser_login_cannot_take_over_a_bound_account(env: Env, chromium: Any) -> None:
+    """The same takeover through Keycloak's login page: refused before a session opens."""
+    victim = env.add_user("victim2", [USER_ROLE])
+    server = env.tokens_on  # the realm's redirect URIs name this server
+    assert call(server, "GET", f"{API}/users/current",
+                token=env.token(victim)).status_code == 200  # bound to the victim's subject
+    env.admin.delete_user(victim.id)
+    hijacker = env.add_user("hijacker", [USER_ROLE])
+    env.admin.update_user(hijacker.id, {"email": victim.email, "emailVerified": True})
+    context = chromium.new_context()
+    try:
+        page = context.new_page()
+        page.goto(f"{server.url}/")
+        page.wait_for_url(f"{env.keycloak.url}/realms/{env.realm}/**", timeout=30_000)
+        page.fill("#username", hijacker.name)
+        page.fill("#password", hijacker.password)
+        page.click("#kc-login")
+        page.wait_for_selector("text=/another Keycloak user/", timeout=30_000)
+        api = page.request.get(f"{server.url}{API}/experiments/search?max_results=1")
+        assert api.status == 401
+    finally:
+        context.close()
