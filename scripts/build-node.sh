@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# Builds the binaries of the real single-node Kubernetes the tests run (tests/harness/node.py):
+# kubelet, kube-controller-manager, kube-scheduler and kube-proxy from their published Go module
+# (tools/kube-node/kube), plus etcd and kube-apiserver from scripts/build-kube-harness.sh (same
+# Kubernetes version, same cache scheme). The node's runtime comes from Debian (containerd, runc,
+# CNI plugins, iptables, socat, openssl): the missing ones are installed with apt-get.
+#
+# Output: $MLFLOW_STACK_TEST_CACHE/kube-node/bin when that variable is set, else
+# .cache/kube-node/bin in the repo (git-ignored); etcd and kube-apiserver are symlinked there from
+# the API-server harness's bin dir. The binaries are reused while their stamp (hash of the wrapper
+# module's go.mod and go.sum, the Go version and the build flags) matches; otherwise rebuilt.
+# Every build runs under `nice -n 19` (idle I/O class too): the cores are shared.
+#
+# Progress goes to stderr; the only line on stdout is the bin directory, for callers.
+# Usage: scripts/build-node.sh [--force]
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=../tools/kube-node/lib.sh
+. "$repo/tools/kube-node/lib.sh"
+force=()
+case "${1:-}" in
+  "") ;;
+  --force) force=(--force) ;;
+  *) echo "usage: $0 [--force]" >&2; exit 2 ;;
+esac
+
+ensure_packages containerd runc containernetworking-plugins iptables socat openssl util-linux
+
+# etcd + kube-apiserver: the API-server harness's build (its own lock, stamps and cache).
+harness_bin=$(low_priority bash "$repo/scripts/build-kube-harness.sh" "${force[@]}" | tail -n 1)
+
+bin="$node_cache/bin"
+mkdir -p "$bin"
+lock_cache binaries
+
+# Never download another Go toolchain; static binaries; go.sum must already cover everything.
+export GOTOOLCHAIN=local
+export CGO_ENABLED=0
+export GOFLAGS="-mod=readonly -buildvcs=false"
+
+names=(kubelet kube-controller-manager kube-scheduler kube-proxy)
+link_harness() {
+  local name
+  for name in etcd kube-apiserver; do
+    ln -sfn "$harness_bin/$name" "$bin/$name"
+  done
+}
+
+if ! command -v go >/dev/null 2>&1; then
+  ok=1
+  for name in "${names[@]}"; do [ -x "$bin/$name" ] || ok=0; done
+  if [ "$ok" = 1 ]; then
+    say "go not found; using the binaries already in $bin unchecked"
+    link_harness
+    echo "$bin"
+    exit 0
+  fi
+  say "go not found: install Go >= 1.26 (the Kubernetes 1.36 modules require it) to build the node"
+  exit 1
+fi
+go_version=$(go env GOVERSION)
+mod="$repo/tools/kube-node/kube"
+
+# The version the components report, set the way upstream's hack/lib/version.sh does (as
+# build-kube-harness.sh does for kube-apiserver).
+kube_version=$(cd "$mod" && go list -m -f '{{.Version}}' k8s.io/kubernetes)
+kube_minor=${kube_version#v*.}
+kube_minor=${kube_minor%%.*}
+ldflags="-s -w"
+for pkg in k8s.io/client-go/pkg/version k8s.io/component-base/version; do
+  ldflags+=" -X $pkg.gitVersion=$kube_version -X $pkg.gitMajor=1 -X $pkg.gitMinor=$kube_minor"
+  ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
+done
+
+stamp=$(
+  cd "$mod"
+  { echo "go=$go_version names=${names[*]} cgo=$CGO_ENABLED ldflags=$ldflags"; sha256sum go.mod go.sum; } \
+    | sha256sum | cut -d' ' -f1
+)
+stamp_file="$bin/node.stamp"
+up_to_date=1
+for name in "${names[@]}"; do [ -x "$bin/$name" ] || up_to_date=0; done
+[ -f "$stamp_file" ] && [ "$(cat "$stamp_file")" = "$stamp" ] || up_to_date=0
+[ "${#force[@]}" = 0 ] || up_to_date=0
+
+if [ "$up_to_date" = 1 ]; then
+  say "${names[*]} up to date ($bin)"
+else
+  pkgs=()
+  for name in "${names[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$name"); done
+  say "building ${names[*]} ($kube_version, $go_version) into $bin ..."
+  start=$SECONDS
+  ticker=$(heartbeat "${names[*]}" "$start")
+  tmp="$bin/.build.tmp"
+  rm -rf "$tmp"
+  mkdir -p "$tmp"
+  rc=0
+  # One go build for the four: they share most packages, compiled once.
+  (cd "$mod" && low_priority go build -trimpath -ldflags="$ldflags" -o "$tmp/" "${pkgs[@]}") || rc=$?
+  kill "$ticker" 2>/dev/null || true
+  wait "$ticker" 2>/dev/null || true
+  if [ "$rc" != 0 ]; then
+    rm -rf "$tmp"
+    say "building ${names[*]} FAILED (exit $rc) after $((SECONDS - start)) s"
+    exit "$rc"
+  fi
+  for name in "${names[@]}"; do mv -f "$tmp/$name" "$bin/$name"; done
+  rmdir "$tmp"
+  echo "$stamp" >"$stamp_file"
+  say "built ${names[*]} in $((SECONDS - start)) s ($(du -ch "${names[@]/#/$bin/}" | tail -n 1 | cut -f1))"
+fi
+link_harness
+echo "$bin"
