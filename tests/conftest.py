@@ -11,6 +11,7 @@ import pytest
 from harness.browser import launch_chromium
 from harness.keycloak import KeycloakServer, default_cache_dir, ensure_keycloak_dist, start_keycloak
 from harness.kubeapi import KubeAPIServer, start_kube_apiserver
+from harness.node import KubeNode, start_node
 from harness.postgres import PostgresServer, start_postgres
 from harness.s3 import S3Server, start_s3
 
@@ -85,6 +86,17 @@ def kube_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeAPIServer
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def kube_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeNode]:
+    """A real single-node Kubernetes (kubelet, containerd, controllers) in its own network
+    namespace, once per session; builds its binaries and images first when not cached."""
+    node = start_node(tmp_path_factory.mktemp("kube-node"))
+    try:
+        yield node
+    finally:
+        node.stop()
 
 
 @pytest.fixture(scope="session")
