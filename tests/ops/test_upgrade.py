@@ -445,8 +445,19 @@ def test_cli_apply_of_a_new_image_backs_up_first_then_upgrade_has_nothing_left(
     for secret in (postgres_server.password, s3_server.secret_key):
         assert secret not in applied.stdout + applied.stderr
 
+    # A local server in the same state dir, started on other settings, does not stand in the
+    # way of upgrading the cluster (this process stands in for it).
+    import psutil
+
+    state.root.mkdir(parents=True, exist_ok=True)
+    state.pid_file.write_text(json.dumps({
+        "pid": os.getpid(), "create_time": psutil.Process().create_time(),
+        "url": "http://127.0.0.1:1", "port": 1, "started_at": 1.0, "metadata": "sqlite",
+        "artifacts": "local", "auth": "none", "versions": "", "host": "127.0.0.1",
+        "config": None}))
     again = subprocess.run([*CLI, "upgrade", "-c", str(config), "--state-dir",
                             str(state.root)], env=env, capture_output=True, text=True,
                            timeout=600, check=False)
+    state.pid_file.unlink()
     assert again.returncode == 0, again.stdout + again.stderr
     assert "Already up to date (kubernetes); nothing changed." in again.stdout

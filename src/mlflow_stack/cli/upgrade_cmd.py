@@ -19,7 +19,7 @@ from mlflow_stack.cli.options import (
     OutputOpt,
     StateDirOpt,
 )
-from mlflow_stack.config.loader import check_secrets
+from mlflow_stack.config.loader import check_secrets, load_config
 from mlflow_stack.ops import upgrade as upgrades
 
 
@@ -47,8 +47,13 @@ def upgrade(
     """
     state = state_dir_for(state_dir)
     progress = RichProgress()
-    # A running local server comes back as it was started: its config, port and address.
-    loaded = upgrades.restart_config(state, config, require_secrets=False)
+    # A running local server comes back as it was started: its config, port and address. A
+    # config for a cluster upgrades the cluster, whatever runs locally.
+    given = load_config(config, require_secrets=False) if config is not None else None
+    if given is not None and deploy_lib.includes_kubernetes(given.settings, target.value):
+        loaded = given
+    else:
+        loaded = upgrades.restart_config(state, config, require_secrets=False)
     if deploy_lib.includes_kubernetes(loaded.settings, target.value):
         result = upgrades.upgrade_kubernetes(
             deploy_settings(loaded.source, target), state, progress, target=target.value,
