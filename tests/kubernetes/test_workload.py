@@ -50,8 +50,9 @@ def test_deployment_runs_the_shared_command_line(reference: Settings) -> None:
     hosts = env["MLFLOW_SERVER_ALLOWED_HOSTS"]["value"].split(",")
     assert "mlflow.example.com" in hosts
     for host in ("mlflow", "mlflow.mlflow", "mlflow.mlflow.svc", "mlflow.mlflow.svc.cluster.local",
-                 "mlflow:5000", "mlflow.mlflow.svc.cluster.local:5000"):
+                 "mlflow:5000", "mlflow.mlflow.svc.cluster.local:5000", "127.0.0.1:5000"):
         assert host in hosts
+    assert not any("*" in host for host in hosts)  # exact names: MLflow matches with fnmatch
     assert env["MLFLOW_S3_ENDPOINT_URL"]["value"] == "https://s3.example.com"
     assert "--expose-prometheus" in c["args"]
     assert c["args"][c["args"].index("--expose-prometheus") + 1] == "/mlflow/prometheus"

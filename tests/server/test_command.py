@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import PurePosixPath
 
+import pydantic
+import pytest
+from mlflow.server.security_utils import is_allowed_host_header
 from pydantic import SecretStr
 
 from mlflow_stack.config.model import Settings
@@ -36,6 +39,25 @@ def test_embedded_defaults() -> None:
     assert env["MLFLOW_DISABLE_TELEMETRY"] == "true"
     assert env["TMPDIR"] == "/state/run/tmp"
     assert "MLFLOW_SERVER_CORS_ALLOWED_ORIGINS" not in env  # no public host: MLflow's defaults
+    assert env["MLFLOW_STACK_MAX_REQUEST_BODY"] == str(16 * 2**20)  # read by the SSO app
+
+
+def test_loopback_hosts_are_allowed_with_the_servers_port_only() -> None:
+    """MLflow matches allowed hosts with fnmatch: `127.0.0.1:*` let `127.0.0.1:5000@evil` in."""
+    settings = Settings.model_validate({"server": {"port": 5123, "max_request_body": "1Mi"}})
+    env = build_server_launch(settings, PATHS).env_dict()
+    hosts = env["MLFLOW_SERVER_ALLOWED_HOSTS"].split(",")
+    assert hosts == ["localhost", "localhost:5123", "127.0.0.1", "127.0.0.1:5123"]
+    for host in ("127.0.0.1:5123", "localhost:5123", "127.0.0.1"):
+        assert is_allowed_host_header(hosts, host)
+    for host in ("127.0.0.1:5123@evil.example", "127.0.0.1:evil", "127.0.0.1:1", "localhost:80"):
+        assert not is_allowed_host_header(hosts, host), host
+    assert env["MLFLOW_STACK_MAX_REQUEST_BODY"] == str(2**20)
+
+
+def test_max_request_body_must_leave_room_for_ordinary_calls() -> None:
+    with pytest.raises(pydantic.ValidationError, match="max_request_body"):
+        Settings.model_validate({"server": {"max_request_body": "1Ki"}})
 
 
 def test_postgres_s3_and_public_host() -> None:

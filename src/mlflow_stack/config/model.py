@@ -50,6 +50,21 @@ class ServerSettings(_Section):
         None, ge=1, le=32, description="Worker processes; default chosen from memory_limit."
     )
     memory_limit: Quantity = Field("1Gi", description="Memory budget used to choose workers.")
+    # 16Mi: above what MLflow's API accepts in one request anyway — log-batch is refused over
+    # 1 MB by MLflow itself, a registry tag value is at most 100 kB, a dataset schema 1 MiB —
+    # and above OTLP trace batches (collectors' usual 4 MiB); traces and models the client
+    # logs as artifacts are not bounded. Memory: one 50 MB JSON body cost the server ~600 MiB.
+    max_request_body: Quantity = Field(
+        "16Mi", description="Largest request body of the JSON APIs with SSO (413 above; "
+        "artifact uploads are not bounded). At least 64Ki.",
+    )
+
+    @model_validator(mode="after")
+    def _body_bound_usable(self) -> ServerSettings:
+        if quantity_bytes(self.max_request_body) < 64 * 2**10:
+            raise ValueError(f"server.max_request_body: {self.max_request_body!r} is too small: "
+                             "expected at least 64Ki (ordinary API calls would be refused)")
+        return self
     job_execution: bool = Field(
         False, description="MLflow's background job runner (~1.9 GiB and ~7 s of start-up)."
     )

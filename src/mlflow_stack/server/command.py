@@ -13,6 +13,7 @@ from pathlib import PurePosixPath
 from pydantic import SecretStr
 
 from mlflow_stack.config.model import Settings
+from mlflow_stack.config.types import quantity_bytes
 
 # Kubernetes Secret names and keys the env refers to (compatibility names from the reference).
 DB_SECRET = "mlflow-db-secret"
@@ -21,6 +22,17 @@ OIDC_SECRET = "oauth2-proxy-secret"
 # The SSO layer's session key (key SECRET_KEY): generated once, kept in this Secret and
 # reused by every replica and every deploy, so sessions survive restarts and rollouts.
 SECRET_KEY_SECRET = "mlflow-secret-key"
+
+MAX_REQUEST_BODY_ENV = "MLFLOW_STACK_MAX_REQUEST_BODY"
+# Tunables the server runtime reads from its environment (sso_app and the modules it installs);
+# a local server inherits these from `up`'s environment, nothing else of ours (see
+# local/process.py: server_environment). Add a new one here.
+SERVER_TUNABLES = (
+    "MLFLOW_STACK_JWKS_MIN_REFRESH_SECONDS", "MLFLOW_STACK_TOKEN_CACHE_SECONDS",
+    "MLFLOW_STACK_USER_CACHE_SECONDS", "MLFLOW_STACK_FLASK_THREADS",
+    "MLFLOW_STACK_HEADER_TIMEOUT_SECONDS", "MLFLOW_STACK_BODY_IDLE_TIMEOUT_SECONDS",
+    "MLFLOW_STACK_AUTH_LOG_INTERVAL_SECONDS",
+)
 
 
 @dataclass(frozen=True)
@@ -92,11 +104,17 @@ def artifacts_destination(settings: Settings, paths: ServerPaths) -> str:
 
 
 def allowed_hosts(settings: Settings, internal_hosts: list[str]) -> list[str]:
-    """Host headers the server accepts: the public host, loopback, in-cluster names."""
+    """Host headers the server accepts: the public host, loopback, in-cluster names.
+
+    Loopback only with the server's own port, exactly: MLflow matches patterns with fnmatch, so
+    ``127.0.0.1:*`` also let ``127.0.0.1:5000@evil.example`` through (the plain MLflow app of a
+    platform without SSO has no stricter check in front).
+    """
     hosts = []
     if settings.public_hostname:
         hosts.append(settings.public_hostname)
-    hosts += ["localhost", "localhost:*", "127.0.0.1", "127.0.0.1:*"]
+    port = settings.server.port
+    hosts += ["localhost", f"localhost:{port}", "127.0.0.1", f"127.0.0.1:{port}"]
     hosts += internal_hosts + settings.server.extra_allowed_hosts
     return list(dict.fromkeys(hosts))
 
@@ -137,6 +155,8 @@ def build_server_launch(
         EnvVar("MLFLOW_SERVER_ALLOWED_HOSTS", ",".join(allowed_hosts(s, internal_hosts or []))),
         EnvVar("TMPDIR", str(paths.tmp_dir)),
         EnvVar("MLFLOW_TMP_DIR", str(paths.tmp_dir)),
+        # Read by the SSO app (server/request_limits.py): larger JSON bodies get 413.
+        EnvVar(MAX_REQUEST_BODY_ENV, str(int(quantity_bytes(s.server.max_request_body)))),
     ]
     if s.public_hostname:
         env.append(EnvVar("MLFLOW_SERVER_CORS_ALLOWED_ORIGINS", s.public_url))

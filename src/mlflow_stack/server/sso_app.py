@@ -546,6 +546,9 @@ _patch_run_experiment_lookup()
 _route_flask_paths_first(app)
 _patch_access_tokens(app)
 _validate_hosts(app)
+from mlflow_stack.server import hardening  # noqa: E402
+
+hardening.install(app)  # request bounds, strict Host, artifact paths, listings, auth log
 from mlflow_stack.server import surfaces  # noqa: E402
 
 surfaces.install(app)  # assistant, AI gateway, telemetry notice

@@ -1,0 +1,247 @@
+"""Bounds on what one connection or request may cost the server (issue 11 §3, items 1 and 2).
+
+- **Request bodies** (``RequestBodyLimit``). MLflow's Flask app, behind mlflow-oidc-auth's
+  WSGI adapter, reads a whole body and then parses it: one authenticated 50 MB JSON body took
+  the server tree from ~1.0 to ~1.6 GiB (pod limit 1 GiB). Bodies above
+  ``MLFLOW_STACK_MAX_REQUEST_BODY`` bytes (``server.max_request_body``) are refused with 413 —
+  before anything is read when ``Content-Length`` says so, as soon as the limit is passed when
+  the body is chunked. Artifact uploads (``PUT .../mlflow-artifacts/artifacts/...``) stay
+  unbounded: they are streamed to a temp file, never held in memory.
+- **Idle bodies.** A request whose body stops arriving for
+  ``MLFLOW_STACK_BODY_IDLE_TIMEOUT_SECONDS`` (default 60, nginx's ``client_body_timeout``) is
+  answered 408 and its connection closed. Only gaps count: a slow but steady upload goes on.
+- **Request heads** (``patch_header_timeout``). uvicorn has no header timeout: 200 connections
+  that never finished their request head stayed open indefinitely. A connection that has not
+  completed a request head within ``MLFLOW_STACK_HEADER_TIMEOUT_SECONDS`` (default 10) of
+  opening, or of its previous response, is closed. uvicorn's protocol classes are patched at
+  import of the app, which every worker does before it accepts a connection; the patch checks
+  the shape it relies on and refuses to start on another one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import os
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+MAX_BODY_ENV = "MLFLOW_STACK_MAX_REQUEST_BODY"  # bytes, set by build_server_launch
+HEADER_TIMEOUT_ENV = "MLFLOW_STACK_HEADER_TIMEOUT_SECONDS"
+BODY_IDLE_TIMEOUT_ENV = "MLFLOW_STACK_BODY_IDLE_TIMEOUT_SECONDS"
+DEFAULT_MAX_BODY = 16 * 2**20  # server.max_request_body's default (config/model.py says why)
+DEFAULT_HEADER_TIMEOUT = 10.0
+DEFAULT_BODY_IDLE_TIMEOUT = 60.0
+
+# PUT .../mlflow-artifacts/artifacts/<path> (/api and /ajax-api, under any prefix a proxy adds):
+# streamed to a temp file or straight to the store, never parsed, so not bounded.
+UNBOUNDED_UPLOAD = "/2.0/mlflow-artifacts/artifacts/"
+
+
+class UpstreamShapeChanged(RuntimeError):
+    """uvicorn no longer looks the way a patch here relies on."""
+
+
+def env_number(name: str, default: float) -> float:
+    """A non-negative number from the environment (the default when unset or not a number)."""
+    try:
+        return max(0.0, float(os.environ.get(name, default)))
+    except ValueError:
+        return default
+
+
+async def send_error(send: Send, status: int, error_code: str, message: str,
+                     close: bool = False) -> None:
+    """An MLflow-style JSON error (``error_code``, ``message``)."""
+    body = json.dumps({"error_code": error_code, "message": message}).encode()
+    headers = [(b"content-type", b"application/json"),
+               (b"content-length", str(len(body)).encode())]
+    if close:  # uvicorn closes after the response instead of draining the rest of the body
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def declared_length(headers: list[tuple[bytes, bytes]]) -> int | None:
+    for name, value in headers:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None  # the HTTP parser refuses these before the app sees them
+    return None
+
+
+class _Refused(Exception):  # control flow inside RequestBodyLimit only
+    pass
+
+
+class RequestBodyLimit:
+    """413 for bodies over ``limit`` bytes (artifact uploads excepted), 408 for bodies that stop
+    arriving for ``idle_timeout`` seconds. Pure ASGI: one call and, for a request with a body,
+    one byte count per received chunk."""
+
+    def __init__(self, app: ASGIApp, limit: int, idle_timeout: float) -> None:
+        self.app = app
+        self.limit = limit
+        self.idle_timeout = idle_timeout or None
+        self.too_large = (f"Request body larger than {limit} bytes (server.max_request_body); "
+                          "artifacts go through the artifact API, which has no such bound")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit: int | None = self.limit
+        if scope["method"] == "PUT" and UNBOUNDED_UPLOAD in scope["path"]:
+            limit = None
+        elif (length := declared_length(scope["headers"])) is not None and length > self.limit:
+            await send_error(send, 413, "REQUEST_LIMIT_EXCEEDED", self.too_large, close=True)
+            return
+        idle = self.idle_timeout
+        received = 0
+        body_done = False
+        refusal: tuple[int, str, str] | None = None
+        started = False
+
+        async def guarded_receive() -> Message:
+            nonlocal received, body_done, refusal
+            if refusal is not None:
+                return {"type": "http.disconnect"}
+            if body_done:  # e.g. waiting for a disconnect while streaming: not a body gap
+                return await receive()
+            try:
+                async with asyncio.timeout(idle):
+                    message = await receive()
+            except TimeoutError:
+                refusal = (408, "REQUEST_TIMEOUT",
+                           f"No request body data for {idle:g} s; the request was dropped")
+                raise _Refused from None
+            if message["type"] != "http.request":
+                body_done = True
+                return message
+            if not message.get("more_body", False):
+                body_done = True
+            if limit is not None:
+                received += len(message.get("body", b""))
+                if received > limit:
+                    refusal = (413, "REQUEST_LIMIT_EXCEEDED", self.too_large)
+                    raise _Refused
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if refusal is not None:  # the app's own answer to the refusal: ours goes instead
+                return
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, guarded_receive, guarded_send)
+        except Exception:  # whatever the app turned _Refused into
+            if refusal is None:
+                raise
+        if refusal is not None and not started:
+            await send_error(send, *refusal, close=True)
+
+
+# --------------------------------------------------------------------------------------------
+# request-head timeout (uvicorn protocol classes)
+
+_TIMER = "_mlflow_stack_head_timer"
+_HEADS = "_mlflow_stack_heads"
+
+
+def _require(cls: type, name: str, params: list[str]) -> Callable[..., Any]:
+    func = vars(cls).get(name)
+    if func is None or list(inspect.signature(func).parameters) != params:
+        raise UpstreamShapeChanged(
+            f"{cls.__module__}.{cls.__name__}.{name} is missing or takes other parameters than "
+            f"({', '.join(params)}): the request-head timeout in {__name__} must be revisited "
+            "for this uvicorn version")
+    return func  # type: ignore[no-any-return]
+
+
+def _patch_protocol(cls: type, seconds: float,
+                    head_pending: Callable[[Any, int], bool]) -> None:
+    """Close a connection of ``cls`` that waits longer than ``seconds`` for a complete request
+    head, counted from the connection or from its previous response. ``head_pending(protocol,
+    heads_at_arming)`` says whether it is still waiting."""
+    if getattr(cls, "_mlflow_stack_head_timeout", None) is not None:
+        return
+    made = _require(cls, "connection_made", ["self", "transport"])
+    lost = _require(cls, "connection_lost", ["self", "exc"])
+    done = _require(cls, "on_response_complete", ["self"])
+
+    def expire(self: Any, heads: int) -> None:
+        setattr(self, _TIMER, None)
+        transport = self.transport
+        if transport is not None and not transport.is_closing() and head_pending(self, heads):
+            transport.close()
+
+    def arm(self: Any) -> None:
+        timer = getattr(self, _TIMER, None)
+        if timer is not None:
+            timer.cancel()
+        setattr(self, _TIMER, self.loop.call_later(seconds, expire, self,
+                                                   getattr(self, _HEADS, 0)))
+
+    def connection_made(self: Any, transport: Any) -> None:
+        made(self, transport)
+        arm(self)
+
+    def connection_lost(self: Any, exc: Exception | None) -> None:
+        timer = getattr(self, _TIMER, None)
+        if timer is not None:
+            timer.cancel()
+            setattr(self, _TIMER, None)
+        lost(self, exc)
+
+    def on_response_complete(self: Any) -> None:
+        arm(self)  # before: a pipelined request handled inside counts against the new timer
+        done(self)
+
+    cls.connection_made = connection_made  # type: ignore[attr-defined]
+    cls.connection_lost = connection_lost  # type: ignore[attr-defined]
+    cls.on_response_complete = on_response_complete  # type: ignore[attr-defined]
+    cls._mlflow_stack_head_timeout = seconds  # type: ignore[attr-defined]
+
+
+def patch_header_timeout(seconds: float) -> None:
+    """Apply the request-head timeout to uvicorn's h11 protocol (the one the server image and
+    this environment use) and to httptools' when that is installed. 0 leaves uvicorn as is."""
+    if seconds <= 0:
+        return
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    # h11 stays IDLE on the client's side until a whole request head has been parsed, and goes
+    # back to IDLE only when a request/response cycle is finished.
+    _patch_protocol(H11Protocol, seconds,
+                    lambda self, _heads: self.conn.their_state is h11.IDLE)
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    except ImportError:  # httptools not installed: uvicorn cannot pick that protocol
+        return
+    headers_complete = _require(HttpToolsProtocol, "on_headers_complete", ["self"])
+
+    def on_headers_complete(self: Any) -> None:
+        setattr(self, _HEADS, getattr(self, _HEADS, 0) + 1)
+        headers_complete(self)
+
+    def waiting(self: Any, heads: int) -> bool:
+        cycle = self.cycle
+        return (getattr(self, _HEADS, 0) == heads and not self.pipeline
+                and (cycle is None or cycle.response_complete))
+
+    if getattr(HttpToolsProtocol, "_mlflow_stack_head_timeout", None) is None:
+        HttpToolsProtocol.on_headers_complete = on_headers_complete  # type: ignore[method-assign]
+    _patch_protocol(HttpToolsProtocol, seconds, waiting)
