@@ -390,7 +390,15 @@ def test_a_user_still_grants_their_own_experiment_by_name(s3_live: Live) -> None
                          f"{API}/permissions/users/dave@example.test/experiments/{exp}",
                          json={"permission": "EDIT"})
     assert grant.status_code in (200, 201), grant.text[:300]
-    assert s3_live.call("dave", *create_run, json={"experiment_id": exp}).status_code == 200
+    # mlflow-oidc-auth caches a user's permission per worker for PERMISSION_CACHE_TTL_SECONDS
+    # (30): the READ seen above may stand that long.
+    deadline = time.monotonic() + 45
+    status = 0
+    while time.monotonic() < deadline and status != 200:
+        status = s3_live.call("dave", *create_run, json={"experiment_id": exp}).status_code
+        if status != 200:
+            time.sleep(2)
+    assert status == 200
     assert s3_live.call("bob", "GET", f"{API}/permissions/experiments/{exp}/users"
                         ).status_code == 200  # who has access to what bob manages
 

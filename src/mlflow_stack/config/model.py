@@ -53,7 +53,8 @@ class ServerSettings(_Section):
     # 16Mi: above what MLflow's API accepts in one request anyway — log-batch is refused over
     # 1 MB by MLflow itself, a registry tag value is at most 100 kB, a dataset schema 1 MiB —
     # and above OTLP trace batches (collectors' usual 4 MiB); traces and models the client
-    # logs as artifacts are not bounded. Memory: one 50 MB JSON body cost the server ~600 MiB.
+    # logs as artifacts are not bounded. Memory: one 50 MB JSON body cost the server ~600 MiB;
+    # 16 MiB ones raised a worker by 50-130 MiB here (log-batch with 5 kB params).
     max_request_body: Quantity = Field(
         "16Mi", description="Largest request body of the JSON APIs with SSO (413 above; "
         "artifact uploads are not bounded). At least 64Ki.",

@@ -72,11 +72,22 @@ class StrictHost:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self._seen: set[bytes] = set()  # well-formed values seen: the same few on every request
+
+    def _valid(self, host: bytes) -> bool:
+        if host in self._seen:
+            return True
+        if not valid_host(host):
+            return False
+        if len(self._seen) >= 256:
+            self._seen.clear()
+        self._seen.add(host)
+        return True
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket"):
             hosts = [value for name, value in scope["headers"] if name == b"host"]
-            if len(hosts) > 1 or (hosts and not valid_host(hosts[0])):
+            if len(hosts) > 1 or (hosts and not self._valid(hosts[0])):
                 if scope["type"] == "http":
                     await send_error(send, 400, "INVALID_PARAMETER_VALUE", "Invalid Host header",
                                      close=True)

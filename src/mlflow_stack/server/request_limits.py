@@ -69,24 +69,71 @@ async def send_error(send: Send, status: int, error_code: str, message: str,
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
-def declared_length(headers: list[tuple[bytes, bytes]]) -> int | None:
+def body_framing(headers: list[tuple[bytes, bytes]]) -> tuple[int | None, bool]:
+    """(Content-Length, chunked) of a request; HTTP/1.1 has a body only with one of them."""
+    length: int | None = None
+    chunked = False
     for name, value in headers:
         if name == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None  # the HTTP parser refuses these before the app sees them
-    return None
+            length = int(value) if value.isdigit() else None  # the parser refuses other values
+        elif name == b"transfer-encoding":
+            chunked = True
+    return length, chunked
 
 
 class _Refused(Exception):  # control flow inside RequestBodyLimit only
     pass
 
 
+class _Transfer:
+    """One request's body as the app receives it: gaps timed, bytes counted (chunked only:
+    a declared length is enforced by the HTTP parser), the app's own answer dropped once the
+    request is refused."""
+
+    __slots__ = ("_receive", "_send", "body_done", "idle", "limit", "received", "refusal",
+                 "started", "too_large")
+
+    def __init__(self, receive: Receive, send: Send, limit: int | None, idle: float | None,
+                 too_large: str) -> None:
+        self._receive, self._send = receive, send
+        self.limit, self.idle, self.too_large = limit, idle, too_large
+        self.received = 0
+        self.body_done = self.started = False
+        self.refusal: tuple[int, str, str] | None = None
+
+    async def receive(self) -> Message:
+        if self.refusal is not None:
+            return {"type": "http.disconnect"}
+        if self.body_done:  # e.g. waiting for a disconnect while streaming: not a body gap
+            return await self._receive()
+        try:
+            async with asyncio.timeout(self.idle):
+                message = await self._receive()
+        except TimeoutError:
+            self.refusal = (408, "REQUEST_TIMEOUT",
+                            f"No request body data for {self.idle:g} s; the request was dropped")
+            raise _Refused from None
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            self.body_done = True
+        if self.limit is not None:
+            self.received += len(message.get("body", b""))
+            if self.received > self.limit:
+                self.refusal = (413, "REQUEST_LIMIT_EXCEEDED", self.too_large)
+                raise _Refused
+        return message
+
+    async def send(self, message: Message) -> None:
+        if self.refusal is not None:  # the app's own answer to the refusal: ours goes instead
+            return
+        if message["type"] == "http.response.start":
+            self.started = True
+        await self._send(message)
+
+
 class RequestBodyLimit:
     """413 for bodies over ``limit`` bytes (artifact uploads excepted), 408 for bodies that stop
-    arriving for ``idle_timeout`` seconds. Pure ASGI: one call and, for a request with a body,
-    one byte count per received chunk."""
+    arriving for ``idle_timeout`` seconds. Pure ASGI; a request without a body (most reads)
+    only costs a look at its headers."""
 
     def __init__(self, app: ASGIApp, limit: int, idle_timeout: float) -> None:
         self.app = app
@@ -99,58 +146,25 @@ class RequestBodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        length, chunked = body_framing(scope["headers"])
+        if not chunked and not length:  # no body to bound or wait for
+            await self.app(scope, receive, send)
+            return
         limit: int | None = self.limit
         if scope["method"] == "PUT" and UNBOUNDED_UPLOAD in scope["path"]:
             limit = None
-        elif (length := declared_length(scope["headers"])) is not None and length > self.limit:
+        elif length is not None and length > self.limit:
             await send_error(send, 413, "REQUEST_LIMIT_EXCEEDED", self.too_large, close=True)
             return
-        idle = self.idle_timeout
-        received = 0
-        body_done = False
-        refusal: tuple[int, str, str] | None = None
-        started = False
-
-        async def guarded_receive() -> Message:
-            nonlocal received, body_done, refusal
-            if refusal is not None:
-                return {"type": "http.disconnect"}
-            if body_done:  # e.g. waiting for a disconnect while streaming: not a body gap
-                return await receive()
-            try:
-                async with asyncio.timeout(idle):
-                    message = await receive()
-            except TimeoutError:
-                refusal = (408, "REQUEST_TIMEOUT",
-                           f"No request body data for {idle:g} s; the request was dropped")
-                raise _Refused from None
-            if message["type"] != "http.request":
-                body_done = True
-                return message
-            if not message.get("more_body", False):
-                body_done = True
-            if limit is not None:
-                received += len(message.get("body", b""))
-                if received > limit:
-                    refusal = (413, "REQUEST_LIMIT_EXCEEDED", self.too_large)
-                    raise _Refused
-            return message
-
-        async def guarded_send(message: Message) -> None:
-            nonlocal started
-            if refusal is not None:  # the app's own answer to the refusal: ours goes instead
-                return
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
+        transfer = _Transfer(receive, send, limit if chunked else None, self.idle_timeout,
+                             self.too_large)
         try:
-            await self.app(scope, guarded_receive, guarded_send)
+            await self.app(scope, transfer.receive, transfer.send)
         except Exception:  # whatever the app turned _Refused into
-            if refusal is None:
+            if transfer.refusal is None:
                 raise
-        if refusal is not None and not started:
-            await send_error(send, *refusal, close=True)
+        if transfer.refusal is not None and not transfer.started:
+            await send_error(send, *transfer.refusal, close=True)
 
 
 # --------------------------------------------------------------------------------------------
