@@ -275,14 +275,14 @@ def test_access_tokens_are_off_by_default(env: Env) -> None:
     user = env.add_user("notokens", [USER_ROLE])
     bearer = env.token(user)
     refused = mint(env.default, bearer)
-    assert refused.status_code == 403 and "auth.access_tokens" in refused.json()["detail"]
+    assert refused.status_code == 403 and "auth.access_tokens" in refused.json()["message"]
     patch = call(env.default, "PATCH", f"{API}/users/access-token", token=bearer, body={})
     assert patch.status_code == 403
     # A token minted where they are on is refused here too: Basic is off.
     token = mint(env.tokens_on, env.token(user)).json()["token"]
     basic = call(env.default, "GET", f"{API}/experiments/search?max_results=1",
                  basic=(user.email, token))
-    assert basic.status_code == 401 and "auth.access_tokens" in basic.json()["detail"]
+    assert basic.status_code == 401 and "auth.access_tokens" in basic.json()["message"]
     assert call(env.tokens_on, "GET", f"{API}/experiments/search?max_results=1",
                 basic=(user.email, token)).status_code == 200
 
@@ -377,3 +377,23 @@ def test_browser_login_cannot_take_over_a_bound_account(env: Env, chromium: Any)
         assert api.status == 401
     finally:
         context.close()
+
+
+def test_cross_site_writes_are_refused_on_the_sso_layers_own_routes(env: Env) -> None:
+    """MLflow blocks other origins' writes in its own app only; a permission grant through
+    mlflow-oidc-auth's API from another origin went through."""
+    owner, other = env.add_user("xsowner", [USER_ROLE]), env.add_user("xsother", [USER_ROLE])
+    token = env.token(owner)
+    exp = call(env.default, "POST", f"{API}/experiments/create", token=token,
+               body={"name": f"xs-{secrets.token_hex(4)}"}).json()["experiment_id"]
+    call(env.default, "GET", f"{API}/users/current", token=env.token(other))  # provisioned
+    grant = f"{API}/permissions/users/{other.email}/experiments/{exp}"
+    for origin in ("https://evil.example", "null"):
+        refused = httpx.post(f"{env.default.url}{grant}", json={"permission": "MANAGE"},
+                             headers={"Authorization": f"Bearer {token}", "Origin": origin},
+                             timeout=30)
+        assert refused.status_code == 403, (origin, refused.text)
+    same_site = httpx.post(f"{env.default.url}{grant}", json={"permission": "READ"},
+                           headers={"Authorization": f"Bearer {token}",
+                                    "Origin": env.default.url}, timeout=30)
+    assert same_site.status_code in (200, 201), same_site.text

@@ -17,14 +17,14 @@ removes a role, disables the account or demotes an admin, the token kept working
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from mlflow_stack.server import identity
+from mlflow_stack.server.asgi import ASGIApp, Receive, Scope, Send, send_error
 from mlflow_stack.server.caches import ExpiringCache
 from mlflow_stack.server.directory import (
     Account,
@@ -37,10 +37,6 @@ from mlflow_stack.server.guards import require
 
 logger = logging.getLogger(__name__)
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 # The routes that issue tokens (own and, for admins, others'), under /api and /ajax-api.
 _ISSUE = re.compile(r"^/(?:ajax-)?api/2\.0/mlflow/users/(?:access-token|current/tokens"
@@ -65,14 +61,6 @@ def issues_token(method: str, path: str) -> bool:
     return method == "POST"
 
 
-async def _json(send: Send, status: int, detail: str) -> None:
-    body = json.dumps({"detail": detail, "error_code": "PERMISSION_DENIED"}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
-
-
 class AccessTokensOff:
     """Pure ASGI: refuses Basic credentials and token issuance before anything reads them."""
 
@@ -83,10 +71,10 @@ class AccessTokensOff:
         if scope["type"] == "http":
             for name, value in scope.get("headers", ()):
                 if name == b"authorization" and value[:6].lower() == b"basic ":
-                    await _json(send, 401, OFF_BASIC)
+                    await send_error(send, 401, "UNAUTHENTICATED", OFF_BASIC)
                     return
             if issues_token(scope["method"], scope["path"]):
-                await _json(send, 403, OFF_ISSUE)
+                await send_error(send, 403, "PERMISSION_DENIED", OFF_ISSUE)
                 return
         await self.app(scope, receive, send)
 

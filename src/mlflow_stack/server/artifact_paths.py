@@ -25,7 +25,7 @@ import os
 import re
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from mlflow_stack.server.request_limits import ASGIApp, Message, Receive, Scope, Send, send_error
+from mlflow_stack.server.asgi import ASGIApp, Message, Receive, Scope, Send, send_error
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ LOGGED_MODEL_ROUTES = {"/artifacts/files": ("artifact_file_path",),
                        "/artifacts/directories": ("artifact_directory_path",)}
 _BAD_CHARS = re.compile(r"[\\#\x00-\x1f\x7f]")
 INVALID_PATH = ("Invalid artifact path: it must be relative, with '/' as separator, and have no "
-                "'..' segment, backslash, control character, '#' or URI scheme")
+                "'..' or empty segment, backslash, control character, '#' or URI scheme")
 STORE_NOT_FOUND = ("(404)", "NoSuchKey", "Not Found", "does not exist")
 _ERROR_BODY_CAP = 64 * 1024
 
@@ -64,7 +64,8 @@ def path_problem(path: str) -> bool:
     if _BAD_CHARS.search(text) or text.startswith("/") or "://" in text:
         return True
     segments = text.split("/")
-    return segments[0].endswith(":") or ".." in segments
+    # An empty segment inside ('run/artifacts//tmp/x') makes the rest absolute to MLflow.
+    return segments[0].endswith(":") or ".." in segments or "" in segments[:-1]
 
 
 def _query_params(path: str) -> tuple[str, ...]:

@@ -142,6 +142,8 @@ def build_server_launch(
         "--backend-store-uri", backend_store_uri(s, paths),
         "--serve-artifacts",
         "--artifacts-destination", artifacts_destination(s, paths),
+        # h11 whatever else is installed: the request-head timeout patches its protocol.
+        "--uvicorn-opts", "--http h11",
     ]
     if s.server.prometheus:
         argv += ["--expose-prometheus", str(paths.prometheus_dir)]

@@ -34,7 +34,8 @@ from collections.abc import Callable
 from typing import Any
 
 from mlflow_stack.server import artifact_paths, request_limits
-from mlflow_stack.server.request_limits import ASGIApp, Receive, Scope, Send, send_error
+from mlflow_stack.server.asgi import ASGIApp, Receive, Scope, Send, send_error
+from mlflow_stack.server.guards import UpstreamChanged
 
 AUTH_LOG_INTERVAL_ENV = "MLFLOW_STACK_AUTH_LOG_INTERVAL_SECONDS"
 DEFAULT_AUTH_LOG_INTERVAL = 60.0
@@ -121,7 +122,7 @@ def listing_routes() -> frozenset[str]:
     served = {r.path for router in get_all_routers() for r in router.routes
               if isinstance(r, APIRoute) and "GET" in (r.methods or ())}
     if not set(paths) <= served:
-        raise request_limits.UpstreamShapeChanged(
+        raise UpstreamChanged(
             f"mlflow-oidc-auth no longer serves GET {paths}: revisit {__name__}.AdminsOnly")
     return frozenset(paths + [p for p in map(to_ajax_path, paths) if p])
 

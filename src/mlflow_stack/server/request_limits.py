@@ -21,17 +21,12 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
-import json
 import os
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Callable
 from typing import Any
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+from mlflow_stack.server.asgi import ASGIApp, Message, Receive, Scope, Send, send_error
+from mlflow_stack.server.guards import UpstreamChanged, require
 
 MAX_BODY_ENV = "MLFLOW_STACK_MAX_REQUEST_BODY"  # bytes, set by build_server_launch
 HEADER_TIMEOUT_ENV = "MLFLOW_STACK_HEADER_TIMEOUT_SECONDS"
@@ -45,28 +40,12 @@ DEFAULT_BODY_IDLE_TIMEOUT = 60.0
 UNBOUNDED_UPLOAD = "/2.0/mlflow-artifacts/artifacts/"
 
 
-class UpstreamShapeChanged(RuntimeError):
-    """uvicorn no longer looks the way a patch here relies on."""
-
-
 def env_number(name: str, default: float) -> float:
     """A non-negative number from the environment (the default when unset or not a number)."""
     try:
         return max(0.0, float(os.environ.get(name, default)))
     except ValueError:
         return default
-
-
-async def send_error(send: Send, status: int, error_code: str, message: str,
-                     close: bool = False) -> None:
-    """An MLflow-style JSON error (``error_code``, ``message``)."""
-    body = json.dumps({"error_code": error_code, "message": message}).encode()
-    headers = [(b"content-type", b"application/json"),
-               (b"content-length", str(len(body)).encode())]
-    if close:  # uvicorn closes after the response instead of draining the rest of the body
-        headers.append((b"connection", b"close"))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 def body_framing(headers: list[tuple[bytes, bytes]]) -> tuple[int | None, bool]:
@@ -171,42 +150,38 @@ class RequestBodyLimit:
 # request-head timeout (uvicorn protocol classes)
 
 _TIMER = "_mlflow_stack_head_timer"
-_HEADS = "_mlflow_stack_heads"
 
 
 def _require(cls: type, name: str, params: list[str]) -> Callable[..., Any]:
-    func = vars(cls).get(name)
-    if func is None or list(inspect.signature(func).parameters) != params:
-        raise UpstreamShapeChanged(
-            f"{cls.__module__}.{cls.__name__}.{name} is missing or takes other parameters than "
-            f"({', '.join(params)}): the request-head timeout in {__name__} must be revisited "
-            "for this uvicorn version")
-    return func  # type: ignore[no-any-return]
+    # The class's own method: a patch of an inherited one would change the parent class.
+    if name not in vars(cls):
+        raise UpstreamChanged(f"{cls.__module__}.{cls.__name__}.{name} is not defined on the "
+                              f"class: the request-head timeout in {__name__} must be revisited")
+    return require(cls, name, params)
 
 
 def _patch_protocol(cls: type, seconds: float,
-                    head_pending: Callable[[Any, int], bool]) -> None:
+                    head_pending: Callable[[Any], bool]) -> None:
     """Close a connection of ``cls`` that waits longer than ``seconds`` for a complete request
-    head, counted from the connection or from its previous response. ``head_pending(protocol,
-    heads_at_arming)`` says whether it is still waiting."""
+    head, counted from the connection or from its previous response. ``head_pending(protocol)``
+    says whether it is still waiting."""
     if getattr(cls, "_mlflow_stack_head_timeout", None) is not None:
         return
     made = _require(cls, "connection_made", ["self", "transport"])
     lost = _require(cls, "connection_lost", ["self", "exc"])
     done = _require(cls, "on_response_complete", ["self"])
 
-    def expire(self: Any, heads: int) -> None:
+    def expire(self: Any) -> None:
         setattr(self, _TIMER, None)
         transport = self.transport
-        if transport is not None and not transport.is_closing() and head_pending(self, heads):
+        if transport is not None and not transport.is_closing() and head_pending(self):
             transport.close()
 
     def arm(self: Any) -> None:
         timer = getattr(self, _TIMER, None)
         if timer is not None:
             timer.cancel()
-        setattr(self, _TIMER, self.loop.call_later(seconds, expire, self,
-                                                   getattr(self, _HEADS, 0)))
+        setattr(self, _TIMER, self.loop.call_later(seconds, expire, self))
 
     def connection_made(self: Any, transport: Any) -> None:
         made(self, transport)
@@ -230,8 +205,8 @@ def _patch_protocol(cls: type, seconds: float,
 
 
 def patch_header_timeout(seconds: float) -> None:
-    """Apply the request-head timeout to uvicorn's h11 protocol (the one the server image and
-    this environment use) and to httptools' when that is installed. 0 leaves uvicorn as is."""
+    """Apply the request-head timeout to uvicorn's h11 protocol, the one the server always runs
+    (build_server_launch passes ``--http h11``). 0 leaves uvicorn as is."""
     if seconds <= 0:
         return
     import h11
@@ -240,22 +215,4 @@ def patch_header_timeout(seconds: float) -> None:
     # h11 stays IDLE on the client's side until a whole request head has been parsed, and goes
     # back to IDLE only when a request/response cycle is finished.
     _patch_protocol(H11Protocol, seconds,
-                    lambda self, _heads: self.conn.their_state is h11.IDLE)
-    try:
-        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-    except ImportError:  # httptools not installed: uvicorn cannot pick that protocol
-        return
-    headers_complete = _require(HttpToolsProtocol, "on_headers_complete", ["self"])
-
-    def on_headers_complete(self: Any) -> None:
-        setattr(self, _HEADS, getattr(self, _HEADS, 0) + 1)
-        headers_complete(self)
-
-    def waiting(self: Any, heads: int) -> bool:
-        cycle = self.cycle
-        return (getattr(self, _HEADS, 0) == heads and not self.pipeline
-                and (cycle is None or cycle.response_complete))
-
-    if getattr(HttpToolsProtocol, "_mlflow_stack_head_timeout", None) is None:
-        HttpToolsProtocol.on_headers_complete = on_headers_complete  # type: ignore[method-assign]
-    _patch_protocol(HttpToolsProtocol, seconds, waiting)
+                    lambda self: self.conn.their_state is h11.IDLE)

@@ -69,6 +69,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mlflow_stack.server import access_tokens, identity
+from mlflow_stack.server.asgi import send_error
 from mlflow_stack.server.caches import ExpiringCache
 from mlflow_stack.server.directory import Account
 from mlflow_stack.server.guards import require
@@ -519,6 +520,39 @@ def _validate_hosts(app: Any) -> None:
         app.add_middleware(HostValidationMiddleware, allowed_hosts=hosts)
 
 
+class CrossSiteWriteBlock:
+    """MLflow refuses state-changing requests from other origins in its own app only: a POST to
+    mlflow-oidc-auth's permission API with a session cookie and ``Origin: https://evil.example``
+    granted a permission. The same rule (MLflow's should_block_cors_request and allowed
+    origins) now guards every route (pure ASGI: no per-request task)."""
+
+    def __init__(self, app: Any, allowed_origins: list[str]) -> None:
+        self.app = app
+        self.allowed_origins = allowed_origins
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        from mlflow.server.security_utils import should_block_cors_request
+
+        if scope["type"] == "http":
+            origin = next((v for k, v in scope["headers"] if k == b"origin"), b"")
+            if origin and should_block_cors_request(origin.decode("latin-1"), scope["method"],
+                                                    self.allowed_origins):
+                await send_error(send, 403, "PERMISSION_DENIED", "Cross-origin request blocked")
+                return
+        await self.app(scope, receive, send)
+
+
+def _block_cross_site_writes(app: Any) -> None:
+    from mlflow.environment_variables import MLFLOW_SERVER_DISABLE_SECURITY_MIDDLEWARE
+    from mlflow.server.fastapi_security import get_allowed_origins
+
+    if MLFLOW_SERVER_DISABLE_SECURITY_MIDDLEWARE.get() == "true":  # type: ignore[no-untyped-call]
+        return
+    origins = get_allowed_origins()
+    if "*" not in origins:  # MLflow's own rule: a wildcard opts out of server-side blocking
+        app.add_middleware(CrossSiteWriteBlock, allowed_origins=origins)
+
+
 def install() -> None:
     """Apply the patches once (idempotent)."""
     global _PATCHED, logger
@@ -545,6 +579,7 @@ from mlflow_oidc_auth.app import app  # noqa: E402  (patched modules first, then
 _patch_run_experiment_lookup()
 _route_flask_paths_first(app)
 _patch_access_tokens(app)
+_block_cross_site_writes(app)
 _validate_hosts(app)
 from mlflow_stack.server import hardening  # noqa: E402
 

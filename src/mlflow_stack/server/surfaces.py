@@ -41,8 +41,9 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+
+from mlflow_stack.server.asgi import ASGIApp, Receive, Scope, Send
 
 logger = logging.getLogger(__name__)
 
@@ -70,10 +71,6 @@ TELEMETRY_OFF_SCRIPT = (
     "}catch(e){}</script>"
 )
 
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 def _flag(name: str, default: bool) -> bool:
