@@ -23,7 +23,10 @@ import pytest
 import yaml
 from lightkube import ApiError, Client, KubeConfig
 from lightkube.codecs import from_dict
+from lightkube.core.resource import GlobalResource
 from lightkube.core.resource_registry import resource_registry
+from lightkube.models.core_v1 import Container, PodSpec
+from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.core_v1 import Namespace, PersistentVolumeClaim, Secret, Service
 from lightkube.types import PatchType
@@ -112,10 +115,8 @@ def live_versions(admin: Client, settings: Settings) -> dict[str, str]:
     ns = settings.kubernetes.namespace
     result = {}
     for kind, name, namespace in expected_keys(settings):
-        res = resource_registry.load(_api_version(kind), kind)
-        got = admin.get(res, name, namespace=namespace) if namespace else admin.get(res, name)
-        assert got.metadata is not None
-        result[f"{kind}/{namespace or ''}/{name}"] = str(got.metadata.resourceVersion)
+        got = get_live(admin, kind, name, namespace)
+        result[f"{kind}/{namespace or ''}/{name}"] = str(meta(got).resourceVersion)
     assert result, ns
     return result
 
@@ -124,6 +125,31 @@ def _api_version(kind: str) -> str:
     return {"Deployment": "apps/v1", "Job": "batch/v1", "Ingress": "networking.k8s.io/v1",
             "NetworkPolicy": "networking.k8s.io/v1",
             "PodDisruptionBudget": "policy/v1"}.get(kind, "v1")
+
+
+def get_live(admin: Client, kind: str, name: str, namespace: str | None) -> object:
+    """The live object of any kind render gives, namespaced or cluster-wide."""
+    res = resource_registry.load(_api_version(kind), kind)
+    if issubclass(res, GlobalResource):
+        return admin.get(res, name)
+    return admin.get(res, name, namespace=namespace)
+
+
+def meta(obj: object) -> ObjectMeta:
+    """A live object's metadata: always there, though lightkube types it optional (and not at
+    all on the generic resource types the registry loads)."""
+    got = getattr(obj, "metadata", None)
+    assert isinstance(got, ObjectMeta), obj
+    return got
+
+
+def pod_spec(deployment: Deployment) -> PodSpec:
+    assert deployment.spec is not None and deployment.spec.template.spec is not None, deployment
+    return deployment.spec.template.spec
+
+
+def env_names(container: Container) -> list[str]:
+    return [e.name for e in container.env or []]
 
 
 def changed(changes: list[Change]) -> list[Change]:
@@ -203,10 +229,9 @@ def test_plan_shows_manual_drift_exactly_and_apply_repairs_it(
         kube_api: KubeAPIServer, admin: Client, ns: str) -> None:
     settings = make_settings(kube_api.admin_kubeconfig, ns)
     apply(settings, kube_api)
-    container = admin.get(Deployment, "mlflow", namespace=ns).spec.template.spec.containers[0]
-    env_names = [e.name for e in container.env]
+    container = pod_spec(admin.get(Deployment, "mlflow", namespace=ns)).containers[0]
     dropped = "MLFLOW_SERVER_ENABLE_JOB_EXECUTION"
-    index = env_names.index(dropped)
+    index = env_names(container).index(dropped)
     # Hand edits, as `kubectl scale` / `kubectl edit` make them (Update, not Apply).
     admin.patch(Deployment, "mlflow", {"spec": {"replicas": 3}}, namespace=ns,
                 patch_type=PatchType.MERGE, field_manager="kubectl-edit")
@@ -231,10 +256,10 @@ def test_plan_shows_manual_drift_exactly_and_apply_repairs_it(
     assert {c.target for c in changed(repaired.changes)} == set(drift)
     assert repaired.writes == 2
     live = admin.get(Deployment, "mlflow", namespace=ns)
-    assert live.spec.replicas == 1
-    assert dropped in [e.name for e in live.spec.template.spec.containers[0].env]
-    labels = admin.get(Service, "mlflow", namespace=ns).metadata.labels
-    assert labels["app.kubernetes.io/part-of"] == "mlflow-stack"
+    assert live.spec is not None and live.spec.replicas == 1
+    assert dropped in env_names(pod_spec(live).containers[0])
+    labels = meta(admin.get(Service, "mlflow", namespace=ns)).labels
+    assert labels is not None and labels["app.kubernetes.io/part-of"] == "mlflow-stack"
     assert changed(k8s.plan(settings)) == []
 
 
@@ -261,9 +286,9 @@ def test_fields_of_another_field_manager_are_not_clobbered(
     again = apply(settings, kube_api)
     assert again.writes == 0
     live = admin.get(Deployment, "mlflow", namespace=ns)
-    assert live.metadata.annotations["ops.example.test/owner"] == "team-ml"
-    assert "EXTRA_BY_OPS" in [e.name for e in live.spec.template.spec.containers[0].env]
-    assert admin.get(Service, "mlflow", namespace=ns).metadata.labels["team"] == "ml"
+    assert (meta(live).annotations or {})["ops.example.test/owner"] == "team-ml"
+    assert "EXTRA_BY_OPS" in env_names(pod_spec(live).containers[0])
+    assert (meta(admin.get(Service, "mlflow", namespace=ns)).labels or {})["team"] == "ml"
 
 
 def test_secret_key_and_pull_secret_survive_reapply(
@@ -277,14 +302,14 @@ def test_secret_key_and_pull_secret_survive_reapply(
     auth = json.loads(pull)["auths"]["registry.example.test"]
     assert auth["username"] == "robot$deployer"
     assert auth["password"] == SECRET_VALUES["harbor_robot_token"]
-    versions = {name: admin.get(Secret, name, namespace=ns).metadata.resourceVersion
+    versions = {name: meta(admin.get(Secret, name, namespace=ns)).resourceVersion
                 for name in ("mlflow-secret-key", "harbor-registry-secret")}
 
     # A new run (new process, nothing cached) keeps both, byte for byte, without writing.
     again = apply(make_settings(kube_api.admin_kubeconfig, ns), kube_api)
     assert not any("session key" in n for n in again.notes)
     assert secret_data(admin, ns, "mlflow-secret-key")["SECRET_KEY"] == key
-    assert {name: admin.get(Secret, name, namespace=ns).metadata.resourceVersion
+    assert {name: meta(admin.get(Secret, name, namespace=ns)).resourceVersion
             for name in versions} == versions
     # Without HARBOR_ROBOT_TOKEN the pull secret is kept as it is, not emptied.
     values = secrets()
@@ -320,12 +345,11 @@ def test_uninstall_keeps_pvcs_without_purge_and_removes_them_with_it(
     assert deleted[0] == f"ConfigMap {ns}/thinkube-service-config"  # reverse apply order
     assert deleted[-1] == f"Secret {ns}/mlflow-db-secret"
     for kind, name, namespace in expected_keys(settings):
-        res = resource_registry.load(_api_version(kind), kind)
         if kind in ("PersistentVolumeClaim", "Namespace"):
-            admin.get(res, name, namespace=namespace)  # kept
+            get_live(admin, kind, name, namespace)  # kept
             continue
         with pytest.raises(ApiError) as gone:
-            admin.get(res, name, namespace=namespace)
+            get_live(admin, kind, name, namespace)
         assert gone.value.status.code == 404, (kind, name)
     admin.get(Secret, "unrelated", namespace=ns)
     again = k8s.uninstall(settings)
@@ -335,10 +359,10 @@ def test_uninstall_keeps_pvcs_without_purge_and_removes_them_with_it(
     assert {c.target for c in changed(purged)} == {
         f"PersistentVolumeClaim {ns}/mlflow-storage", f"Namespace {ns}"}
     # The shared models volume (other platform parts mount it) survives even --purge.
-    assert [p.metadata.name for p in admin.list(PersistentVolumeClaim, namespace=ns)] == [
+    assert [meta(p).name for p in admin.list(PersistentVolumeClaim, namespace=ns)] == [
         "thinkube-models"]
     # The harness has no namespace controller: the namespace stays Terminating.
-    assert admin.get(Namespace, ns).metadata.deletionTimestamp is not None
+    assert meta(admin.get(Namespace, ns)).deletionTimestamp is not None
 
 
 def test_pruning_removes_what_the_config_no_longer_renders(
@@ -368,17 +392,16 @@ def test_code_server_integration_is_patched_in_and_out(
     settings = make_settings(kube_api.admin_kubeconfig, ns,
                              discovery={"code_server": True, "code_server_namespace": cs})
     apply(settings, kube_api)
-    env = [e.name for e in admin.get(Deployment, "code-server", namespace=cs)
-           .spec.template.spec.containers[0].env]
+    env = env_names(pod_spec(admin.get(Deployment, "code-server", namespace=cs)).containers[0])
     assert "OWN" in env and "MLFLOW_TRACKING_URI" in env and "MLFLOW_CLIENT_SECRET" in env
     assert secret_data(admin, cs, "mlflow-client-env")["MLFLOW_CLIENT_SECRET"] == \
         SECRET_VALUES["oidc_client_secret"]
     assert changed(k8s.plan(settings)) == []
 
     k8s.uninstall(settings)
-    container = admin.get(Deployment, "code-server", namespace=cs).spec.template.spec
-    assert [e.name for e in container.containers[0].env] == ["OWN"]
-    assert not container.volumes
+    spec = pod_spec(admin.get(Deployment, "code-server", namespace=cs))
+    assert env_names(spec.containers[0]) == ["OWN"]
+    assert not spec.volumes
     with pytest.raises(ApiError):
         admin.get(Secret, "mlflow-client-env", namespace=cs)
 

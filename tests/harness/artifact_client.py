@@ -66,17 +66,24 @@ def run_transfer(op: str, env: dict[str, str], *args: str, timeout: float = 600.
 def _select_repository(choice: str | None) -> None:
     if not choice:
         return
+    from mlflow.store.artifact.artifact_repo import ArtifactRepository
     from mlflow.store.artifact.artifact_repository_registry import (
         _artifact_repository_registry,
     )
 
+    repo: type[ArtifactRepository]
     if choice == "stack":
-        from mlflow_stack.client.artifacts import StreamingArtifactsRepository as repo
+        from mlflow_stack.client.artifacts import StreamingArtifactsRepository
+
+        repo = StreamingArtifactsRepository
     elif choice == "mlflow":
-        from mlflow.store.artifact.mlflow_artifacts_repo import MlflowArtifactsRepository as repo
+        from mlflow.store.artifact.mlflow_artifacts_repo import MlflowArtifactsRepository
+
+        repo = MlflowArtifactsRepository
     else:
         raise ValueError(f"ARTIFACT_CLIENT_REPO must be stack or mlflow, not {choice!r}")
-    _artifact_repository_registry.register("mlflow-artifacts", repo)
+    # MLflow's registry is untyped.
+    _artifact_repository_registry.register("mlflow-artifacts", repo)  # type: ignore[no-untyped-call]
 
 
 def _upload(experiment: str, local_file: str) -> dict[str, object]:

@@ -92,6 +92,7 @@ def test_wrong_client_secret(plat: Platform) -> None:
 def test_admin_role_removed(plat: Platform) -> None:
     admin = admin_client(plat.keycloak, plat.realm)
     user_id = admin.get_user_id(ADMIN_USER)
+    assert user_id is not None, ADMIN_USER
     role = admin.get_realm_role("mlflow-admin")
     admin.delete_realm_roles_of_user(user_id, [role])
     try:

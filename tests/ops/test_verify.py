@@ -34,6 +34,7 @@ from mlflow_stack.errors import ConfigError, StackError
 from mlflow_stack.local import platform
 from mlflow_stack.local.state import StateDir
 from mlflow_stack.ops import verify
+from mlflow_stack.ops.verify_identity import TEMP_PREFIX
 from mlflow_stack.progress import NullProgress
 
 pytestmark = pytest.mark.integration
@@ -74,7 +75,7 @@ def experiment_name(results: dict[str, verify.StepResult]) -> str:
 
 
 def temp_users(p: SsoPlatform) -> list[str]:
-    users = admin_client(p.keycloak, p.realm).get_users({"search": verify.TEMP_PREFIX})
+    users = admin_client(p.keycloak, p.realm).get_users({"search": TEMP_PREFIX})
     return [u["username"] for u in users]
 
 

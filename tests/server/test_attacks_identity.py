@@ -251,9 +251,11 @@ def test_an_id_token_is_not_an_api_token(env: Env) -> None:
     id_token = str(response["id_token"])
     claims = jwt_claims(id_token)
     assert claims["typ"] == "ID" and claims["aud"] == "mlflow"  # signed, ours, right audience
-    for method, path, body in (("GET", f"{API}/experiments/search?max_results=1", None),
-                               ("POST", f"{API}/experiments/create", {"name": "id-token"}),
-                               ("GET", f"{API}/users/current", None)):
+    requests: list[tuple[str, str, dict[str, object] | None]] = [
+        ("GET", f"{API}/experiments/search?max_results=1", None),
+        ("POST", f"{API}/experiments/create", {"name": "id-token"}),
+        ("GET", f"{API}/users/current", None)]
+    for method, path, body in requests:
         refused = call(env.default, method, path, token=id_token, body=body)
         assert refused.status_code == 401, (path, refused.text)
     assert "not an access token" in refused.json()["reason"]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import base64
 
-from mlflow_stack.server.sso_app import ExpiringCache, token_key, verified_ttl
+from mlflow_stack.server.caches import ExpiringCache
+from mlflow_stack.server.sso_app import token_key, verified_ttl
 
 
 def test_entries_expire_at_their_own_time() -> None:
