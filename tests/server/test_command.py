@@ -34,7 +34,7 @@ def test_embedded_defaults() -> None:
     assert arg(argv, "--workers") == "2"  # fits the 1Gi default budget
     assert arg(argv, "--backend-store-uri") == "sqlite:////state/data/mlflow.db"
     assert arg(argv, "--artifacts-destination") == "/state/artifacts"
-    assert "--serve-artifacts" in argv and "--app-name" not in argv
+    assert "--serve-artifacts" in argv and arg(argv, "--app-name") == "mlflow-stack"
     assert env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
     assert env["MLFLOW_DISABLE_TELEMETRY"] == "true"
     assert env["TMPDIR"] == "/state/run/tmp"

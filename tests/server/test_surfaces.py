@@ -1,8 +1,8 @@
 """What MLflow 3.17 turns on by itself, on the platform: the Assistant, the AI Gateway, the MCP
 server registry and the usage-telemetry notice (src/mlflow_stack/server/surfaces.py).
 
-Real servers: the no-auth local platform (plain MLflow) and the SSO server against a real
-Keycloak, once with the defaults and once with `server.assistant` and `server.ai_gateway` on.
+Real servers: the no-auth local platform (MLflow's app through ours) and the SSO server against
+a real Keycloak, once with the defaults and once with `server.assistant` and `server.ai_gateway` on.
 Requests also go through a reverse proxy on 127.0.0.1 that adds no X-Forwarded-For, so the
 server sees every user as a local client (as behind a sidecar or `kubectl port-forward`).
 """
@@ -220,7 +220,7 @@ def test_ui_page_records_telemetry_off_before_the_app_starts() -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# No-auth platform: plain MLflow with the platform's environment
+# No-auth platform: MLflow's own app through mlflow-stack (server/plain_app.py)
 
 
 @pytest.fixture(scope="module")
@@ -242,9 +242,9 @@ def _sse_events(text: str) -> list[dict[str, Any]]:
 
 
 @pytest.mark.integration
-def test_plain_platform_runs_no_assistant_shell_on_the_host(plain: str, tmp_path: Path) -> None:
-    """Plain MLflow serves the assistant to every local client and has no switch for it; what
-    it does honour keeps its Bash tool off the host (MLFLOW_ENABLE_ASSISTANT_SANDBOX)."""
+def test_plain_platform_refuses_the_assistant_to_every_client(plain: str, tmp_path: Path) -> None:
+    """Plain MLflow serves the assistant (a shell on the host) to every client that looks local,
+    so to everyone behind a same-host proxy; the platform's app refuses it outright."""
     marker = tmp_path / "assistant-was-here"
 
     class Llm(_FakeLlm):
@@ -253,21 +253,18 @@ def test_plain_platform_runs_no_assistant_shell_on_the_host(plain: str, tmp_path
 
     llm = Llm
     with _serving(llm) as llm_url, same_host_proxy(plain) as proxy:
-        # Through the proxy the server sees 127.0.0.1: a local client may reconfigure it.
-        configured = call(proxy, "PUT", f"{ASSISTANT}/config", body={"providers": {"ollama": {
-            "selected": True, "model": "fake", "base_url": llm_url,
-            "permissions": {"full_access": True}}}})
-        assert configured.status_code == 200, configured.text
-        sent = call(proxy, "POST", f"{ASSISTANT}/message", body={"message": "touch the file"})
-        assert sent.status_code == 200, sent.text
-        stream = call(proxy, "GET", sent.json()["stream_url"])
-        assert stream.status_code == 200, stream.text
-    assert len(llm.seen) == 2, stream.text  # the tool call, then its result
-    results = [m for m in llm.seen[1]["messages"] if m.get("role") == "tool"]
-    assert results and results[0]["content"], llm.seen[1]["messages"]
-    assert not marker.exists(), f"the assistant ran a shell on the host: {results}"
-    assert "sandbox" in results[0]["content"].lower() or "docker" in \
-        results[0]["content"].lower(), results
+        for base in (plain, proxy):
+            configured = call(base, "PUT", f"{ASSISTANT}/config", body={"providers": {"ollama": {
+                "selected": True, "model": "fake", "base_url": llm_url,
+                "permissions": {"full_access": True}}}})
+            assert configured.status_code == 404, (base, configured.text)
+            for method, path, body in ASSISTANT_CALLS:
+                r = call(base, method, f"{ASSISTANT}{path}", None, body)
+                assert r.status_code == 404, (base, method, path, r.text)
+                assert "server.assistant: true" in r.json()["message"]
+            sent = call(base, "POST", f"{ASSISTANT}/message", body={"message": "touch the file"})
+            assert sent.status_code == 404
+    assert llm.seen == [] and not marker.exists()
 
 
 @pytest.mark.integration
@@ -276,14 +273,33 @@ def test_plain_platform_gateway_and_telemetry_are_off(plain: str) -> None:
     assert info["features_enabled"]["gateway"] is False  # the UI hides the gateway
     refused = call(plain, "POST", f"{GATEWAY}/secrets/create", body={
         "secret_name": "k", "secret_value": {"api_key": "sk-x"}, "provider": "openai"})
-    assert refused.status_code == 501 and "disabled" in refused.text, refused.text
-    assert call(plain, "GET", f"{GATEWAY}/secrets/list").status_code == 501
+    assert refused.status_code == 404 and "server.ai_gateway" in refused.text, refused.text
+    assert call(plain, "GET", f"{GATEWAY}/secrets/list").status_code == 404
     ui = call(plain, "GET", "/ajax-api/3.0/mlflow/ui-telemetry").json()
     assert ui["disable_ui_telemetry"] is True
     posted = call(plain, "POST", "/ajax-api/3.0/mlflow/ui-telemetry", body={"records": [
         {"event_name": "ui_event", "timestamp_ns": 1, "params": {}, "installation_id": "i",
          "session_id": "s"}]})
     assert posted.json() == {"status": "disabled"}
+    page = call(plain, "GET", "/")
+    assert page.status_code == 200 and surfaces.TELEMETRY_OFF_SCRIPT in page.text
+
+
+@pytest.mark.integration
+def test_plain_platform_has_the_same_request_limits(plain: str) -> None:
+    """Without SSO the platform's app still bounds bodies, parses Host strictly and refuses bad
+    artifact paths without internals."""
+    big = httpx.post(f"{plain}/api/2.0/mlflow/experiments/create", timeout=30,
+                     content=b"{" + b" " * (17 * 2**20) + b"}",
+                     headers={"Content-Type": "application/json"})
+    assert big.status_code == 413, big.text[:200]
+    port = plain.rsplit(":", 1)[1]
+    for host in (f"127.0.0.1:{port}@evil.example", "127.0.0.1:evil"):
+        assert httpx.get(f"{plain}/api/2.0/mlflow/experiments/search?max_results=1",
+                         headers={"Host": host}, timeout=30).status_code in (400, 403), host
+    traversal = httpx.get(f"{plain}/api/2.0/mlflow-artifacts/artifacts/0/x/artifacts/..%5c..%5cx",
+                          timeout=30)
+    assert traversal.status_code == 400 and "Invalid artifact path" in traversal.text
 
 
 # --------------------------------------------------------------------------------------------

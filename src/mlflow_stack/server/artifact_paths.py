@@ -25,7 +25,7 @@ import os
 import re
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from mlflow_stack.server.asgi import ASGIApp, Message, Receive, Scope, Send, send_error
+from mlflow_stack.server.asgi import ASGIApp, Message, Receive, Scope, Send, routed_path, send_error
 
 logger = logging.getLogger(__name__)
 
@@ -121,8 +121,6 @@ class ArtifactGuard:
         if scope["type"] != "http" or "artifact" not in scope["path"]:
             await self.app(scope, receive, send)
             return
-        from mlflow_oidc_auth.middleware.route_path import routed_path
-
         if request_problem(scope, routed_path(scope)):
             await send_error(send, 400, "INVALID_PARAMETER_VALUE", INVALID_PATH)
             return

@@ -23,3 +23,13 @@ async def send_error(send: Send, status: int, error_code: str, message: str,
         headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def routed_path(scope: Scope) -> str:
+    """The path the router dispatches on: the request path without the app's root path (what
+    Starlette's router and mlflow-oidc-auth's route checks use)."""
+    path: str = scope.get("path", "") or "/"
+    root: str = scope.get("root_path", "") or ""
+    if root and (path == root or path.startswith(root.rstrip("/") + "/")):
+        path = path[len(root.rstrip("/")):]
+    return path or "/"

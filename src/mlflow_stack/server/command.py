@@ -22,6 +22,8 @@ OIDC_SECRET = "oauth2-proxy-secret"
 # The SSO layer's session key (key SECRET_KEY): generated once, kept in this Secret and
 # reused by every replica and every deploy, so sessions survive restarts and rollouts.
 SECRET_KEY_SECRET = "mlflow-secret-key"
+# The mlflow.app entry point of a platform without SSO (server/plain_app.py).
+PLAIN_APP = "mlflow-stack"
 
 MAX_REQUEST_BODY_ENV = "MLFLOW_STACK_MAX_REQUEST_BODY"
 # Tunables the server runtime reads from its environment (sso_app and the modules it installs);
@@ -170,7 +172,9 @@ def build_server_launch(
     from mlflow_stack.server.oidc import oidc_launch  # imports this module
 
     sso = oidc_launch(s, paths)
-    return ServerLaunch(argv=argv + sso.argv, env=env + sso.env)
+    # Without SSO, MLflow's own app with the platform's limits and surface choices.
+    app = [] if sso.argv else ["--app-name", PLAIN_APP]
+    return ServerLaunch(argv=argv + app + sso.argv, env=env + sso.env)
 
 
 def surface_env(s: Settings) -> list[EnvVar]:

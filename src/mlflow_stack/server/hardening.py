@@ -34,7 +34,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mlflow_stack.server import artifact_paths, request_limits
-from mlflow_stack.server.asgi import ASGIApp, Receive, Scope, Send, send_error
+from mlflow_stack.server.asgi import ASGIApp, Receive, Scope, Send, routed_path, send_error
 from mlflow_stack.server.guards import UpstreamChanged
 
 AUTH_LOG_INTERVAL_ENV = "MLFLOW_STACK_AUTH_LOG_INTERVAL_SECONDS"
@@ -139,14 +139,12 @@ class AdminsOnlyListings:
         self.paths = paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "GET" and scope["path"].endswith(
-                ("/users", "/groups")):
-            from mlflow_oidc_auth.middleware.route_path import routed_path
-
-            if routed_path(scope) in self.paths and \
-                    scope.get("state", {}).get("is_admin") is not True:
-                await send_error(send, 403, "PERMISSION_DENIED", ADMINS_ONLY)
-                return
+        if (scope["type"] == "http" and scope["method"] == "GET"
+                and scope["path"].endswith(("/users", "/groups"))
+                and routed_path(scope) in self.paths
+                and scope.get("state", {}).get("is_admin") is not True):
+            await send_error(send, 403, "PERMISSION_DENIED", ADMINS_ONLY)
+            return
         await self.app(scope, receive, send)
 
 
@@ -235,8 +233,9 @@ def limit_auth_failure_logs(interval: float) -> AuthFailureLogLimit:
 # --------------------------------------------------------------------------------------------
 
 
-def install(app: Any) -> None:
-    """Everything above, on mlflow-oidc-auth's app (before it serves its first request)."""
+def install(app: Any, *, sso: bool = True) -> None:
+    """Everything above, on mlflow-oidc-auth's app, or (``sso=False``) the parts that do not
+    need it on MLflow's own app — before it serves its first request."""
     from starlette.middleware import Middleware
 
     if getattr(app, "middleware_stack", None) is not None:
@@ -244,10 +243,11 @@ def install(app: Any) -> None:
     env = request_limits.env_number
     request_limits.patch_header_timeout(env(request_limits.HEADER_TIMEOUT_ENV,
                                             request_limits.DEFAULT_HEADER_TIMEOUT))
-    app.user_middleware.append(Middleware(AdminsOnlyListings, paths=listing_routes()))
-    interval = env(AUTH_LOG_INTERVAL_ENV, DEFAULT_AUTH_LOG_INTERVAL)
-    if interval > 0:
-        limit_auth_failure_logs(interval)
+    if sso:
+        app.user_middleware.append(Middleware(AdminsOnlyListings, paths=listing_routes()))
+        interval = env(AUTH_LOG_INTERVAL_ENV, DEFAULT_AUTH_LOG_INTERVAL)
+        if interval > 0:
+            limit_auth_failure_logs(interval)
     app.user_middleware.append(Middleware(artifact_paths.ArtifactGuard))  # innermost
     limit = int(env(request_limits.MAX_BODY_ENV, request_limits.DEFAULT_MAX_BODY))
     app.add_middleware(request_limits.RequestBodyLimit, limit=limit or

@@ -32,8 +32,9 @@ untrue about a fourth:
   setting reads off. (The UI's event logger already asks the server's ``ui-telemetry`` endpoint,
   which answers ``disable_ui_telemetry: true``.)
 
-Without SSO the server is plain MLflow (no app of ours): the environment variables apply, the
-route guard and the page change do not.
+Without SSO the server runs MLflow's own app through ``mlflow-stack`` (server/plain_app.py): the
+same route guard (the assistant, when turned on, then answers whoever reaches the server) and
+the same page change.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ import logging
 import os
 from typing import Any
 
-from mlflow_stack.server.asgi import ASGIApp, Receive, Scope, Send
+from mlflow_stack.server.asgi import ASGIApp, Receive, Scope, Send, routed_path, send_error
 
 logger = logging.getLogger(__name__)
 
@@ -109,14 +110,6 @@ def surface_of(path: str) -> str | None:
     return None
 
 
-async def _json(send: Send, status: int, error_code: str, message: str) -> None:
-    body = json.dumps({"error_code": error_code, "message": message}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
-
-
 class SurfaceGuard:
     """Refuses the surfaces that are off, and the assistant to non-administrators.
 
@@ -124,25 +117,25 @@ class SurfaceGuard:
     token is still 401) and ``request.state.is_admin`` is set.
     """
 
-    def __init__(self, app: ASGIApp, assistant: bool, ai_gateway: bool) -> None:
+    def __init__(self, app: ASGIApp, assistant: bool, ai_gateway: bool,
+                 admins_only: bool = True) -> None:
         self.app = app
         self.assistant = assistant
         self.ai_gateway = ai_gateway
+        self.admins_only = admins_only  # without SSO there are no admins: whoever reaches it
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            from mlflow_oidc_auth.middleware.route_path import routed_path
-
             surface = surface_of(routed_path(scope))
             if surface == "assistant":
                 if not self.assistant:
-                    await _json(send, 404, "ENDPOINT_NOT_FOUND", ASSISTANT_OFF)
+                    await send_error(send, 404, "ENDPOINT_NOT_FOUND", ASSISTANT_OFF)
                     return
-                if not scope.get("state", {}).get("is_admin"):
-                    await _json(send, 403, "PERMISSION_DENIED", ASSISTANT_ADMINS_ONLY)
+                if self.admins_only and not scope.get("state", {}).get("is_admin"):
+                    await send_error(send, 403, "PERMISSION_DENIED", ASSISTANT_ADMINS_ONLY)
                     return
             elif surface == "ai_gateway" and not self.ai_gateway:
-                await _json(send, 404, "ENDPOINT_NOT_FOUND", AI_GATEWAY_OFF)
+                await send_error(send, 404, "ENDPOINT_NOT_FOUND", AI_GATEWAY_OFF)
                 return
         await self.app(scope, receive, send)
 
@@ -199,16 +192,21 @@ def _tell_ui_telemetry_off() -> None:
     flask_app.view_functions["serve"] = serve
 
 
-def install(app: Any) -> None:
-    """Apply the platform's choices to mlflow-oidc-auth's app (before it serves)."""
+def install(app: Any, *, sso: bool = True) -> None:
+    """Apply the platform's choices to mlflow-oidc-auth's app, or (``sso=False``) to MLflow's
+    own app, before it serves."""
     global logger
     from mlflow.telemetry.utils import is_telemetry_disabled
-    from mlflow_oidc_auth.logger import get_logger
 
-    logger = get_logger()  # the server's configured log
+    if sso:
+        from mlflow_oidc_auth.logger import get_logger
+
+        logger = get_logger()  # the server's configured log
     assistant, ai_gateway = assistant_enabled(), ai_gateway_enabled()
-    _add_innermost(app, SurfaceGuard, assistant=assistant, ai_gateway=ai_gateway)
+    _add_innermost(app, SurfaceGuard, assistant=assistant, ai_gateway=ai_gateway,
+                   admins_only=sso)
     if is_telemetry_disabled():
         _tell_ui_telemetry_off()
     logger.info("Surfaces: assistant %s, AI gateway %s",
-                "admins only" if assistant else "off", "on" if ai_gateway else "off")
+                ("admins only" if sso else "on") if assistant else "off",
+                "on" if ai_gateway else "off")

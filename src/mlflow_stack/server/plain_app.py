@@ -1,0 +1,21 @@
+"""MLflow's own app, for a platform without SSO, with the platform's choices applied.
+
+Registered as the ``mlflow.app`` entry point ``mlflow-stack`` (``mlflow server --app-name
+mlflow-stack``, what build_server_launch passes when ``auth.provider: none``). Without it the
+server would be plain MLflow, and what the SSO app does beyond authentication would be missing:
+the Assistant's routes (a shell on the server host for any client that looks local, e.g. behind
+a same-host proxy) and the AI Gateway answer 404 unless turned on (server/surfaces.py); request
+bodies, request heads and idle bodies are bounded, the Host header is parsed strictly, and bad
+artifact paths are refused without internals in errors (server/hardening.py).
+"""
+
+from __future__ import annotations
+
+from mlflow.server.fastapi_app import app
+
+from mlflow_stack.server import hardening, surfaces
+
+hardening.install(app, sso=False)
+surfaces.install(app, sso=False)
+
+__all__ = ["app"]
