@@ -52,7 +52,19 @@ lock_cache() {
 }
 
 # heartbeat NAME START: prints a line a minute while a long step runs (kill the pid it prints).
+# Its `sleep` must not outlive it: it would hold the cache lock (fd 8) and the caller's stderr
+# pipe (a caller reading to EOF would wait up to a minute more).
 heartbeat() {
-  ( while sleep 60; do say "  still building $1 ($((SECONDS - $2)) s)"; done ) >/dev/null &
+  (
+    exec 8>&-
+    nap=""
+    trap '[ -n "$nap" ] && kill "$nap" 2>/dev/null; exit 0' TERM
+    while :; do
+      sleep 60 &
+      nap=$!
+      wait "$nap"
+      say "  still building $1 ($((SECONDS - $2)) s)"
+    done
+  ) >/dev/null &
   echo $!
 }
