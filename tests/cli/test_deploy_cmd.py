@@ -87,7 +87,8 @@ def test_plan_apply_deploy_keycloak_only(tmp_path: Path, keycloak: KeycloakServe
     env = kc_env(keycloak)
 
     text = ok(run_cli("plan", "-c", str(config), cwd=tmp_path, env=env))
-    assert "Plan: 13 to create, 0 to update, 0 to delete, 0 unchanged." in text.stdout
+    # 13 objects, and the realm's email attribute locked against self-service edits.
+    assert "Plan: 13 to create, 1 to update, 0 to delete, 0 unchanged." in text.stdout
     assert "+ create" in text.stdout and "client mlflow mapper" in text.stdout
     assert "database.backend is not postgresql" in text.stdout
     assert f"keycloak: read realm {realm}" in text.stderr
@@ -100,14 +101,14 @@ def test_plan_apply_deploy_keycloak_only(tmp_path: Path, keycloak: KeycloakServe
     assert [s["skipped"] for s in planned["systems"][1:3]] == [
         "database.backend is not postgresql", "artifacts.backend is not s3"]
     assert "names no cluster" in planned["systems"][3]["skipped"]
-    assert planned["summary"] == {"create": 13, "update": 0, "delete": 0, "unchanged": 0}
+    assert planned["summary"] == {"create": 13, "update": 1, "delete": 0, "unchanged": 0}
 
     applied = ok(run_cli("apply", "-c", str(config), cwd=tmp_path, env=env))
-    assert "Applied: 13 created, 0 updated, 0 deleted, 0 unchanged." in applied.stdout
+    assert "Applied: 13 created, 1 updated, 0 deleted, 0 unchanged." in applied.stdout
     again = ok(run_cli("deploy", "-c", str(config), "-o", "json", cwd=tmp_path, env=env))
-    assert summary(again) == {"create": 0, "update": 0, "delete": 0, "unchanged": 13}
+    assert summary(again) == {"create": 0, "update": 0, "delete": 0, "unchanged": 14}
     last = ok(run_cli("apply", cwd=tmp_path, env=env))
-    assert "No changes: 13 object(s) already match the config." in last.stdout
+    assert "No changes: 14 object(s) already match the config." in last.stdout
 
     # Drift made by hand shows up in plan and goes away with apply.
     admin = admin_client(keycloak, realm)
@@ -152,13 +153,13 @@ def test_all_three_systems_in_order(tmp_path: Path, keycloak: KeycloakServer,
 
     applied = ok(run_cli("apply", "-c", str(config), cwd=tmp_path, env=env))
     # Checked first (reads), then written in dependency order.
-    steps = ["postgres: read", "bucket: read", "keycloak: read", "keycloak: apply 13 change(s)",
+    steps = ["postgres: read", "bucket: read", "keycloak: read", "keycloak: apply 14 change(s)",
              "postgres: databases on", "bucket: mlflow-"]
     order = [applied.stderr.index(step) for step in steps]
     assert order == sorted(order), applied.stderr
     assert "Applied: 16 created" in applied.stdout
     again = ok(run_cli("apply", "-c", str(config), "-o", "json", cwd=tmp_path, env=env))
-    assert summary(again) == {"create": 0, "update": 0, "delete": 0, "unchanged": 16}
+    assert summary(again) == {"create": 0, "update": 0, "delete": 0, "unchanged": 17}
 
     with psycopg.connect(postgres_server.dsn()) as conn:
         names = {r[0] for r in conn.execute("SELECT datname FROM pg_database").fetchall()}

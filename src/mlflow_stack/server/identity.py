@@ -5,8 +5,11 @@ compares the token's subject (``sub``) with the account's, and accepts unverifie
 user who sets their own email to that of a deleted colleague gets the colleague's account, with
 every grant it holds. Here (for the bearer path and for browser login alike):
 
-- the identity claim is ``email`` only (no fallback to ``preferred_username``, which users can
-  pick at self-registration) and must be verified (``email_verified: true``);
+- a person is named by ``email`` only, and it must be verified (``email_verified: true``); the
+  fallback to ``preferred_username`` (which users pick at self-registration) is kept for
+  Keycloak service accounts alone: a client-credentials token carries no email, and Keycloak
+  names its user ``service-account-<client>`` and adds a ``client_id`` claim that user tokens
+  never carry;
 - the account is bound to ``(provider, sub)`` the first time it is used (mlflow-oidc-auth's
   ``user_identities`` table, which its logins and bearer provisioning also write);
 - a subject bound to another account (the user's email changed) and an account bound to another
@@ -62,13 +65,26 @@ def bound_subjects(username: str) -> list[str]:
             if p == me and s != username]
 
 
+def _is_service_account(username: str, claims: Mapping[str, Any]) -> bool:
+    client = claims.get("client_id")
+    return isinstance(client, str) and bool(client) and \
+        username == f"service-account-{client}".lower()
+
+
 def refusal(username: str | None, claims: Mapping[str, Any]) -> str:
     """'' when these *verified* claims may act as ``username``, else why not (for the user)."""
-    if not username:
-        return "the token carries no email address; MLflow accounts are named by email"
-    if claims.get("email_verified") is not True:
+    email = claims.get("email")
+    if not isinstance(email, str) or not email.strip():
+        if username and _is_service_account(username, claims):
+            pass  # a client's service account: named by Keycloak, bound to its subject below
+        else:
+            return "the token carries no email address; MLflow accounts are named by email"
+    elif username != email.strip().lower():
+        return "the token's email address does not name its account"
+    elif claims.get("email_verified") is not True:
         return (f"the email address {username} is not verified in Keycloak; MLflow accounts "
                 "are named by verified email: ask a Keycloak administrator to verify it")
+    assert username is not None
     subject = claims.get("sub")
     if not isinstance(subject, str) or not subject.strip():
         return "the token names no subject (sub)"

@@ -80,9 +80,9 @@ def oidc_launch(settings: Settings, paths: ServerPaths) -> OidcLaunch:
         EnvVar("OIDC_GROUP_NAME", a.user_role),
         EnvVar("OIDC_ADMIN_GROUP_NAME", a.admin_role),
         EnvVar("OIDC_GROUPS_ATTRIBUTE", a.groups_attribute),
-        # The account name is the verified email only: mlflow-oidc-auth would fall back to
-        # preferred_username, which a self-registering user picks (e.g. someone's address).
-        EnvVar("OIDC_USERNAME_FIELD", "email"),
+        # Accounts are named by the verified email; preferred_username only names service
+        # accounts (client credentials, no email): server/identity.py enforces both.
+        EnvVar("OIDC_USERNAME_FIELD", "email,preferred_username"),
         # mlflow-oidc-auth's own long-lived tokens: refused, or checked against Keycloak at
         # most this many seconds old (server/access_tokens.py).
         EnvVar("MLFLOW_STACK_ACCESS_TOKENS", _bool(a.access_tokens)),
