@@ -89,6 +89,9 @@ FAKE_SYSCTLS = {"vm/overcommit_memory": "1", "vm/panic_on_oom": "0", "kernel/pan
 CLONE_NEWNET = 0x40000000
 RUNC = "/usr/sbin/runc"
 CNI_BIN_DIR = "/usr/lib/cni"
+# One record per running node (owner, pids, cgroups, namespace): a session killed before its
+# teardown leaves one behind, and the next start_node cleans up after it (_reap_abandoned).
+RECORDS = Path("/run/mlflow-stack-nodes")
 
 T = TypeVar("T")
 
@@ -424,6 +427,8 @@ class KubeNode:
                 problems.append(str(exc))
         for sub in ("containerd", "kubelet", "etcd-data", "volumes"):
             shutil.rmtree(self.base_dir / sub, ignore_errors=True)
+        if not problems:
+            (RECORDS / f"{self.name}.json").unlink(missing_ok=True)
         if self._host_state:
             now = _host_state()
             problems += [f"the host's {key} changed while the node ran: "
@@ -478,6 +483,7 @@ class KubeNode:
         popen = spawn([*enter, "--", *argv], log, env=_child_env(), cwd=self.base_dir)
         proc = Proc(name, popen, log)
         self._procs.append(proc)
+        self._record()
         return proc
 
     def _spawn_host(self, name: str, argv: list[str]) -> Proc:
@@ -487,7 +493,22 @@ class KubeNode:
         popen = spawn(argv, log, env=_child_env(), cwd=self.base_dir)
         proc = Proc(name, popen, log)
         self._procs.append(proc)
+        self._record()
         return proc
+
+    def _record(self) -> None:
+        """Write what a later session needs to clean up after this one if it dies unstopped."""
+        procs = []
+        for proc in self._procs:
+            with contextlib.suppress(psutil.Error):
+                procs.append([proc.popen.pid, psutil.Process(proc.popen.pid).create_time()])
+        me = psutil.Process()
+        RECORDS.mkdir(mode=0o700, exist_ok=True)
+        _write(RECORDS / f"{self.name}.json", json.dumps({
+            "owner": [me.pid, me.create_time()], "netns": self.name if self._netns_created else "",
+            "cgroups": [str(c) for c in self._cgroups], "procs": procs,
+            "containerd_socket": str(self.containerd_socket), "base_dir": str(self.base_dir),
+        }))
 
     def _mark(self, what: str, started: float) -> None:
         self.timings[what] = round(time.monotonic() - started, 2)
@@ -510,6 +531,7 @@ def start_node(base_dir: Path, bin_dir: Path | None = None,
     build_seconds = time.monotonic() - build_started
 
     base_dir.mkdir(parents=True, exist_ok=True)
+    _reap_abandoned()
     existing = _netns_names()
     name = ""
     while not name or name in existing:
@@ -538,7 +560,9 @@ def _start(node: KubeNode) -> None:
     pki = node.api.pki
     node._host_state = _host_state()
     _create_netns(node)
+    node._record()
     _create_cgroups(node)
+    node._record()
     node._mark("namespace + cgroups", started)
 
     # PKI: the harness CA; the apiserver's serving cert valid inside and outside; an admin
@@ -660,6 +684,57 @@ def _start(node: KubeNode) -> None:
     _wait(node, kubelet, default_sa, "default ServiceAccount")
     node._mark("up", started)
     node.api.startup_seconds = node.timings["up"]
+
+
+def _reap_abandoned() -> None:
+    """Clean up after nodes whose owning test session died without stopping them (killed
+    pytest): their recorded processes (only while pid and start time still match), shims, pod
+    processes in their cgroups, the cgroups and the namespace. Live sessions' nodes are left
+    alone."""
+    if not RECORDS.is_dir():
+        return
+    for record_path in sorted(RECORDS.glob("*.json")):
+        try:
+            record = json.loads(record_path.read_text())
+            owner_pid, owner_started = record["owner"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if _same_process(owner_pid, owner_started):
+            continue
+        pids = {pid for pid, started in record.get("procs", []) if _same_process(pid, started)}
+        socket_path = record.get("containerd_socket", "")
+        pids |= {p.pid for p in psutil.process_iter(["name", "cmdline"])
+                 if p.info["name"] == "containerd-shim-runc-v2" and socket_path
+                 and socket_path in " ".join(p.info["cmdline"] or [])}
+        cgroups = [Path(c) for c in record.get("cgroups", [])]
+        for root in cgroups:
+            pids |= _cgroup_pids(root)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
+            time.sleep(0.1)
+        name = record_path.stem
+        for root in [*cgroups, *(m / name for m in _cgroup_mounts("cgroup2"))]:
+            _remove_cgroup_tree(root)
+        if record.get("netns") and record["netns"] in _netns_names():
+            with contextlib.suppress(RuntimeError):
+                _ip("netns", "delete", record["netns"])
+        base = Path(record.get("base_dir", ""))
+        if base.is_absolute() and base != Path("/"):
+            for sub in ("containerd", "kubelet", "etcd-data", "volumes"):
+                shutil.rmtree(base / sub, ignore_errors=True)
+        record_path.unlink(missing_ok=True)
+        sys.stderr.write(f"kube-node: cleaned up node {name} left running by dead pid "
+                         f"{owner_pid} ({len(pids)} processes)\n")
+
+
+def _same_process(pid: int, started: float) -> bool:
+    try:
+        return abs(psutil.Process(pid).create_time() - started) < 0.01
+    except psutil.Error:
+        return False
 
 
 def _host_state() -> dict[str, str]:
