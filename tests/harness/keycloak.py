@@ -43,6 +43,7 @@ from keycloak import KeycloakAdmin, KeycloakOpenID, KeycloakOpenIDConnection
 
 from .ports import free_port
 from .procs import log_tail, spawn, stop_group
+from .waits import wait_until
 
 KEYCLOAK_VERSION = "26.7.3"
 KEYCLOAK_ARTIFACT = f"org.keycloak:keycloak-quarkus-dist:{KEYCLOAK_VERSION}:tar.gz"
@@ -306,6 +307,15 @@ class KeycloakServer:
             time.sleep(0.1)
             count = self.count_requests(path_pattern, method)
         return count
+
+    def sync_access_log(self, timeout: float = 10.0) -> None:
+        """Wait until every request Keycloak has answered so far is in the access log. The log
+        is written asynchronously but in order: ask for a path of our own (a 404, logged like
+        any request) and poll until its line is there."""
+        marker = f"/mlflow-stack-test/access-log-marker-{secrets.token_hex(8)}"
+        httpx.get(f"{self.url}{marker}", timeout=10.0)
+        assert wait_until(lambda: any(marker in line for line in self.access_log_lines()),
+                          timeout), f"{marker} not in {self.access_log_path} after {timeout} s"
 
     def processes(self) -> list[psutil.Process]:
         """kc.sh and the JVM it runs."""
