@@ -159,6 +159,18 @@ if [ "$force" = 1 ] || [ ! -s "$server_tar" ]; then
   if [ "$rc" != 0 ]; then say "server image build FAILED (exit $rc)"; exit "$rc"; fi
   save "$server_ref" "$server_tar"
   keep_latest server "$server_key"
+  # Older server images and the layers only they used go (the storage would grow by ~1 GB with
+  # every source change), but not the build stage's dependency layer: tagging the build stage
+  # (all cached, a few seconds) keeps its chain out of the prune.
+  build_ref="localhost/mlflow-stack/server-build:$server_key"
+  buildah_ bud --isolation chroot --layers "${ulimits[@]}" --target build \
+    --build-arg "PYTHON_IMAGE=$base_ref" \
+    -f "$repo/image/Dockerfile" --ignorefile "$repo/image/Dockerfile.dockerignore" \
+    -t "$build_ref" "$repo" >/dev/null 2>&1 || true
+  podman_ images --format '{{.Repository}}:{{.Tag}}' \
+    | grep -E '^localhost/mlflow-stack/server(-build)?:' | grep -vx -e "$server_ref" -e "$build_ref" \
+    | xargs -r podman "${storage[@]}" rmi -f >/dev/null 2>&1 || true
+  podman_ image prune -f >/dev/null 2>&1 || true
   step_done "server image built and saved ($(du -h "$server_tar" | cut -f1))"
 else
   say "server image up to date ($server_tar)"
