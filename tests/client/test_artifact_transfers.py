@@ -12,11 +12,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from mlflow.entities.presigned_download import PresignedDownloadUrlResponse
 from mlflow.exceptions import MlflowException
 
 from harness.s3 import S3Server
+from harness.waits import wait_until
 from mlflow_stack.client import artifacts
 from mlflow_stack.client.artifacts import (
     ARTIFACT_TRANSFER_ENV,
@@ -85,7 +87,10 @@ def test_streamed_download_renews_an_expired_url(
 
     monkeypatch.setattr(repo, "_get_presigned_download_url", fresh)
     expired = _presigned(server, key, 1)
-    time.sleep(2.5)
+    # Until the S3 server refuses it (one byte per try; the Range header is not signed).
+    assert wait_until(lambda: httpx.get(expired.url, headers={"Range": "bytes=0-0"},
+                                        timeout=10).status_code == 403, timeout=15), \
+        "the S3 server still serves a presigned URL 15 s after its 1 s expiry"
     dst = tmp_path / "model.bin"
     repo._multipart_download(expired, "model.bin", str(dst), len(data), 4 * MIB)
     assert renewed == ["model.bin"]

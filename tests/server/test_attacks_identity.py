@@ -34,6 +34,7 @@ from harness.keycloak import (
 )
 from harness.ports import free_port
 from harness.sso import ADMIN_ROLE, USER_ROLE, SsoServer, running
+from harness.waits import wait_until
 from mlflow_stack.components import keycloak as kc
 from mlflow_stack.config.model import Settings
 from mlflow_stack.config.secrets import Secrets
@@ -136,15 +137,6 @@ def env(keycloak: KeycloakServer, tmp_path_factory: pytest.TempPathFactory) -> I
         servers = [stack.enter_context(running(s.model_copy(update=with_secret), base / name))
                    for s, name in ((default, "default"), (tokens_on, "tokens"))]
         yield Env(keycloak, realm, secret.get_secret_value(), servers[0], servers[1])
-
-
-def wait_for(check: Callable[[], bool], seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.25)
-    return check()
 
 
 # --------------------------------------------------------------------------------------------
@@ -302,9 +294,9 @@ def test_minted_token_follows_role_removal_and_regrant(env: Env) -> None:
     assert status() == 200
     env.set_roles(user.id, [])
     bound = REVOCATION_SECONDS + 3  # the documented bound plus request time
-    assert wait_for(lambda: status() == 401, bound), "role removal did not reach the token"
+    assert wait_until(lambda: status() == 401, bound), "role removal did not reach the token"
     env.set_roles(user.id, [USER_ROLE])
-    assert wait_for(lambda: status() == 200, bound), "re-grant did not reach the token"
+    assert wait_until(lambda: status() == 200, bound), "re-grant did not reach the token"
 
 
 def test_minted_token_dies_with_a_disabled_or_deleted_account(env: Env) -> None:
@@ -313,7 +305,7 @@ def test_minted_token_dies_with_a_disabled_or_deleted_account(env: Env) -> None:
     status = _status(env, user, token, f"{API}/experiments/search?max_results=1")
     assert status() == 200
     env.admin.update_user(user.id, {"enabled": False})
-    assert wait_for(lambda: status() == 401, REVOCATION_SECONDS + 3)
+    assert wait_until(lambda: status() == 401, REVOCATION_SECONDS + 3)
     refused = call(env.tokens_on, "GET", f"{API}/experiments/search?max_results=1",
                    basic=(user.email, token))
     assert "disabled" in refused.json()["reason"]
@@ -333,11 +325,11 @@ def test_demoted_admin_loses_admin_routes_without_a_new_bearer_token(env: Env) -
     assert admin_route() == 200
     env.set_roles(boss.id, [USER_ROLE])
     # Only the minted token is used from here on: no new Keycloak token reaches the server.
-    assert wait_for(lambda: admin_route() == 403, REVOCATION_SECONDS + 3), \
+    assert wait_until(lambda: admin_route() == 403, REVOCATION_SECONDS + 3), \
         "demotion did not reach the admin routes"
     assert _status(env, boss, token, f"{API}/experiments/search?max_results=1")() == 200
     env.set_roles(boss.id, [USER_ROLE, ADMIN_ROLE])
-    assert wait_for(lambda: admin_route() == 200, REVOCATION_SECONDS + 3)
+    assert wait_until(lambda: admin_route() == 200, REVOCATION_SECONDS + 3)
 
 
 def test_demoting_the_last_admin_refuses_the_token_instead_of_keeping_admin(env: Env) -> None:
