@@ -8,7 +8,7 @@ from pydantic import SecretStr
 
 from mlflow_stack.config.model import Settings
 from mlflow_stack.config.secrets import Secrets
-from mlflow_stack.server.command import ServerPaths, build_server_launch
+from mlflow_stack.server.command import PLAIN_APP, ServerPaths, build_server_launch
 from mlflow_stack.server.sso_app import RefreshLimiter
 
 PATHS = ServerPaths(PurePosixPath("/s/data"), PurePosixPath("/s/art"), PurePosixPath("/s/p"),
@@ -59,9 +59,10 @@ def test_auth_db_on_postgres_has_no_password() -> None:
     assert plain["TRUSTED_PROXIES"] == "10.0.0.0/8"
 
 
-def test_no_sso_adds_nothing() -> None:
+def test_no_sso_adds_no_oidc() -> None:
     launch = build_server_launch(Settings(), PATHS)
-    assert "--app-name" not in launch.argv
+    # MLflow's own app through the platform's (server/plain_app.py), nothing of the SSO layer.
+    assert launch.argv[launch.argv.index("--app-name") + 1] == PLAIN_APP
     assert not any(v.name.startswith("OIDC_") for v in launch.env)
 
 
