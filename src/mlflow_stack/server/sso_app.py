@@ -527,16 +527,17 @@ class CrossSiteWriteBlock:
     origins) now guards every route (pure ASGI: no per-request task)."""
 
     def __init__(self, app: Any, allowed_origins: list[str]) -> None:
-        self.app = app
-        self.allowed_origins = allowed_origins
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         from mlflow.server.security_utils import should_block_cors_request
 
+        self.app = app
+        self.allowed_origins = allowed_origins
+        self.blocks = should_block_cors_request
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
             origin = next((v for k, v in scope["headers"] if k == b"origin"), b"")
-            if origin and should_block_cors_request(origin.decode("latin-1"), scope["method"],
-                                                    self.allowed_origins):
+            if origin and self.blocks(origin.decode("latin-1"), scope["method"],
+                                      self.allowed_origins):
                 await send_error(send, 403, "PERMISSION_DENIED", "Cross-origin request blocked")
                 return
         await self.app(scope, receive, send)
