@@ -299,11 +299,23 @@ class Settings(_Section):
     def _cross_checks(self) -> Settings:
         if self.database.backend == "postgresql" and not self.database.host:
             raise ValueError("database.host is required when database.backend is postgresql")
-        if self.auth.provider == "keycloak" and not self.auth.keycloak_url:
+        if self.sso and not self.auth.keycloak_url:
             raise ValueError("auth.keycloak_url is required when auth.provider is keycloak")
         return self
 
     # Derived values, computed in one place so local and Kubernetes targets agree.
+    @property
+    def sso(self) -> bool:
+        """Keycloak single sign-on in front of MLflow (else MLflow without auth)."""
+        return self.auth.provider == "keycloak"
+
+    @property
+    def databases(self) -> tuple[str, ...]:
+        """The databases in use: MLflow's, and the SSO layer's own when SSO is on."""
+        if self.sso and self.database.auth_name != self.database.name:
+            return (self.database.name, self.database.auth_name)
+        return (self.database.name,)
+
     @property
     def public_hostname(self) -> str | None:
         if self.server.hostname:
