@@ -56,7 +56,7 @@ class Finding:
     fix: str = ""
 
 
-class Absent(Exception):  # noqa: N818 - a condition, not a failure, for uninstall
+class Absent(Exception):
     """Raised by `connect` when the place the system works in does not exist (a realm):
     uninstall then has nothing to remove there; plan and apply report it as an error."""
 
