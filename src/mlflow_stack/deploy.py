@@ -1,9 +1,9 @@
 """`plan` and `apply` across the external systems, in dependency order.
 
-COMPONENTS is the extension point: one entry per system, in the order apply runs them
-(keycloak -> postgres -> bucket -> kubernetes, which includes discovery). Each entry says when
-the config enables it, where it works (for headings) and how to plan and apply it. The CLI only
-prints what plan()/apply() return.
+Every system is walked the same way (components.protocol: connect, observe, plan of steps,
+teardown), in the registry's order (components.registry: keycloak -> postgres -> bucket ->
+kubernetes, which includes discovery). The settings are resolved once first (resolve.py). The
+CLI only prints what plan()/apply()/uninstall() return.
 
 apply() first plans every enabled system after the first (reads only: logins, realms, users,
 buckets are checked; the first checks itself before its first write), so a wrong password or an
@@ -21,22 +21,24 @@ uninstall() runs the enabled systems in reverse order and keeps data unless `pur
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Any, Literal
 
 from mlflow_stack.components.base import Change
+from mlflow_stack.components.protocol import (
+    Absent,
+    Step,
+    System,
+    changes,
+    refuse_blocked,
+    run_steps,
+)
+from mlflow_stack.components.registry import SYSTEMS, Entry
 from mlflow_stack.config.model import Settings
 from mlflow_stack.progress import NullProgress, Progress
-
-
-@dataclass(frozen=True)
-class Component:
-    system: str
-    skip_reason: Callable[[Settings], str | None]  # None: enabled
-    describe: Callable[[Settings], str]
-    plan: Callable[[Settings], list[Change]]
-    apply: Callable[[Settings, Progress], list[Change]]
+from mlflow_stack.resolve import ClientSecret, resolve
 
 
 @dataclass
@@ -51,208 +53,124 @@ class SystemResult:
         return [c for c in self.changes if c.is_change]
 
 
-# Heavy client libraries (python-keycloak, psycopg, boto3) are imported only when used.
-
-def _keycloak_plan(settings: Settings) -> list[Change]:
-    from mlflow_stack.components import keycloak
-
-    return keycloak.plan(settings)
-
-
-def _keycloak_apply(settings: Settings, progress: Progress) -> list[Change]:
-    from mlflow_stack.components import keycloak
-
-    return keycloak.apply(settings, progress)
-
-
-def _keycloak_where(settings: Settings) -> str:
-    return f"realm {settings.auth.realm} at {settings.auth.keycloak_url}"
-
-
-def _databases(settings: Settings) -> list[str]:
-    """The MLflow database, and the SSO layer's own database when SSO is on."""
-    names = [settings.database.name]
-    if settings.auth.provider == "keycloak" and settings.database.auth_name not in names:
-        names.append(settings.database.auth_name)
-    return names
-
-
-def _dedupe(changes: list[Change]) -> list[Change]:
-    """The owner role is reported once per database; keep the first record of each target."""
-    seen: set[str] = set()
-    result = []
-    for change in changes:
-        if change.target not in seen:
-            seen.add(change.target)
-            result.append(change)
-    return result
-
-
-def _postgres_plan(settings: Settings) -> list[Change]:
-    from mlflow_stack.components import postgres
-
-    changes: list[Change] = []
-    for name in _databases(settings):
-        changes += postgres.plan_database(settings, name)
-    return _dedupe(changes)
-
-
-def _postgres_apply(settings: Settings, progress: Progress) -> list[Change]:
-    from mlflow_stack.components import postgres
-
-    changes: list[Change] = []
-    with progress.step(f"postgres: databases on {_postgres_where(settings)}"):
-        for name in _databases(settings):
-            changes += postgres.ensure_database(settings, name)
-        changes = _dedupe(changes)
-        for c in changes:
-            if c.is_change:
-                progress.detail(f"{c.action} {c.target}")
-    return changes
-
-
-def _postgres_where(settings: Settings) -> str:
-    return f"{settings.database.host}:{settings.database.port}"
-
-
-def _bucket_plan(settings: Settings) -> list[Change]:
-    from mlflow_stack.components import bucket
-
-    return bucket.plan_bucket(settings)
-
-
-def _bucket_apply(settings: Settings, progress: Progress) -> list[Change]:
-    from mlflow_stack.components import bucket
-
-    with progress.step(f"bucket: {settings.artifacts.bucket} at {_bucket_where(settings)}"):
-        change = bucket.ensure_bucket(settings)
-        if change.is_change:
-            progress.detail(f"{change.action} {change.target}")
-    return [change]
-
-
-def _bucket_where(settings: Settings) -> str:
-    return settings.artifacts.endpoint_url or "AWS S3"
-
-
-def _kubernetes_plan(settings: Settings) -> list[Change]:
-    from mlflow_stack.components import kubernetes
-
-    return kubernetes.plan(settings)
-
-
-def _kubernetes_apply(settings: Settings, progress: Progress) -> list[Change]:
-    from mlflow_stack.components import kubernetes
-
-    return kubernetes.apply(settings, progress)
-
-
-def _kubernetes_where(settings: Settings) -> str:
-    from mlflow_stack.components import kubernetes
-
-    return kubernetes.describe(settings)
-
-
-def _names_cluster(settings: Settings) -> bool:
-    return bool(settings.kubernetes.kubeconfig or settings.kubernetes.context)
-
-
-def _unless(condition: Callable[[Settings], bool], reason: str) -> Callable[[Settings], str | None]:
-    return lambda settings: None if condition(settings) else reason
-
-
-COMPONENTS: list[Component] = [
-    Component("keycloak",
-              _unless(lambda s: s.auth.provider == "keycloak", "auth.provider is not keycloak"),
-              _keycloak_where, _keycloak_plan, _keycloak_apply),
-    Component("postgres",
-              _unless(lambda s: s.database.backend == "postgresql",
-                      "database.backend is not postgresql"),
-              _postgres_where, _postgres_plan, _postgres_apply),
-    Component("bucket",
-              _unless(lambda s: s.artifacts.backend == "s3", "artifacts.backend is not s3"),
-              _bucket_where, _bucket_plan, _bucket_apply),
-    Component("kubernetes",
-              _unless(_names_cluster, "the config names no cluster (kubernetes.kubeconfig or "
-                      "kubernetes.context); --target kubernetes uses the default kubeconfig"),
-              _kubernetes_where, _kubernetes_plan, _kubernetes_apply),
-]
-
 Target = Literal["auto", "kubernetes", "services"]
 
 
-def components_for(target: Target = "auto",
-                   components: Sequence[Component] | None = None) -> list[Component]:
+def entries_for(target: Target = "auto",
+                entries: Sequence[Entry] | None = None) -> list[Entry]:
     """The systems for a target (see the module docstring)."""
-    comps = list(COMPONENTS if components is None else components)
+    chosen = list(SYSTEMS if entries is None else entries)
     if target == "auto":
-        return comps
+        return chosen
     if target == "services":
-        return [c for c in comps if c.system != "kubernetes"]
-    return [replace(c, skip_reason=lambda s: None) if c.system == "kubernetes" else c
-            for c in comps]
+        return [e for e in chosen if e.name != "kubernetes"]
+    return [replace(e, skip_reason=lambda s: None) if e.name == "kubernetes" else e
+            for e in chosen]
+
+
+def local_entries(settings: Settings) -> list[Entry]:
+    """The systems `up` provisions for this config (the database and the bucket)."""
+    return [e for e in SYSTEMS if e.local and e.skip_reason(settings) is None]
 
 
 def includes_kubernetes(settings: Settings, target: Target = "auto") -> bool:
-    return any(c.system == "kubernetes" and c.skip_reason(settings) is None
-               for c in components_for(target))
+    return any(e.name == "kubernetes" and e.skip_reason(settings) is None
+               for e in entries_for(target))
 
 
-def resolve_secrets(settings: Settings, target: Target = "auto") -> Settings:
-    """Secrets that may come from the cluster: the S3 keys from the reference's
-    `seaweedfs-s3-config` Secret (artifacts.credentials_secret) when not in the environment.
-    Every system uses them (the bucket too), so they are filled in before any runs."""
-    a, s = settings.artifacts, settings.secrets
-    if a.backend != "s3" or not a.credentials_secret or not includes_kubernetes(settings, target) \
-            or (s.s3_access_key_id is not None and s.s3_secret_access_key is not None):
-        return settings
-    from mlflow_stack.kubernetes import client, sources
+def resolve_for(settings: Settings, target: Target = "auto", *,
+                client_secret: ClientSecret = "create") -> Settings:
+    """The settings every system of this target works from (resolve.resolve)."""
+    return resolve(settings, cluster=includes_kubernetes(settings, target),
+                   client_secret=client_secret)
 
-    return sources.with_s3_keys_from_cluster(client.connect(settings), settings)
+
+@contextlib.contextmanager
+def connected(system: System, settings: Settings) -> Iterator[Any]:
+    """The system's client, closed afterwards when it can be (database connections)."""
+    client = system.connect(settings)
+    try:
+        yield client
+    finally:
+        close: Callable[[], None] | None = getattr(client, "close", None)
+        if callable(close):
+            close()
+
+
+@dataclass
+class _Planned:
+    entry: Entry
+    where: str
+    client: Any
+    steps: list[Step]
+    notes: list[str]
+
+
+def _plan_one(entry: Entry, settings: Settings, stack: contextlib.ExitStack,
+              progress: Progress) -> _Planned:
+    system = entry.system
+    where = system.where(settings)
+    with progress.step(f"{entry.name}: read {where}"):
+        client = stack.enter_context(connected(system, settings))
+        observed = system.observe(client, settings)
+        steps = system.plan(client, settings, observed)
+    return _Planned(entry, where, client, steps, list(getattr(observed, "notes", ())))
 
 
 def plan(settings: Settings, progress: Progress | None = None,
-         components: Sequence[Component] | None = None,
+         entries: Sequence[Entry] | None = None,
          target: Target = "auto") -> list[SystemResult]:
     """What apply would change in each system, in apply's order. Reads only."""
     progress = progress or NullProgress()
+    settings = resolve_for(settings, target)
     results: list[SystemResult] = []
-    for comp in components_for(target, components):
-        reason = comp.skip_reason(settings)
-        if reason is not None:
-            results.append(SystemResult(comp.system, "", skipped=reason))
-            continue
-        where = comp.describe(settings)
-        with progress.step(f"{comp.system}: read {where}"):
-            results.append(SystemResult(comp.system, where, comp.plan(settings)))
+    with contextlib.ExitStack() as stack:
+        for entry in entries_for(target, entries):
+            reason = entry.skip_reason(settings)
+            if reason is not None:
+                results.append(SystemResult(entry.name, "", skipped=reason))
+                continue
+            planned = _plan_one(entry, settings, stack, progress)
+            results.append(SystemResult(entry.name, planned.where, changes(planned.steps)))
     return results
 
 
 def apply(settings: Settings, progress: Progress | None = None,
-          components: Sequence[Component] | None = None,
+          entries: Sequence[Entry] | None = None,
           target: Target = "auto",
           before_writes: Callable[[Settings, Progress], None] | None = None,
           ) -> list[SystemResult]:
     """Make every enabled system match the config, in dependency order. Idempotent.
 
-    Every system is checked before the first write, so a refusal anywhere changes nothing.
+    Every system is observed once and planned before the first write, so a refusal anywhere (a
+    wrong password, an unreachable service, a Secret whose values are unknown) changes nothing.
     `before_writes` runs after those checks and before the first write (the upgrade backup).
+    No system's plan depends on another's writes: what they share (the OIDC client secret, the
+    S3 keys) is resolved before any of them is observed.
     """
     progress = progress or NullProgress()
-    comps = components_for(target, components)
-    enabled = [c for c in comps if c.skip_reason(settings) is None]
-    # The first system checks itself before its first write; the others are checked up front.
-    plan(settings, progress, enabled[1:])
-    if before_writes is not None:
-        before_writes(settings, progress)
+    settings = resolve_for(settings, target)
+    chosen = entries_for(target, entries)
     results: list[SystemResult] = []
-    for comp in comps:
-        reason = comp.skip_reason(settings)
-        if reason is not None:
-            results.append(SystemResult(comp.system, "", skipped=reason))
-            continue
-        results.append(SystemResult(comp.system, comp.describe(settings),
-                                    comp.apply(settings, progress)))
+    with contextlib.ExitStack() as stack:
+        planned: dict[str, _Planned] = {}
+        for entry in chosen:
+            if entry.skip_reason(settings) is None:
+                planned[entry.name] = _plan_one(entry, settings, stack, progress)
+        for p in planned.values():
+            refuse_blocked(p.steps)
+        if before_writes is not None:
+            before_writes(settings, progress)
+        for entry in chosen:
+            reason = entry.skip_reason(settings)
+            if reason is not None:
+                results.append(SystemResult(entry.name, "", skipped=reason))
+                continue
+            p = planned[entry.name]
+            for note in p.notes:
+                progress.detail(note)
+            results.append(SystemResult(entry.name, p.where,
+                                        run_steps(entry.name, p.steps, progress)))
     return results
 
 
@@ -264,63 +182,52 @@ def uninstall(settings: Settings, *, purge: bool = False, progress: Progress | N
     Without `purge` the data stays: PVCs, the namespace, the databases, the bucket and the
     Keycloak client and roles are reported as kept. With it they are deleted too (the
     reference's rollback drops the database and bucket unconditionally; this does not).
+    `dry_run`: the same report, nothing run.
     """
     progress = progress or NullProgress()
+    # The S3 keys only to delete the bucket; no client secret: nothing here uses it.
+    settings = resolve(settings, cluster=purge and includes_kubernetes(settings, target),
+                       client_secret="skip")
     results: list[SystemResult] = []
-    for comp in reversed(components_for(target)):
-        reason = comp.skip_reason(settings)
+    for entry in reversed(entries_for(target)):
+        reason = entry.skip_reason(settings)
         if reason is not None:
-            results.append(SystemResult(comp.system, "", skipped=reason))
+            results.append(SystemResult(entry.name, "", skipped=reason))
             continue
-        results.append(SystemResult(comp.system, comp.describe(settings),
-                                    _UNINSTALL[comp.system](settings, purge, dry_run, progress)))
+        system = entry.system
+        where = system.where(settings)
+        try:
+            with connected(system, settings) as client:
+                steps = system.teardown(client, settings, purge=purge)
+                done = changes(steps) if dry_run else run_steps(entry.name, steps, progress)
+        except Absent as exc:
+            done = [Change(entry.name, "unchanged", exc.target,
+                           "does not exist; nothing to remove")]
+        results.append(SystemResult(entry.name, where, done))
     return results
 
 
-def _kubernetes_uninstall(settings: Settings, purge: bool, dry_run: bool,
-                          progress: Progress) -> list[Change]:
-    from mlflow_stack.components import kubernetes
-
-    return kubernetes.uninstall(settings, purge=purge, dry_run=dry_run, progress=progress)
-
-
-def _bucket_uninstall(settings: Settings, purge: bool, dry_run: bool,
-                      progress: Progress) -> list[Change]:
-    from mlflow_stack.components import purge as purging
-
-    if not purge:
-        return [Change("bucket", "unchanged", f"bucket {settings.artifacts.bucket}",
-                       "kept (--purge deletes it and every artifact in it)")]
-    with progress.step(f"bucket: delete {settings.artifacts.bucket}"):
-        return [purging.delete_bucket(settings, dry_run=dry_run)]
+def plan_system(system: System, settings: Settings) -> list[Change]:
+    """One system's plan (tests and `doctor`); the settings must be resolved already."""
+    with connected(system, settings) as client:
+        return changes(system.plan(client, settings, system.observe(client, settings)))
 
 
-def _postgres_uninstall(settings: Settings, purge: bool, dry_run: bool,
-                        progress: Progress) -> list[Change]:
-    from mlflow_stack.components import purge as purging
-
-    changes: list[Change] = []
-    for name in _databases(settings):
-        if not purge:
-            changes.append(Change("postgres", "unchanged", f"database {name}",
-                                  "kept (--purge drops it)"))
-            continue
-        with progress.step(f"postgres: drop database {name}"):
-            changes.append(purging.drop_database(settings, name, dry_run=dry_run))
-    return changes
+def apply_system(system: System, settings: Settings,
+                 progress: Progress | None = None) -> list[Change]:
+    """One system's apply; the settings must be resolved already."""
+    progress = progress or NullProgress()
+    with connected(system, settings) as client:
+        observed = system.observe(client, settings)
+        for note in getattr(observed, "notes", ()):
+            progress.detail(note)
+        return run_steps(system.name, system.plan(client, settings, observed), progress)
 
 
-def _keycloak_uninstall(settings: Settings, purge: bool, dry_run: bool,
-                        progress: Progress) -> list[Change]:
-    from mlflow_stack.components import keycloak
-
-    with progress.step(f"keycloak: {'remove' if purge else 'check'} client and roles"):
-        return keycloak.destroy(settings, purge=purge, dry_run=dry_run)
-
-
-_UNINSTALL: dict[str, Callable[[Settings, bool, bool, Progress], list[Change]]] = {
-    "kubernetes": _kubernetes_uninstall,
-    "bucket": _bucket_uninstall,
-    "postgres": _postgres_uninstall,
-    "keycloak": _keycloak_uninstall,
-}
+def teardown_system(system: System, settings: Settings, *, purge: bool = False,
+                    dry_run: bool = False, progress: Progress | None = None) -> list[Change]:
+    """One system's uninstall; the settings must be resolved already."""
+    with connected(system, settings) as client:
+        steps = system.teardown(client, settings, purge=purge)
+        return changes(steps) if dry_run else run_steps(system.name, steps,
+                                                         progress or NullProgress())

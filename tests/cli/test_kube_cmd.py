@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from harness.kube import REFERENCE_INVENTORY
 from mlflow_stack.cli import kube_cmd
 from mlflow_stack.errors import ConfigError
-from mlflow_stack.kubernetes.render import read_secret_key
+from mlflow_stack.manifests.render import read_secret_key
 
 # Secrets the machine's environment might hold: unset, so only what a test sets is known.
 UNSET = ["ADMIN_PASSWORD", "MLFLOW_STACK_DB_PASSWORD", "MLFLOW_STACK_S3_ACCESS_KEY_ID",

@@ -39,10 +39,11 @@ from mlflow_stack.components import kubernetes as k8s
 from mlflow_stack.components.base import Change
 from mlflow_stack.config.model import Settings
 from mlflow_stack.config.secrets import Secrets
+from mlflow_stack.deploy import plan_system, teardown_system
 from mlflow_stack.errors import ConfigError
 from mlflow_stack.kubernetes.client import KubernetesError
-from mlflow_stack.kubernetes.render import render
 from mlflow_stack.kubernetes.wait import MigrationFailed
+from mlflow_stack.manifests.render import render
 from mlflow_stack.progress import NullProgress
 
 pytestmark = pytest.mark.integration
@@ -200,7 +201,7 @@ def test_apply_creates_every_object_and_a_second_apply_writes_nothing(
     assert second.writes == 0
     # Not one write reached the server (a write, even a no-op SSA, can bump resourceVersion).
     assert live_versions(admin, settings) == before
-    assert changed(k8s.plan(settings)) == []
+    assert changed(plan_system(k8s.SYSTEM, settings)) == []
 
 
 def test_waits_time_out_naming_what_is_missing(kube_api: KubeAPIServer, admin: Client,
@@ -242,7 +243,7 @@ def test_plan_shows_manual_drift_exactly_and_apply_repairs_it(
         {"op": "remove", "path": "/metadata/labels/app.kubernetes.io~1part-of"}],
         namespace=ns, patch_type=PatchType.JSON, field_manager="kubectl-edit")
 
-    drift = {c.target: c.detail.split("; ") for c in changed(k8s.plan(settings))}
+    drift = {c.target: c.detail.split("; ") for c in changed(plan_system(k8s.SYSTEM, settings))}
     assert set(drift) == {f"Deployment {ns}/mlflow", f"Service {ns}/mlflow"}
     assert drift[f"Deployment {ns}/mlflow"] == [
         "spec.replicas: 3 -> 1",
@@ -260,7 +261,7 @@ def test_plan_shows_manual_drift_exactly_and_apply_repairs_it(
     assert dropped in env_names(pod_spec(live).containers[0])
     labels = meta(admin.get(Service, "mlflow", namespace=ns)).labels
     assert labels is not None and labels["app.kubernetes.io/part-of"] == "mlflow-stack"
-    assert changed(k8s.plan(settings)) == []
+    assert changed(plan_system(k8s.SYSTEM, settings)) == []
 
 
 def test_fields_of_another_field_manager_are_not_clobbered(
@@ -282,7 +283,7 @@ def test_fields_of_another_field_manager_are_not_clobbered(
         "metadata": {"name": "mlflow", "namespace": ns, "labels": {"team": "ml"}}}),
         field_manager="kubectl")
 
-    assert changed(k8s.plan(settings)) == []
+    assert changed(plan_system(k8s.SYSTEM, settings)) == []
     again = apply(settings, kube_api)
     assert again.writes == 0
     live = admin.get(Deployment, "mlflow", namespace=ns)
@@ -340,7 +341,7 @@ def test_uninstall_keeps_pvcs_without_purge_and_removes_them_with_it(
                            "metadata": {"name": "unrelated", "namespace": ns},
                            "stringData": {"k": "v"}}))
 
-    changes = k8s.uninstall(settings)
+    changes = teardown_system(k8s.SYSTEM, settings)
     deleted = [c.target for c in changes if c.action == "delete"]
     assert deleted[0] == f"ConfigMap {ns}/thinkube-service-config"  # reverse apply order
     assert deleted[-1] == f"Secret {ns}/mlflow-db-secret"
@@ -352,10 +353,10 @@ def test_uninstall_keeps_pvcs_without_purge_and_removes_them_with_it(
             get_live(admin, kind, name, namespace)
         assert gone.value.status.code == 404, (kind, name)
     admin.get(Secret, "unrelated", namespace=ns)
-    again = k8s.uninstall(settings)
+    again = teardown_system(k8s.SYSTEM, settings)
     assert changed(again) == []  # nothing left to remove
 
-    purged = k8s.uninstall(settings, purge=True)
+    purged = teardown_system(k8s.SYSTEM, settings, purge=True)
     assert {c.target for c in changed(purged)} == {
         f"PersistentVolumeClaim {ns}/mlflow-storage", f"Namespace {ns}"}
     # The shared models volume (other platform parts mount it) survives even --purge.
@@ -370,12 +371,12 @@ def test_pruning_removes_what_the_config_no_longer_renders(
     settings = make_settings(kube_api.admin_kubeconfig, ns, kubernetes={"replicas": 2})
     apply(settings, kube_api)
     fewer = make_settings(kube_api.admin_kubeconfig, ns, registry={"tag": "9.9.9"})
-    planned = {c.target: c.action for c in changed(k8s.plan(fewer))}
+    planned = {c.target: c.action for c in changed(plan_system(k8s.SYSTEM, fewer))}
     old_job = [t for t in planned if t.startswith(f"Job {ns}/") and planned[t] == "delete"]
     assert planned[f"PodDisruptionBudget {ns}/mlflow"] == "delete"
     assert len(old_job) == 1  # the new image needs a new migration Job; the old one goes
     apply(fewer, kube_api)
-    assert changed(k8s.plan(fewer)) == []
+    assert changed(plan_system(k8s.SYSTEM, fewer)) == []
 
 
 def test_code_server_integration_is_patched_in_and_out(
@@ -396,9 +397,9 @@ def test_code_server_integration_is_patched_in_and_out(
     assert "OWN" in env and "MLFLOW_TRACKING_URI" in env and "MLFLOW_CLIENT_SECRET" in env
     assert secret_data(admin, cs, "mlflow-client-env")["MLFLOW_CLIENT_SECRET"] == \
         SECRET_VALUES["oidc_client_secret"]
-    assert changed(k8s.plan(settings)) == []
+    assert changed(plan_system(k8s.SYSTEM, settings)) == []
 
-    k8s.uninstall(settings)
+    teardown_system(k8s.SYSTEM, settings)
     spec = pod_spec(admin.get(Deployment, "code-server", namespace=cs))
     assert env_names(spec.containers[0]) == ["OWN"]
     assert not spec.volumes
@@ -418,7 +419,7 @@ def test_least_privilege_installer(kube_api: KubeAPIServer, admin: Client, ns: s
     settings = make_settings(kubeconfig, ns)
 
     with pytest.raises(KubernetesError, match="refused") as denied:
-        k8s.plan(settings)
+        plan_system(k8s.SYSTEM, settings)
     assert "installer-role.yaml" in (denied.value.hint or "")
 
     for doc in yaml.safe_load_all(RBAC_DOC.read_text()):
@@ -433,9 +434,9 @@ def test_least_privilege_installer(kube_api: KubeAPIServer, admin: Client, ns: s
     # The administrator created the namespace (for the RoleBinding); apply adds its labels.
     assert {c.target: c.action for c in report.changes if c.action != "create"} == {
         f"Namespace {ns}": "update"}
-    assert changed(k8s.plan(settings)) == []
-    assert any(c.action == "delete" for c in k8s.uninstall(settings))
-    purged = k8s.uninstall(settings, purge=True)
+    assert changed(plan_system(k8s.SYSTEM, settings)) == []
+    assert any(c.action == "delete" for c in teardown_system(k8s.SYSTEM, settings))
+    purged = teardown_system(k8s.SYSTEM, settings, purge=True)
     assert f"Namespace {ns}" in {c.target for c in changed(purged)}
 
 
@@ -459,11 +460,11 @@ def _localize(doc: dict[str, Any], ns: str, system_ns: str) -> dict[str, Any]:
 
 def test_unreachable_server_and_missing_kubeconfig(tmp_path: Path, ns: str) -> None:
     with pytest.raises(ConfigError, match="does not exist") as missing:
-        k8s.plan(make_settings(tmp_path / "nope.yaml", ns))
+        plan_system(k8s.SYSTEM, make_settings(tmp_path / "nope.yaml", ns))
     assert missing.value.exit_code == 2
     dead = write_unreachable_kubeconfig(tmp_path / "dead.yaml")
     with pytest.raises(KubernetesError, match="unreachable") as unreachable:
-        k8s.plan(make_settings(dead, ns))
+        plan_system(k8s.SYSTEM, make_settings(dead, ns))
     assert unreachable.value.exit_code == 1
     with pytest.raises(ConfigError, match="Context 'other' not found"):
-        k8s.plan(make_settings(dead, ns, kubernetes={"context": "other"}))
+        plan_system(k8s.SYSTEM, make_settings(dead, ns, kubernetes={"context": "other"}))

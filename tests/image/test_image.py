@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from mlflow_stack import MLFLOW_OIDC_AUTH_VERSION, MLFLOW_VERSION
-from mlflow_stack.kubernetes import workload
+from mlflow_stack.manifests import workload
 
 ROOT = Path(__file__).parents[2]
 IMAGE = ROOT / "image"

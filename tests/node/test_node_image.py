@@ -19,8 +19,8 @@ from harness.kube import settings_with
 from harness.node import KubeNode
 from harness.procs import log_tail
 from mlflow_stack.components.kubernetes import apply_objects
-from mlflow_stack.kubernetes import labels as lb
-from mlflow_stack.kubernetes.workload import RUN_AS_UID
+from mlflow_stack.manifests import labels as lb
+from mlflow_stack.manifests.workload import RUN_AS_UID
 
 pytestmark = pytest.mark.integration
 

@@ -45,8 +45,8 @@ from mlflow_stack import deploy
 from mlflow_stack.components import kubernetes as k8s
 from mlflow_stack.config.model import Settings
 from mlflow_stack.config.secrets import Secrets
-from mlflow_stack.kubernetes import workload
 from mlflow_stack.local.state import StateDir
+from mlflow_stack.manifests import workload
 from mlflow_stack.ops import doctor
 from mlflow_stack.ops import doctor_cluster as cluster
 from mlflow_stack.progress import NullProgress

@@ -33,9 +33,9 @@ from harness.s3 import S3Server
 from mlflow_stack.config.model import Settings
 from mlflow_stack.config.secrets import Secrets
 from mlflow_stack.errors import ConfigError, ServerError
-from mlflow_stack.kubernetes import workload
 from mlflow_stack.local import platform, process
 from mlflow_stack.local.state import StateDir
+from mlflow_stack.manifests import workload
 from mlflow_stack.ops import backup as backups
 from mlflow_stack.ops import upgrade
 from mlflow_stack.progress import NullProgress

@@ -29,6 +29,7 @@ from mlflow_stack.cli.options import (
 )
 from mlflow_stack.config.loader import check_secrets, load_config
 from mlflow_stack.config.model import Settings
+from mlflow_stack.resolve import ClientSecret
 
 
 class Target(StrEnum):
@@ -48,10 +49,12 @@ PurgeOpt = Annotated[bool, typer.Option(
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Show what would be removed.")]
 
 
-def deploy_settings(config: Path | None, target: Target) -> Settings:
-    """Secrets may come from the cluster (S3 keys), so they are checked after that lookup."""
+def deploy_settings(config: Path | None, target: Target,
+                    client_secret: ClientSecret = "create") -> Settings:
+    """The resolved settings (mlflow_stack.resolve): secrets may come from the cluster (S3
+    keys) and Keycloak (the OIDC client secret), so they are checked after those lookups."""
     loaded = load_config(config, require_secrets=False)
-    settings = deploy_lib.resolve_secrets(loaded.settings, target.value)
+    settings = deploy_lib.resolve_for(loaded.settings, target.value, client_secret=client_secret)
     check_secrets(settings, loaded.source)
     return settings
 
@@ -158,7 +161,7 @@ def apply(config: ConfigOpt = None, output: OutputOpt = Output.text,
         out.print(f"Databases backed up before the upgrade to {escape(str(backup))}")
     if output == Output.text and any(r.system == "kubernetes" and r.skipped is None
                                      for r in results):
-        from mlflow_stack.kubernetes.discovery import tracking_uri
+        from mlflow_stack.manifests.discovery import tracking_uri
 
         out.print(f"MLflow: {escape(tracking_uri(settings))}")
 

@@ -11,7 +11,7 @@ from rich.markup import escape
 from mlflow_stack.cli import console
 from mlflow_stack.cli.options import ConfigOpt
 from mlflow_stack.config.loader import load_config
-from mlflow_stack.kubernetes import render as kube_render
+from mlflow_stack.manifests import render as kube_render
 
 OutDirOpt = Annotated[Path, typer.Option(
     "--out", "-O", help="Directory for the manifests and kustomization.yaml (created if "

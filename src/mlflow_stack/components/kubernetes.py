@@ -30,9 +30,8 @@ from lightkube.resources.policy_v1 import PodDisruptionBudget
 from lightkube.types import CascadeType, PatchType
 
 from mlflow_stack.components.base import Change
+from mlflow_stack.components.protocol import Finding, Step, run_steps
 from mlflow_stack.config.model import Settings
-from mlflow_stack.errors import ConfigError
-from mlflow_stack.kubernetes import labels as lb
 from mlflow_stack.kubernetes import sources
 from mlflow_stack.kubernetes.client import (
     HTTPRoute,
@@ -44,13 +43,14 @@ from mlflow_stack.kubernetes.client import (
     resource_of,
 )
 from mlflow_stack.kubernetes.diff import field_diff
-from mlflow_stack.kubernetes.discovery import Patch, tracking_uri
-from mlflow_stack.kubernetes.render import new_secret_key, render
-from mlflow_stack.kubernetes.secrets import SecretNeeded, secret_object, tls_secret_spec
 from mlflow_stack.kubernetes.wait import job_state, rollout_state, wait_job, wait_rollout
+from mlflow_stack.manifests import labels as lb
+from mlflow_stack.manifests.discovery import Patch, tracking_uri
+from mlflow_stack.manifests.render import new_secret_key, render
+from mlflow_stack.manifests.secret_objects import SecretNeeded, secret_object, tls_secret_spec
 from mlflow_stack.progress import NullProgress, Progress
 
-SYSTEM = "kubernetes"
+SYSTEM_NAME = "kubernetes"
 JOB_TIMEOUT = 900.0  # a schema migration of a large database can take minutes
 _KEEP = {"PersistentVolumeClaim", "Namespace"}  # data and the namespace: only --purge
 # Kinds apply may have created, listed by label to find what it no longer renders.
@@ -108,29 +108,19 @@ class Report:
 # desired state
 
 
-def desired(kube: Kube, settings: Settings, *, planning: bool) -> Desired:
-    """The rendered objects with every Secret value this run can know."""
-    k, secrets = settings.kubernetes, settings.secrets
+def desired(kube: Kube, settings: Settings) -> Desired:
+    """The rendered objects with every Secret value this run can know (settings resolved:
+    the OIDC client secret and S3 keys are in them already)."""
+    k = settings.kubernetes
     notes: list[str] = []
     secret_key = None
-    if settings.auth.provider == "keycloak":
+    if settings.sso:
         # Never regenerated: an explicit key wins, then the one already in the cluster.
-        secret_key = secrets.secret_key or sources.existing_secret_key(kube, settings)
+        secret_key = settings.secrets.secret_key or sources.existing_secret_key(kube, settings)
         if secret_key is None:
             secret_key = new_secret_key()
             notes.append("created the SSO session key (SECRET_KEY); later applies reuse it")
-        if secrets.oidc_client_secret is None:
-            from mlflow_stack.components import keycloak
-
-            try:
-                value = keycloak.client_secret(settings)
-            except keycloak.ClientNotProvisioned:
-                if not planning:
-                    raise
-                value = None  # plan before the first apply: Keycloak's step creates it
-            if value is not None:
-                secrets = secrets.model_copy(update={"oidc_client_secret": value})
-    s = settings.model_copy(update={"secrets": secrets})
+    s = settings
     rendered = render(s, include_secrets=True, secret_key=secret_key)
     extra: list[dict[str, Any]] = []
     kept: list[SecretNeeded] = []
@@ -192,21 +182,21 @@ def _observe(kube: Kube, obj: dict[str, Any], *, patch: bool = False) -> Item:
     live = get_live(kube, obj)
     if live is None:
         if patch:
-            return Item(obj, Change(SYSTEM, "unchanged", t, "not there: nothing to patch"),
+            return Item(obj, Change(SYSTEM_NAME, "unchanged", t, "not there: nothing to patch"),
                         patch=True)
-        return Item(obj, Change(SYSTEM, "create", t, _create_detail(obj)))
+        return Item(obj, Change(SYSTEM_NAME, "create", t, _create_detail(obj)))
     with call(kube, f"check {t} (server-side dry run)"):
         try:
             dry = _ssa(kube, obj, dry_run=True)
         except ApiError as exc:
             if obj["kind"] != "Job" or exc.status.code != 422:
                 raise
-            return Item(obj, Change(SYSTEM, "update", t, "recreate: a Job's template is "
+            return Item(obj, Change(SYSTEM_NAME, "update", t, "recreate: a Job's template is "
                                     "immutable"), live, recreate=True)
     diff = field_diff(live, dry)
     if not diff:
-        return Item(obj, Change(SYSTEM, "unchanged", t), live, patch=patch)
-    return Item(obj, Change(SYSTEM, "update", t, "; ".join(diff)), live, patch=patch)
+        return Item(obj, Change(SYSTEM_NAME, "unchanged", t), live, patch=patch)
+    return Item(obj, Change(SYSTEM_NAME, "update", t, "; ".join(diff)), live, patch=patch)
 
 
 def _kept_item(kube: Kube, need: SecretNeeded) -> Item:
@@ -214,9 +204,9 @@ def _kept_item(kube: Kube, need: SecretNeeded) -> Item:
             "metadata": {"name": need.name, "namespace": need.namespace}}
     t = target(stub)
     if get_live(kube, stub) is not None:
-        return Item(stub, Change(SYSTEM, "unchanged", t, "kept as it is (values not known "
+        return Item(stub, Change(SYSTEM_NAME, "unchanged", t, "kept as it is (values not known "
                                  f"here: {', '.join(need.missing)})"))
-    return Item(stub, Change(SYSTEM, "create", t, f"needs {', '.join(need.missing)}: "
+    return Item(stub, Change(SYSTEM_NAME, "create", t, f"needs {', '.join(need.missing)}: "
                              f"{need.how}"), needs_values=True)
 
 
@@ -269,59 +259,102 @@ def _plan_items(kube: Kube, settings: Settings, want: Desired) -> list[Item]:
     wanted = {_key(i.obj) for i in items}
     for obj in owned(kube, settings):
         if _key(obj) not in wanted and obj["kind"] not in _KEEP:
-            items.append(Item(obj, Change(SYSTEM, "delete", target(obj),
+            items.append(Item(obj, Change(SYSTEM_NAME, "delete", target(obj),
                                           "no longer part of the configuration"), obj))
     return items
 
 
 # --------------------------------------------------------------------------------------------
-# public API
+# the system
 
 
-def plan(settings: Settings) -> list[Change]:
-    """What apply would create, change (field by field) or delete. Reads only (dry runs)."""
-    kube = connect(settings)
-    settings = sources.with_s3_keys_from_cluster(kube, settings)
-    want = desired(kube, settings, planning=True)
-    return [i.change for i in _plan_items(kube, settings, want)]
+@dataclass(frozen=True)
+class Observed:
+    want: Desired
+    items: list[Item]  # in apply order, each with what apply would do to it
+
+    @property
+    def notes(self) -> list[str]:
+        return self.want.notes
 
 
-def apply(settings: Settings, progress: Progress | None = None) -> list[Change]:
-    return apply_objects(settings, progress).changes
+_BLOCKED_HINT = ("Secrets are read from the environment or ~/.env; or create the Secret "
+                 "yourself and apply again.")
+
+
+@dataclass(frozen=True)
+class KubernetesSystem:
+    """The platform's objects in the cluster (server-side apply, field manager mlflow-stack)."""
+
+    job_timeout: float = JOB_TIMEOUT
+    rollout_timeout: float | None = None  # None: from the config (see rollout_timeout())
+    name: str = SYSTEM_NAME
+
+    def where(self, settings: Settings) -> str:
+        return describe(settings)
+
+    def connect(self, settings: Settings) -> Kube:
+        return connect(settings)
+
+    def observe(self, client: Kube, settings: Settings) -> Observed:
+        want = desired(client, settings)
+        return Observed(want, _plan_items(client, settings, want))
+
+    def plan(self, client: Kube, settings: Settings, observed: Observed) -> list[Step]:
+        rollout = self.rollout_timeout or rollout_timeout(settings)
+        return [self._step(client, item, rollout) for item in observed.items]
+
+    def _step(self, kube: Kube, item: Item, rollout: float) -> Step:
+        obj, change = item.obj, item.change
+        if item.needs_values:
+            return Step(change, blocked=_BLOCKED_HINT)
+        run = None
+        if change.is_change:
+            def run(progress: Progress, item: Item = item) -> None:
+                _write(kube, item)
+        settle = None
+        # Wait even when unchanged: an interrupted run may have left them unfinished.
+        if obj["kind"] == "Job" and change.action != "delete":
+            def settle(progress: Progress) -> None:
+                _wait_job(kube, obj, progress, self.job_timeout)
+        elif obj["kind"] == "Deployment" and not item.patch and change.action != "delete":
+            def settle(progress: Progress) -> None:
+                _wait_rollout(kube, obj, progress, rollout)
+        return Step(change, run, destructive=change.action == "delete" or item.recreate,
+                    settle=settle)
+
+    def teardown(self, client: Kube, settings: Settings, *, purge: bool) -> list[Step]:
+        return _teardown(client, settings, purge=purge)
+
+    def check(self, client: Kube, settings: Settings) -> list[Finding]:
+        pending = [i.change for i in self.observe(client, settings).items if i.change.is_change]
+        name = "Kubernetes objects"
+        if pending:
+            listed = "; ".join(f"{c.action} {c.target}" for c in pending[:6])
+            return [Finding(name, "problem", f"{len(pending)} difference(s) from the config: "
+                            f"{listed}", "mlflow-stack apply repairs them (mlflow-stack plan "
+                            "shows them)")]
+        return [Finding(name, "ok", f"every object in {describe(settings)} matches the config")]
+
+
+SYSTEM = KubernetesSystem()
 
 
 def apply_objects(settings: Settings, progress: Progress | None = None, *,
                   job_timeout: float = JOB_TIMEOUT,
                   rollout_timeout_s: float | None = None) -> Report:
-    """Make the cluster match the config. Idempotent; safe to re-run after an interruption."""
+    """Make the cluster match the (resolved) config and report how many writes it took.
+    Idempotent; safe to re-run after an interruption."""
     progress = progress or NullProgress()
-    kube = connect(settings)
-    settings = sources.with_s3_keys_from_cluster(kube, settings)
+    system = KubernetesSystem(job_timeout, rollout_timeout_s)
+    kube = system.connect(settings)
     with progress.step(f"kubernetes: read {describe(settings)} at {kube.url}"):
-        want = desired(kube, settings, planning=False)
-        items = _plan_items(kube, settings, want)
-    unknown = [i for i in items if i.needs_values]
-    if unknown:
-        raise ConfigError(
-            "cannot create " + "; ".join(f"{i.change.target} ({i.change.detail})"
-                                         for i in unknown),
-            hint="Secrets are read from the environment or ~/.env; or create the Secret "
-                 "yourself and apply again.")
-    for note in want.notes:
+        observed = system.observe(kube, settings)
+    for note in observed.want.notes:
         progress.detail(note)
-    writes = 0
-    for item in items:
-        obj, change = item.obj, item.change
-        if change.is_change:
-            with progress.step(f"kubernetes: {change.action} {change.target}"):
-                writes += _write(kube, item)
-        # Wait even when unchanged: an interrupted run may have left them unfinished.
-        if obj["kind"] == "Job" and change.action != "delete":
-            _wait_job(kube, obj, progress, job_timeout)
-        elif obj["kind"] == "Deployment" and not item.patch and change.action != "delete":
-            _wait_rollout(kube, obj, progress,
-                          rollout_timeout_s or rollout_timeout(settings))
-    return Report([i.change for i in items], writes, tracking_uri(settings), want.notes)
+    changes = run_steps(SYSTEM_NAME, system.plan(kube, settings, observed), progress)
+    writes = sum(2 if i.recreate else 1 for i in observed.items if i.change.is_change)
+    return Report(changes, writes, tracking_uri(settings), observed.want.notes)
 
 
 def _write(kube: Kube, item: Item) -> int:
@@ -379,16 +412,13 @@ def _ours(live: dict[str, Any]) -> bool:
     return any(m.get("manager") == lb.FIELD_MANAGER for m in managers)
 
 
-def uninstall(settings: Settings, *, purge: bool = False, dry_run: bool = False,
-              progress: Progress | None = None) -> list[Change]:
+def _teardown(kube: Kube, settings: Settings, *, purge: bool) -> list[Step]:
     """Remove what apply created, in reverse order. PVCs and the namespace stay unless `purge`.
 
     Only objects this tool applied (its field manager is on them) are deleted; a Secret the
     user created under one of our names is left. The code-server Deployment is not deleted:
     only the env and mounts we added to it are removed (an apply of nothing by our manager).
     """
-    progress = progress or NullProgress()
-    kube = connect(settings)
     rendered = render(settings)
     candidates: list[dict[str, Any]] = list(rendered.objects)
     last_secret = max(i for i, o in enumerate(candidates) if o["kind"] in ("Namespace", "Secret"))
@@ -398,32 +428,34 @@ def uninstall(settings: Settings, *, purge: bool = False, dry_run: bool = False,
         for n in rendered.secrets_needed]
     known = {_key(o) for o in candidates}
     stale = [o for o in owned(kube, settings) if _key(o) not in known]
-    changes: list[Change] = []
+    steps: list[Step] = []
     for patch in rendered.patches:
-        changes += _unpatch(kube, patch, dry_run, progress)
+        steps += _unpatch(kube, patch)
     for obj in [*stale, *reversed(candidates)]:
         live = get_live(kube, obj)
         t = target(obj)
         if live is None:
             continue
         if not _ours(live):
-            changes.append(Change(SYSTEM, "unchanged", t, "not applied by mlflow-stack: left"))
+            steps.append(Step(Change(SYSTEM_NAME, "unchanged", t,
+                                     "not applied by mlflow-stack: left")))
             continue
         if _shared(obj):
-            changes.append(Change(SYSTEM, "unchanged", t,
-                                  "kept (shared models volume other platform parts use)"))
+            steps.append(Step(Change(SYSTEM_NAME, "unchanged", t,
+                                     "kept (shared models volume other platform parts use)")))
             continue
         if obj["kind"] in _KEEP and not purge:
             what = "data" if obj["kind"] == "PersistentVolumeClaim" else "namespace"
-            changes.append(Change(SYSTEM, "unchanged", t, f"kept ({what}; --purge deletes it)"))
+            steps.append(Step(Change(SYSTEM_NAME, "unchanged", t,
+                                     f"kept ({what}; --purge deletes it)")))
             continue
         detail = "its remaining contents go with it (Terminating until then)" \
             if obj["kind"] == "Namespace" else ""
-        changes.append(Change(SYSTEM, "delete", t, detail))
-        if not dry_run:
-            with progress.step(f"kubernetes: delete {t}"):
-                _delete(kube, obj)
-    return changes
+
+        def delete(progress: Progress, obj: dict[str, Any] = obj) -> None:
+            _delete(kube, obj)
+        steps.append(Step(Change(SYSTEM_NAME, "delete", t, detail), delete, destructive=True))
+    return steps
 
 
 def _shared(obj: dict[str, Any]) -> bool:
@@ -434,18 +466,18 @@ def _shared(obj: dict[str, Any]) -> bool:
         labels.get(k) == v for k, v in lb.MODELS_PVC_LABELS.items())
 
 
-def _unpatch(kube: Kube, patch: Patch, dry_run: bool, progress: Progress) -> list[Change]:
+def _unpatch(kube: Kube, patch: Patch) -> list[Step]:
     stub = {"apiVersion": patch.api_version, "kind": patch.kind,
             "metadata": {"name": patch.name, "namespace": patch.namespace}}
     live = get_live(kube, stub)
     if live is None or not _ours(live):
         return []
     t = target(stub)
-    if not dry_run:
+
+    def release(progress: Progress) -> None:
         # Applying an empty intent releases every field we own; the server removes those no
         # other manager also set.
-        with progress.step(f"kubernetes: remove our fields from {t}"), \
-                call(kube, f"apply {t}"):
+        with call(kube, f"apply {t}"):
             _ssa(kube, stub, dry_run=False)
-    return [Change(SYSTEM, "delete", t, "the MLflow env and helper mounts we added")]
-
+    return [Step(Change(SYSTEM_NAME, "delete", t, "the MLflow env and helper mounts we added"),
+                 release, destructive=True)]

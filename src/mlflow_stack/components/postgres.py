@@ -1,4 +1,5 @@
-"""PostgreSQL: the metadata database and its owner, created if missing; schema revision checks."""
+"""PostgreSQL: the metadata databases and their owner, created if missing (SYSTEM); dropped
+only by `uninstall --purge`; schema revision reads for upgrade and doctor."""
 
 from __future__ import annotations
 
@@ -6,10 +7,16 @@ from dataclasses import dataclass
 
 import psycopg
 from psycopg import sql
+from pydantic import SecretStr
 
 from mlflow_stack.components.base import Change
+from mlflow_stack.components.protocol import Finding, Step, run_steps
 from mlflow_stack.config.model import Settings
 from mlflow_stack.errors import ConfigError, ServiceUnreachable
+from mlflow_stack.progress import NullProgress, Progress
+
+SYSTEM_NAME = "postgres"
+Conn = psycopg.Connection[tuple[object, ...]]
 
 
 @dataclass(frozen=True)
@@ -34,7 +41,7 @@ def admin_target(settings: Settings) -> PgTarget:
                     db.sslmode)
 
 
-def connect(target: PgTarget, dbname: str = "postgres") -> psycopg.Connection[tuple[object, ...]]:
+def connect(target: PgTarget, dbname: str = "postgres") -> Conn:
     """Connect, turning failures into errors that name host:port and what went wrong."""
     try:
         return psycopg.connect(
@@ -54,56 +61,114 @@ def connect(target: PgTarget, dbname: str = "postgres") -> psycopg.Connection[tu
         ) from None
 
 
-def _role_exists(conn: psycopg.Connection[tuple[object, ...]], role: str) -> bool:
+def _role_exists(conn: Conn, role: str) -> bool:
     return conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone() \
         is not None
 
 
-def database_exists(conn: psycopg.Connection[tuple[object, ...]], name: str) -> bool:
+def database_exists(conn: Conn, name: str) -> bool:
     return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() \
         is not None
 
 
-def plan_database(settings: Settings, dbname: str | None = None) -> list[Change]:
-    """What ensure_database would do, read only (it connects, so credentials are checked)."""
+@dataclass(frozen=True)
+class Observed:
+    owner_exists: bool | None  # None: the owner is the admin login itself
+    databases: dict[str, bool]  # name -> exists
+
+
+def observe_databases(conn: Conn, settings: Settings, names: tuple[str, ...]) -> Observed:
     db = settings.database
-    name = dbname or db.name
-    target = admin_target(settings)
-    changes: list[Change] = []
-    with connect(target) as conn:
-        if db.user != target.user:
-            changes.append(Change("postgres", "unchanged" if _role_exists(conn, db.user)
-                                  else "create", f"role {db.user}"))
-        if database_exists(conn, name):
-            changes.append(Change("postgres", "unchanged", f"database {name}"))
+    owner = None if db.user == conn.info.user else _role_exists(conn, db.user)
+    return Observed(owner, {name: database_exists(conn, name) for name in names})
+
+
+def plan_databases(conn: Conn, settings: Settings, observed: Observed) -> list[Step]:
+    """The owner role, then each database, created if missing."""
+    db = settings.database
+    steps: list[Step] = []
+    if observed.owner_exists is not None:
+        if observed.owner_exists:
+            steps.append(Step(Change(SYSTEM_NAME, "unchanged", f"role {db.user}")))
         else:
-            changes.append(Change("postgres", "create", f"database {name}", f"owner {db.user}"))
-    return changes
+            password = settings.secrets.effective_db_password
+            if password is None:
+                raise ConfigError(f"role {db.user} does not exist and no password is set for it",
+                                  hint="Set MLFLOW_STACK_DB_PASSWORD or ADMIN_PASSWORD.")
+
+            def create_role(progress: Progress, password: SecretStr = password) -> None:
+                conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                    sql.Identifier(db.user), sql.Literal(password.get_secret_value())))
+            steps.append(Step(Change(SYSTEM_NAME, "create", f"role {db.user}"), create_role))
+    for name, exists in observed.databases.items():
+        if exists:
+            steps.append(Step(Change(SYSTEM_NAME, "unchanged", f"database {name}")))
+            continue
+
+        def create(progress: Progress, name: str = name) -> None:
+            conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                sql.Identifier(name), sql.Identifier(db.user)))
+        steps.append(Step(Change(SYSTEM_NAME, "create", f"database {name}", f"owner {db.user}"),
+                          create))
+    return steps
 
 
 def ensure_database(settings: Settings, dbname: str | None = None) -> list[Change]:
-    """Create the owner role and the database if missing. Idempotent."""
-    db = settings.database
-    name = dbname or db.name
-    target = admin_target(settings)
-    changes: list[Change] = []
-    owner_password = settings.secrets.effective_db_password
-    with connect(target) as conn:
-        if db.user != target.user:
-            if _role_exists(conn, db.user):
-                changes.append(Change("postgres", "unchanged", f"role {db.user}"))
+    """Create the owner role and one database if missing (restore uses it). Idempotent."""
+    with connect(admin_target(settings)) as conn:
+        observed = observe_databases(conn, settings, (dbname or settings.database.name,))
+        return run_steps(SYSTEM_NAME, plan_databases(conn, settings, observed), NullProgress())
+
+
+class PostgresSystem:
+    """The metadata databases (MLflow's and the SSO layer's) and their owner role."""
+
+    name = SYSTEM_NAME
+
+    def where(self, settings: Settings) -> str:
+        return f"{settings.database.host}:{settings.database.port}"
+
+    def connect(self, settings: Settings) -> Conn:
+        return connect(admin_target(settings))
+
+    def observe(self, client: Conn, settings: Settings) -> Observed:
+        return observe_databases(client, settings, settings.databases)
+
+    def plan(self, client: Conn, settings: Settings, observed: Observed) -> list[Step]:
+        return plan_databases(client, settings, observed)
+
+    def teardown(self, client: Conn, settings: Settings, *, purge: bool) -> list[Step]:
+        """Drop the databases with `purge` (open sessions are ended: the server that used them
+        is gone by then); else keep them. The owner role stays: other databases may be its."""
+        steps: list[Step] = []
+        for name in settings.databases:
+            if not database_exists(client, name):
+                steps.append(Step(Change(SYSTEM_NAME, "unchanged", f"database {name}",
+                                         "does not exist")))
+            elif not purge:
+                steps.append(Step(Change(SYSTEM_NAME, "unchanged", f"database {name}",
+                                         "kept (--purge drops it)")))
             else:
-                assert owner_password is not None
-                conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
-                    sql.Identifier(db.user), sql.Literal(owner_password.get_secret_value())))
-                changes.append(Change("postgres", "create", f"role {db.user}"))
-        if database_exists(conn, name):
-            changes.append(Change("postgres", "unchanged", f"database {name}"))
-        else:
-            conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                sql.Identifier(name), sql.Identifier(db.user)))
-            changes.append(Change("postgres", "create", f"database {name}", f"owner {db.user}"))
-    return changes
+                def drop(progress: Progress, name: str = name) -> None:
+                    client.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(
+                        sql.Identifier(name)))
+                steps.append(Step(Change(SYSTEM_NAME, "delete", f"database {name}",
+                                         "with every table in it"), drop, destructive=True))
+        return steps
+
+    def check(self, client: Conn, settings: Settings) -> list[Finding]:
+        missing = [s.change.target for s in self.plan(client, settings,
+                                                        self.observe(client, settings))
+                   if s.pending]
+        name = "PostgreSQL"
+        if missing:
+            return [Finding(name, "problem", f"{', '.join(missing)} missing on "
+                            f"{self.where(settings)}", "mlflow-stack apply (or up) creates them")]
+        return [Finding(name, "ok", f"{self.where(settings)}: "
+                        f"{', '.join(settings.databases)} and their owner exist")]
+
+
+SYSTEM = PostgresSystem()
 
 
 def rename_database(settings: Settings, name: str, new_name: str) -> bool:

@@ -25,6 +25,7 @@ from typing import Any, Literal, Protocol
 
 from mlflow_stack.components.base import Change
 from mlflow_stack.config.model import Settings
+from mlflow_stack.errors import ConfigError
 from mlflow_stack.progress import Progress
 
 Status = Literal["ok", "problem", "skipped"]
@@ -36,10 +37,14 @@ class Step:
     whether it destroys something, and the code that does it."""
 
     change: Change
-    # None: nothing to do here (unchanged, or done by an earlier step). Runs when not None,
-    # even for an unchanged target (e.g. waiting for a Job an interrupted run left unfinished).
+    # None: nothing to do here (unchanged, or done by an earlier step).
     run: Callable[[Progress], None] | None = None
     destructive: bool = False  # deletes data or an object, or replaces one
+    # Waits for what the step started to settle (a Job to complete, a rollout). Runs after
+    # `run`, and even when there was nothing to run: an interrupted apply may have left it.
+    settle: Callable[[Progress], None] | None = None
+    # Why the step cannot run (a hint for the user): apply refuses before anything is written.
+    blocked: str | None = None
 
     @property
     def pending(self) -> bool:
@@ -69,7 +74,9 @@ class System(Protocol):
     """An external system the platform provisions; a stateless object named SYSTEM in its
     module. When a config uses it, and whether `up` provisions it, is its registry line."""
 
-    name: str  # "keycloak", "postgres", "bucket", "kubernetes": also Change.system
+    @property
+    def name(self) -> str:
+        """"keycloak", "postgres", "bucket", "kubernetes": also Change.system."""
 
     def where(self, settings: Settings) -> str:
         """Where it works, for headings: 'realm r at https://...', 'db:5432'."""
@@ -79,7 +86,9 @@ class System(Protocol):
         Absent."""
 
     def observe(self, client: Any, settings: Settings) -> Any:
-        """Everything `plan` needs to know about the live system. Reads only."""
+        """Everything `plan` needs to know about the live system. Reads only. The result may
+        carry `notes` (a list of str: facts to tell the user, e.g. a key that was created),
+        which the walkers show as progress details."""
 
     def plan(self, client: Any, settings: Settings, observed: Any) -> list[Step]:
         """The steps that make the system match the config, in the order they must run."""
@@ -95,13 +104,23 @@ def changes(steps: Sequence[Step]) -> list[Change]:
     return [s.change for s in steps]
 
 
+def refuse_blocked(steps: Sequence[Step]) -> None:
+    """Raise, naming every blocked step, before anything is written."""
+    blocked = [s for s in steps if s.blocked is not None]
+    if blocked:
+        raise ConfigError("cannot create " + "; ".join(
+            f"{s.change.target} ({s.change.detail})" for s in blocked), hint=blocked[0].blocked)
+
+
 def run_steps(system: str, steps: Sequence[Step], progress: Progress) -> list[Change]:
-    """Run every step that has something to do, in order, each as a progress step."""
+    """Run the steps in order: each one with something to do as a progress step of its own,
+    then its settle (which reports its own progress when it has to wait)."""
+    refuse_blocked(steps)
     for step in steps:
-        if step.run is None:
-            continue
-        c = step.change
-        with progress.step(f"{system}: {c.action} {c.target}" if c.is_change
-                           else f"{system}: {c.target}"):
-            step.run(progress)
+        if step.run is not None:
+            c = step.change
+            with progress.step(f"{system}: {c.action} {c.target}"):
+                step.run(progress)
+        if step.settle is not None:
+            step.settle(progress)
     return changes(steps)

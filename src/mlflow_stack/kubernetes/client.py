@@ -21,7 +21,7 @@ from lightkube.generic_resource import create_namespaced_resource
 
 from mlflow_stack.config.model import Settings
 from mlflow_stack.errors import ConfigError, StackError
-from mlflow_stack.kubernetes.labels import FIELD_MANAGER
+from mlflow_stack.manifests.labels import FIELD_MANAGER
 
 # Gateway API is a CRD, unknown to lightkube's typed models: register it once as generic.
 HTTPRoute = create_namespaced_resource("gateway.networking.k8s.io", "v1", "HTTPRoute",

@@ -2,9 +2,8 @@
 
 - SECRET_KEY: MLFLOW_STACK_SECRET_KEY, else the one in the existing Secret, else a new one; so
   it is created once and never regenerated (a new key logs every user out).
-- OIDC client secret: MLFLOW_STACK_OIDC_CLIENT_SECRET, else read back from Keycloak.
-- S3 keys: the environment, else the reference's `seaweedfs-s3-config` Secret
-  (artifacts.credentials_secret in artifacts.credentials_namespace).
+- OIDC client secret and S3 keys: resolved before any system runs (mlflow_stack.resolve); the
+  S3 keys may come from the reference's `seaweedfs-s3-config` Secret, read here.
 - TLS: copied from kubernetes.tls_source_namespace / the wildcard certificate's Secret.
 Values are returned as SecretStr and only ever written into Secret objects.
 """
@@ -52,14 +51,12 @@ def existing_secret_key(kube: Kube, settings: Settings) -> SecretStr | None:
     return SecretStr(value) if value else None
 
 
-def with_s3_keys_from_cluster(kube: Kube, settings: Settings) -> Settings:
-    """Fill missing S3 keys from the credentials Secret when the config names one."""
-    a, s = settings.artifacts, settings.secrets
-    if a.backend != "s3" or not a.credentials_secret or (
-            s.s3_access_key_id is not None and s.s3_secret_access_key is not None):
-        return settings
+def s3_keys_from_cluster(kube: Kube, settings: Settings) -> tuple[SecretStr, SecretStr]:
+    """(access key id, secret key) from the credentials Secret the config names
+    (artifacts.credentials_secret)."""
+    a = settings.artifacts
     namespace = a.credentials_namespace or settings.kubernetes.namespace
-    data = read_secret(kube, namespace, a.credentials_secret)
+    data = read_secret(kube, namespace, str(a.credentials_secret))
     if data is None:
         raise ConfigError(
             f"S3 keys are not in the environment and Secret {namespace}/{a.credentials_secret} "
@@ -67,10 +64,7 @@ def with_s3_keys_from_cluster(kube: Kube, settings: Settings) -> Settings:
             hint="Set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or fix the Secret's name.")
     for key_id, key_secret in _S3_KEYS:
         if data.get(key_id) and data.get(key_secret):
-            update = {"s3_access_key_id": s.s3_access_key_id or SecretStr(data[key_id]),
-                      "s3_secret_access_key": s.s3_secret_access_key
-                      or SecretStr(data[key_secret])}
-            return settings.model_copy(update={"secrets": s.model_copy(update=update)})
+            return SecretStr(data[key_id]), SecretStr(data[key_secret])
     names = ", ".join(f"{i}/{k}" for i, k in _S3_KEYS)
     raise ConfigError(f"Secret {namespace}/{a.credentials_secret} holds none of the key pairs "
                       f"{names}")

@@ -15,12 +15,13 @@ from pydantic import SecretStr
 
 from mlflow_stack.components.base import Change
 from mlflow_stack.config.model import Settings
-from mlflow_stack.errors import ConfigError
+from mlflow_stack.deploy import apply_system, local_entries
 from mlflow_stack.local import process
 from mlflow_stack.local.process import ServerRecord
 from mlflow_stack.local.startup import StartupLog
 from mlflow_stack.local.state import StateDir
 from mlflow_stack.progress import Progress
+from mlflow_stack.resolve import resolve
 from mlflow_stack.server.command import ServerLaunch, ServerPaths, build_server_launch
 
 
@@ -64,29 +65,13 @@ def server_launch(settings: Settings, state: StateDir) -> ServerLaunch:
 
 
 def with_sso_secrets(settings: Settings, state: StateDir) -> Settings:
-    """Settings whose secrets hold the SSO session key (kept in the state dir unless given) and
-    the OIDC client secret (from the environment, else read back from Keycloak)."""
-    secrets = settings.secrets
-    update: dict[str, SecretStr] = {}
-    if secrets.secret_key is None:
-        update["secret_key"] = SecretStr(state.secret_key())
-    if secrets.oidc_client_secret is None:
-        update["oidc_client_secret"] = _client_secret_from_keycloak(settings)
-    if not update:
+    """Resolved settings (the OIDC client secret from the environment, else from Keycloak)
+    whose SSO session key is kept in the state dir unless given."""
+    settings = resolve(settings, cluster=False, client_secret="read")
+    if settings.secrets.secret_key is not None:
         return settings
-    return settings.model_copy(update={"secrets": secrets.model_copy(update=update)})
-
-
-def _client_secret_from_keycloak(settings: Settings) -> SecretStr:
-    if settings.secrets.effective_keycloak_admin_password is None:
-        raise ConfigError(
-            f"the OIDC client secret of {settings.auth.client_id!r} is not set",
-            hint="Set MLFLOW_STACK_OIDC_CLIENT_SECRET, or KEYCLOAK_ADMIN_PASSWORD / "
-                 "ADMIN_PASSWORD so it can be read from Keycloak.",
-        )
-    from mlflow_stack.components import keycloak  # python-keycloak only when needed
-
-    return keycloak.client_secret(settings)
+    secrets = settings.secrets.model_copy(update={"secret_key": SecretStr(state.secret_key())})
+    return settings.model_copy(update={"secrets": secrets})
 
 
 def up(settings: Settings, state: StateDir, progress: Progress, *,
@@ -110,23 +95,12 @@ def up(settings: Settings, state: StateDir, progress: Progress, *,
             settings = with_sso_secrets(settings, state)
             progress.detail(f"{settings.auth.keycloak_url}/realms/{settings.auth.realm}, "
                             f"client {settings.auth.client_id}")
-    # psycopg and boto3 are imported only when used: they cost start-up time otherwise.
-    if settings.database.backend == "postgresql":
-        from mlflow_stack.components import postgres
-
-        with progress.step("database"):
-            changes += postgres.ensure_database(settings)
-            if settings.auth.provider == "keycloak":  # the SSO layer's own database
-                changes += postgres.ensure_database(settings, settings.database.auth_name)
-            for c in changes:
+    for entry in local_entries(settings):
+        with progress.step(entry.name):
+            done = apply_system(entry.system, settings)
+            changes += done
+            for c in done:
                 progress.detail(f"{c.target}: {c.action}")
-    if settings.artifacts.backend == "s3":
-        from mlflow_stack.components import bucket
-
-        with progress.step("bucket"):
-            change = bucket.ensure_bucket(settings)
-            changes.append(change)
-            progress.detail(f"{change.target}: {change.action}")
     launch = server_launch(settings, state)
     # ops imports local: imported here. An old schema is backed up before it is migrated.
     from mlflow_stack.ops import upgrade

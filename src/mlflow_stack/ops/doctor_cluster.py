@@ -34,10 +34,11 @@ from lightkube.resources.storage_v1 import StorageClass
 
 from mlflow_stack.config.model import Settings
 from mlflow_stack.errors import StackError
-from mlflow_stack.kubernetes import labels as lb
-from mlflow_stack.kubernetes import network, sources, workload
+from mlflow_stack.kubernetes import sources
 from mlflow_stack.kubernetes.client import Kube, KubernetesError, call, connect, get_or_none
 from mlflow_stack.kubernetes.wait import job_state, rollout_state
+from mlflow_stack.manifests import labels as lb
+from mlflow_stack.manifests import network, workload
 from mlflow_stack.ops.doctor import Finding, host_allowed, ok, problem, skipped
 
 API = "Kubernetes API"

@@ -251,8 +251,8 @@ def live_image(settings: Settings) -> str | None:
     """The image the deployed server runs; None if it is not deployed."""
     from lightkube.resources.apps_v1 import Deployment
 
-    from mlflow_stack.kubernetes import labels
     from mlflow_stack.kubernetes.client import connect, get_or_none
+    from mlflow_stack.manifests import labels
 
     live = get_or_none(connect(settings), Deployment, labels.APP, settings.kubernetes.namespace)
     if live is None:
@@ -264,7 +264,7 @@ def live_image(settings: Settings) -> str | None:
 
 def image_change(settings: Settings) -> tuple[str, str] | None:
     """(deployed image, configured image) when they differ; None when equal or not deployed."""
-    from mlflow_stack.kubernetes import workload
+    from mlflow_stack.manifests import workload
 
     live, want = live_image(settings), workload.image(settings)
     return (live, want) if live is not None and live != want else None
@@ -333,8 +333,8 @@ def upgrade_kubernetes(settings: Settings, state: StateDir, progress: Progress, 
                        skip_backup: bool = False) -> UpgradeResult:
     """Roll the deployed platform to the configured image (registry.tag): backup, migration
     Job, rollout. Idempotent: the same image already deployed is left alone."""
-    from mlflow_stack.kubernetes import workload
-    from mlflow_stack.kubernetes.discovery import tracking_uri
+    from mlflow_stack.manifests import workload
+    from mlflow_stack.manifests.discovery import tracking_uri
 
     with progress.step("compare versions"):
         live = live_image(settings)

@@ -10,8 +10,8 @@ from pydantic import SecretStr
 
 from harness.kube import SECRET_KEY_VALUE, SECRET_VALUES, find, kinds
 from mlflow_stack.config.model import Settings
-from mlflow_stack.kubernetes.render import render
-from mlflow_stack.kubernetes.secrets import server_secret_specs
+from mlflow_stack.manifests.render import render
+from mlflow_stack.manifests.secret_objects import server_secret_specs
 from mlflow_stack.server.command import EnvVar, SecretRef, ServerLaunch
 
 

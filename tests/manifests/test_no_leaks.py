@@ -20,7 +20,7 @@ from harness.kube import (
 )
 from mlflow_stack.cli import kube_cmd
 from mlflow_stack.config.model import Settings
-from mlflow_stack.kubernetes.render import render, to_yaml, write_manifests
+from mlflow_stack.manifests.render import render, to_yaml, write_manifests
 
 ENV = {
     "ADMIN_PASSWORD": SECRET_VALUES["admin_password"],

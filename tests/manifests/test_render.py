@@ -11,8 +11,8 @@ from pydantic import SecretStr
 from harness.kube import SECRET_KEY_VALUE
 from mlflow_stack.config.model import Settings
 from mlflow_stack.errors import ConfigError
-from mlflow_stack.kubernetes import labels as lb
-from mlflow_stack.kubernetes.render import (
+from mlflow_stack.manifests import labels as lb
+from mlflow_stack.manifests.render import (
     read_secret_key,
     render,
     write_manifests,

@@ -24,10 +24,10 @@ from pydantic import SecretStr
 
 from mlflow_stack.config.model import Settings
 from mlflow_stack.errors import ConfigError
-from mlflow_stack.kubernetes import discovery, network, storage, workload
-from mlflow_stack.kubernetes import labels as lb
-from mlflow_stack.kubernetes.discovery import Patch
-from mlflow_stack.kubernetes.secrets import (
+from mlflow_stack.manifests import discovery, network, storage, workload
+from mlflow_stack.manifests import labels as lb
+from mlflow_stack.manifests.discovery import Patch
+from mlflow_stack.manifests.secret_objects import (
     SecretNeeded,
     SecretSpec,
     needed,

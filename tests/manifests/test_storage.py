@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from harness.kube import find, kinds, settings_with
 from mlflow_stack.config.model import Settings
-from mlflow_stack.kubernetes.render import render
+from mlflow_stack.manifests.render import render
 
 
 def test_reference_pvcs(reference: Settings) -> None:

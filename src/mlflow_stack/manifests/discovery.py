@@ -16,8 +16,8 @@ import yaml
 from mlflow_stack.client.helpers import helper_text
 from mlflow_stack.config.model import Settings
 from mlflow_stack.config.secrets import env_names
-from mlflow_stack.kubernetes import labels as lb
-from mlflow_stack.kubernetes.secrets import SecretSpec, Value
+from mlflow_stack.manifests import labels as lb
+from mlflow_stack.manifests.secret_objects import SecretSpec, Value
 
 HELPER_SCRIPTS = ("mlflow-auth.sh", "mlflow-auth.fish")
 

@@ -18,8 +18,8 @@ from pydantic import SecretStr
 
 from harness.kube import SECRET_KEY_VALUE, SECRET_VALUES, find, kinds
 from mlflow_stack.config.model import Settings
-from mlflow_stack.kubernetes import discovery
-from mlflow_stack.kubernetes.render import render
+from mlflow_stack.manifests import discovery
+from mlflow_stack.manifests.render import render
 
 TOKEN_URL = "https://keycloak.example.com/realms/thinkube/protocol/openid-connect/token"
 

@@ -7,7 +7,7 @@ import pytest
 from harness.kube import find, kinds, settings_with
 from mlflow_stack.config.model import Settings
 from mlflow_stack.errors import ConfigError
-from mlflow_stack.kubernetes.render import render
+from mlflow_stack.manifests.render import render
 
 
 def test_service_keeps_the_reference_names(reference: Settings) -> None:

@@ -10,8 +10,8 @@ import pytest
 from harness.kube import find, settings_with
 from mlflow_stack.config.model import Settings
 from mlflow_stack.errors import ConfigError
-from mlflow_stack.kubernetes import workload
-from mlflow_stack.kubernetes.render import render
+from mlflow_stack.manifests import workload
+from mlflow_stack.manifests.render import render
 from mlflow_stack.server.command import build_server_launch
 
 POSTGRES_S3: dict[str, Any] = {

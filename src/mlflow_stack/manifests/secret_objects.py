@@ -15,7 +15,7 @@ from pydantic import SecretStr
 
 from mlflow_stack.config.model import Settings
 from mlflow_stack.config.secrets import env_names
-from mlflow_stack.kubernetes import labels as lb
+from mlflow_stack.manifests import labels as lb
 from mlflow_stack.server.command import (
     DB_SECRET,
     OIDC_SECRET,

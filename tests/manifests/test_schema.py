@@ -24,7 +24,7 @@ from harness.kube import (
     validate_strict,
 )
 from mlflow_stack.config.model import Settings
-from mlflow_stack.kubernetes.render import render
+from mlflow_stack.manifests.render import render
 
 VERSIONS = ["1.31", "1.34"]
 

@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 from mlflow_stack.config.model import Settings
 from mlflow_stack.errors import ConfigError
-from mlflow_stack.kubernetes import labels as lb
+from mlflow_stack.manifests import labels as lb
 
 _NS_LABEL = "kubernetes.io/metadata.name"  # set by Kubernetes on every namespace
 

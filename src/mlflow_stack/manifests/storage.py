@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from mlflow_stack.config.model import Settings
-from mlflow_stack.kubernetes import labels as lb
+from mlflow_stack.manifests import labels as lb
 
 
 def _pvc(meta: dict[str, Any], mode: str, storage_class: str, size: str) -> dict[str, Any]:
