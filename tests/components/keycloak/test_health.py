@@ -26,7 +26,9 @@ def test_provisioned_realm_passes(
         update={"oidc_client_secret": kc.client_secret(settings)})})
     findings = kc.SYSTEM.check(kc.SYSTEM.connect(configured), configured)
     assert [f.check for f in findings] == CHECKS
-    assert [f.status for f in findings] == ["ok"] * 4, findings
+    # Keycloak's dev server sends no Date header: the skew check then says it cannot tell.
+    assert [f.status for f in findings[:3]] == ["ok"] * 3, findings
+    assert findings[3].status in ("ok", "skipped")
     assert findings[2].finding == "Keycloak accepts the configured client secret"
 
 
