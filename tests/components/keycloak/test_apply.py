@@ -1,107 +1,35 @@
-"""The Keycloak component against a real Keycloak: provisioning, idempotence, drift, errors,
-tokens. Each test works in its own realm."""
+"""Plan and apply against a real Keycloak: provisioning, idempotence, drift, tokens. Each test
+works in its own realm."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
-from typing import Any
 
 import httpx
 import pytest
 from keycloak import KeycloakAdmin
 from pydantic import SecretStr
 
-from harness.keycloak import (
-    KeycloakServer,
-    admin_client,
-    create_realm,
-    create_user,
-    jwt_claims,
-    password_grant,
+from components.keycloak.realm import (
+    ALICE_PW,
+    EXPECTED_TARGETS,
+    LOCK,
+    PUBLIC,
+    by_target,
+    client_uuid,
+    make_settings,
+    new_realm,
+    pending,
+    realm_admin,
+    realm_state,
 )
-from harness.ports import free_port
+from harness.keycloak import KeycloakServer, create_user, jwt_claims, password_grant
 from mlflow_stack.client.login import pkce_pair
 from mlflow_stack.components import keycloak as kc
-from mlflow_stack.components.base import Change
 from mlflow_stack.config.model import Settings
-from mlflow_stack.config.secrets import Secrets
-from mlflow_stack.errors import ConfigError, ServiceUnreachable
 from mlflow_stack.progress import NullProgress
 
 pytestmark = pytest.mark.integration
-
-PUBLIC = "http://127.0.0.1:5123"  # settings.public_url with no hostname: the local URL
-ALICE_PW = "alice-pw-1"
-
-
-def make_settings(server: KeycloakServer, realm: str, password: str | None = None,
-                  url: str | None = None, **auth: Any) -> Settings:
-    settings = Settings.model_validate({
-        "server": {"port": 5123},
-        "auth": {"provider": "keycloak", "keycloak_url": url or server.url, "realm": realm,
-                 "admin_username": server.admin_user, "realm_admin_users": ["alice"], **auth},
-    })
-    secret = SecretStr(server.admin_password if password is None else password)
-    return settings.model_copy(update={"secrets": Secrets.model_construct(
-        keycloak_admin_password=secret)})
-
-
-def new_realm(server: KeycloakServer, with_alice: bool = True) -> str:
-    realm = f"t-{uuid.uuid4().hex[:10]}"
-    create_realm(server, realm)
-    if with_alice:
-        create_user(server, realm, "alice", ALICE_PW, "alice@example.test")
-    return realm
-
-
-def realm_admin(server: KeycloakServer, realm: str) -> KeycloakAdmin:
-    return admin_client(server, realm)
-
-
-def client_uuid(admin: KeycloakAdmin, client_id: str = "mlflow") -> str:
-    found = admin.get_client_id(client_id)
-    assert found is not None
-    return found
-
-
-def pending(changes: list[Change]) -> list[Change]:
-    return [c for c in changes if c.is_change]
-
-
-def by_target(changes: list[Change]) -> dict[str, Change]:
-    return {c.target: c for c in changes}
-
-
-def realm_state(admin: KeycloakAdmin) -> dict[str, Any]:
-    """What apply would touch: roles, clients, role grants of alice."""
-    alice = admin.get_user_id("alice")
-    return {
-        "roles": sorted(r["name"] for r in admin.get_realm_roles()),
-        "clients": sorted(c["clientId"] for c in admin.get_clients()),
-        "alice": sorted(r["name"] for r in admin.get_realm_roles_of_user(alice)) if alice else [],
-    }
-
-
-MAPPERS = ("mlflow-realm-role-mapper", "mlflow-audience-mapper", "mlflow-client-role-mapper")
-EXPECTED_TARGETS = [
-    "role mlflow-admin", "role mlflow-user",
-    "client mlflow", "client mlflow scopes", *(f"client mlflow mapper {m}" for m in MAPPERS),
-    "client mlflow-cli", "client mlflow-cli scopes",
-    *(f"client mlflow-cli mapper {m}" for m in MAPPERS),
-    "user alice role mlflow-admin",
-    "realm user profile attribute email",  # the identity attribute, locked (an update)
-]
-LOCK = "realm user profile attribute email"
-
-
-@pytest.fixture
-def provisioned(keycloak: KeycloakServer) -> tuple[Settings, KeycloakAdmin]:
-    """A realm with alice, after one apply."""
-    realm = new_realm(keycloak)
-    settings = make_settings(keycloak, realm)
-    kc.apply(settings)
-    return settings, realm_admin(keycloak, realm)
 
 
 def test_provision_from_empty_realm_then_zero_changes(keycloak: KeycloakServer) -> None:
@@ -388,139 +316,3 @@ def test_grants_to_other_users_are_left_alone(
     admin.assign_realm_roles(bob, [admin.get_realm_role("mlflow-admin")])
     assert pending(kc.apply(settings)) == []
     assert "mlflow-admin" in {r["name"] for r in admin.get_realm_roles_of_user(bob)}
-
-
-# --------------------------------------------------------------------------------------------
-# errors: clear message, nothing written
-
-
-def test_missing_realm(keycloak: KeycloakServer) -> None:
-    realm = f"absent-{uuid.uuid4().hex[:8]}"
-    settings = make_settings(keycloak, realm)
-    for call in (kc.plan, kc.apply, kc.client_secret):
-        with pytest.raises(ConfigError) as info:
-            call(settings)
-        assert f"realm {realm!r} does not exist" in info.value.message
-        assert keycloak.url in info.value.message
-        assert info.value.exit_code == 2
-    assert realm not in {r["realm"] for r in admin_client(keycloak).get_realms()}
-
-
-def test_wrong_admin_password_writes_nothing(keycloak: KeycloakServer) -> None:
-    realm = new_realm(keycloak)
-    admin = realm_admin(keycloak, realm)
-    before = realm_state(admin)
-    settings = make_settings(keycloak, realm, password="not-the-password")
-    for call in (kc.plan, kc.apply, kc.client_secret):
-        with pytest.raises(ServiceUnreachable) as info:
-            call(settings)
-        message = info.value.message
-        assert keycloak.url in message and repr(keycloak.admin_user) in message
-        assert "Invalid user credentials" in message
-        assert "not-the-password" not in message + str(info.value.hint)
-        assert info.value.exit_code == 1
-    assert realm_state(admin) == before
-
-
-def test_unreachable_keycloak(keycloak: KeycloakServer) -> None:
-    url = f"http://127.0.0.1:{free_port()}"
-    settings = make_settings(keycloak, "anything", url=url)
-    with pytest.raises(ServiceUnreachable) as info:
-        kc.apply(settings)
-    assert info.value.message == f"Keycloak at {url} is unreachable: connection refused"
-    assert info.value.exit_code == 1
-
-
-def test_wrong_path_prefix(keycloak: KeycloakServer) -> None:
-    settings = make_settings(keycloak, "anything", url=f"{keycloak.url}/auth")
-    with pytest.raises(ServiceUnreachable, match="no Keycloak token endpoint"):
-        kc.plan(settings)
-
-
-def test_trailing_slash_in_url(keycloak: KeycloakServer) -> None:
-    realm = new_realm(keycloak)
-    settings = make_settings(keycloak, realm, url=f"{keycloak.url}/")
-    assert len(pending(kc.apply(settings))) == len(EXPECTED_TARGETS)
-
-
-def test_missing_admin_password(keycloak: KeycloakServer) -> None:
-    settings = make_settings(keycloak, "anything").model_copy(
-        update={"secrets": Secrets.model_construct()})
-    with pytest.raises(ConfigError, match="KEYCLOAK_ADMIN_PASSWORD or ADMIN_PASSWORD"):
-        kc.plan(settings)
-
-
-def test_missing_realm_admin_user_writes_nothing(keycloak: KeycloakServer) -> None:
-    realm = new_realm(keycloak, with_alice=False)
-    admin = realm_admin(keycloak, realm)
-    before = realm_state(admin)
-    settings = make_settings(keycloak, realm, realm_admin_users=["alice", "carol"])
-    with pytest.raises(ConfigError) as info:
-        kc.apply(settings)
-    assert "'alice', 'carol'" in info.value.message and repr(realm) in info.value.message
-    assert realm_state(admin) == before, "nothing half-done: no role, no client"
-
-
-def test_user_without_admin_rights(keycloak: KeycloakServer) -> None:
-    realm = new_realm(keycloak)
-    settings = make_settings(keycloak, realm, password=ALICE_PW, admin_username="alice",
-                             admin_realm=realm)
-    with pytest.raises(ServiceUnreachable) as info:
-        kc.plan(settings)
-    assert "user 'alice' may not" in info.value.message and "403" in info.value.message
-
-
-def test_missing_admin_realm(keycloak: KeycloakServer) -> None:
-    settings = make_settings(keycloak, "anything", admin_realm="no-such-admin-realm")
-    with pytest.raises(ConfigError, match="no realm 'no-such-admin-realm'"):
-        kc.plan(settings)
-
-
-def test_client_secret_before_apply(keycloak: KeycloakServer) -> None:
-    settings = make_settings(keycloak, new_realm(keycloak))
-    with pytest.raises(kc.ClientNotProvisioned, match="client 'mlflow' does not exist") as info:
-        kc.client_secret(settings)
-    assert "mlflow-stack apply" in str(info.value.hint)
-
-
-# --------------------------------------------------------------------------------------------
-# destroy
-
-
-def test_destroy_keeps_everything_without_purge(
-    keycloak: KeycloakServer, provisioned: tuple[Settings, KeycloakAdmin]
-) -> None:
-    settings, admin = provisioned
-    before = realm_state(admin)
-    secret = kc.client_secret(settings)
-    changes = kc.destroy(settings)
-    assert pending(changes) == []
-    assert "kept" in by_target(changes)["client mlflow"].detail
-    assert "kept" in by_target(changes)["client mlflow-cli"].detail
-    assert "held directly by 1 user(s)" in by_target(changes)["role mlflow-admin"].detail
-    assert realm_state(admin) == before
-    assert kc.client_secret(settings).get_secret_value() == secret.get_secret_value()
-
-
-def test_destroy_with_purge(keycloak: KeycloakServer,
-                            provisioned: tuple[Settings, KeycloakAdmin]) -> None:
-    settings, admin = provisioned
-    dry = kc.destroy(settings, purge=True, dry_run=True)
-    assert [(c.action, c.target) for c in dry] == [
-        ("delete", "client mlflow"), ("delete", "client mlflow-cli"),
-        ("delete", "role mlflow-admin"), ("delete", "role mlflow-user")]
-    assert {"mlflow", "mlflow-cli"} <= set(realm_state(admin)["clients"])
-    assert kc.destroy(settings, purge=True) == dry
-    state = realm_state(admin)
-    assert not {"mlflow", "mlflow-cli"} & set(state["clients"])
-    assert not {"mlflow-admin", "mlflow-user"} & set(state["roles"])
-    assert admin.get_user_id("alice") is not None, "users are never deleted"
-    assert pending(kc.destroy(settings, purge=True)) == []
-    # And apply brings it all back (the email lock was kept: a realm setting, not an object).
-    assert len(pending(kc.apply(settings))) == len(EXPECTED_TARGETS) - 1
-
-
-def test_destroy_of_missing_realm_is_a_no_op(keycloak: KeycloakServer) -> None:
-    settings = make_settings(keycloak, f"absent-{uuid.uuid4().hex[:8]}")
-    changes = kc.destroy(settings, purge=True)
-    assert pending(changes) == [] and "nothing to remove" in changes[0].detail
