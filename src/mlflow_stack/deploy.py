@@ -195,14 +195,9 @@ def uninstall(settings: Settings, *, purge: bool = False, progress: Progress | N
             results.append(SystemResult(entry.name, "", skipped=reason))
             continue
         system = entry.system
+        done = teardown_system(system, settings, purge=purge, dry_run=dry_run,
+                               progress=progress)
         where = system.where(settings)
-        try:
-            with connected(system, settings) as client:
-                steps = system.teardown(client, settings, purge=purge)
-                done = changes(steps) if dry_run else run_steps(entry.name, steps, progress)
-        except Absent as exc:
-            done = [Change(entry.name, "unchanged", exc.target,
-                           "does not exist; nothing to remove")]
         results.append(SystemResult(entry.name, where, done))
     return results
 
@@ -215,19 +210,26 @@ def plan_system(system: System, settings: Settings) -> list[Change]:
 
 def apply_system(system: System, settings: Settings,
                  progress: Progress | None = None) -> list[Change]:
-    """One system's apply; the settings must be resolved already."""
+    """One system's apply (`up`'s local systems, tests); the settings must be resolved."""
     progress = progress or NullProgress()
     with connected(system, settings) as client:
-        observed = system.observe(client, settings)
+        with progress.step(f"{system.name}: read {system.where(settings)}"):
+            observed = system.observe(client, settings)
+            steps = system.plan(client, settings, observed)
         for note in getattr(observed, "notes", ()):
             progress.detail(note)
-        return run_steps(system.name, system.plan(client, settings, observed), progress)
+        return run_steps(system.name, steps, progress)
 
 
 def teardown_system(system: System, settings: Settings, *, purge: bool = False,
                     dry_run: bool = False, progress: Progress | None = None) -> list[Change]:
-    """One system's uninstall; the settings must be resolved already."""
-    with connected(system, settings) as client:
-        steps = system.teardown(client, settings, purge=purge)
-        return changes(steps) if dry_run else run_steps(system.name, steps,
-                                                         progress or NullProgress())
+    """One system's uninstall (`dry_run`: the report, nothing run). A place that does not
+    exist (a realm) has nothing to remove."""
+    try:
+        with connected(system, settings) as client:
+            steps = system.teardown(client, settings, purge=purge)
+            return changes(steps) if dry_run else run_steps(system.name, steps,
+                                                             progress or NullProgress())
+    except Absent as absent:
+        return [Change(system.name, "unchanged", absent.target,
+                       "does not exist; nothing to remove")]

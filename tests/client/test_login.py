@@ -28,6 +28,7 @@ from mlflow_stack.client.oidc import KeycloakClient, TokenConfigError
 from mlflow_stack.components import keycloak as kc
 from mlflow_stack.config.loader import load_config
 from mlflow_stack.config.secrets import Secrets
+from mlflow_stack.deploy import apply_system
 
 URL = re.compile(r"(https?://\S+)")
 
@@ -176,7 +177,7 @@ def test_login_with_the_client_apply_creates(keycloak: KeycloakServer, chromium:
         "provider": "keycloak", "keycloak_url": keycloak.url, "realm": realm,
         "admin_username": keycloak.admin_user, "realm_admin_users": ["dave"]}}))
     settings = load_config(config, require_secrets=False).settings
-    kc.apply(settings.model_copy(update={"secrets": Secrets.model_construct(
+    apply_system(kc.SYSTEM, settings.model_copy(update={"secrets": Secrets.model_construct(
         keycloak_admin_password=SecretStr(keycloak.admin_password))}))
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "KEYCLOAK_"))}

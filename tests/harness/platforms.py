@@ -1,8 +1,9 @@
 """A whole local platform for integration tests: SSO server on real PostgreSQL, S3 and Keycloak.
 
-Provisioned the way a user does it: a realm with one admin user, `kc.apply(settings)` (roles,
-client, mappers, the admin's role grant), then `platform.up`. One per test module (the server
-takes ~15 s to start); each module passes its own name so databases and buckets don't collide.
+Provisioned the way a user does it: a realm with one admin user, the Keycloak system applied
+(roles, client, mappers, the admin's role grant), then `platform.up`. One per test module (the
+server takes ~15 s to start); each module passes its own name so databases and buckets don't
+collide.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pydantic import SecretStr
 from mlflow_stack.components import keycloak as kc
 from mlflow_stack.config.model import Settings
 from mlflow_stack.config.secrets import Secrets
+from mlflow_stack.deploy import apply_system
 from mlflow_stack.local import platform
 from mlflow_stack.local.state import StateDir
 from mlflow_stack.progress import NullProgress
@@ -76,7 +78,7 @@ def sso_platform(base_dir: Path, name: str, keycloak: KeycloakServer,
         keycloak_admin_password=SecretStr(keycloak.admin_password),
         s3_access_key_id=SecretStr(s3.access_key),
         s3_secret_access_key=SecretStr(s3.secret_key))})
-    kc.apply(settings)  # the real provisioning path
+    apply_system(kc.SYSTEM, settings)  # the real provisioning path
     state = StateDir(base_dir / "state")
     platform.up(settings, state, NullProgress())
     try:

@@ -22,6 +22,7 @@ from harness.postgres import PostgresServer
 from harness.s3 import S3Server
 from mlflow_stack.components import keycloak as kc
 from mlflow_stack.config.model import Settings
+from mlflow_stack.deploy import apply_system
 from mlflow_stack.local import platform
 from mlflow_stack.ops import doctor
 from mlflow_stack.progress import NullProgress
@@ -99,7 +100,7 @@ def test_admin_role_removed(plat: Platform) -> None:
         assert_problem(findings_of(plat), "Keycloak client and roles", "role mlflow-admin",
                        "mlflow-stack apply")
     finally:
-        kc.apply(plat.settings)
+        apply_system(kc.SYSTEM, plat.settings)
     assert findings_of(plat)["Keycloak client and roles"].status == "ok"
 
 
@@ -114,7 +115,7 @@ def test_redirect_uri_removed(plat: Platform) -> None:
         assert_problem(findings_of(plat), "Keycloak client and roles", "redirectUris",
                        "mlflow-stack apply")
     finally:
-        kc.apply(plat.settings)
+        apply_system(kc.SYSTEM, plat.settings)
 
 
 def test_group_plugin_missing(plat: Platform) -> None:

@@ -37,6 +37,7 @@ from harness.sso import ADMIN_ROLE, USER_ROLE, SsoServer, running
 from mlflow_stack.components import keycloak as kc
 from mlflow_stack.config.model import Settings
 from mlflow_stack.config.secrets import Secrets
+from mlflow_stack.deploy import apply_system, plan_system
 from mlflow_stack.progress import NullProgress
 
 pytestmark = pytest.mark.integration
@@ -133,7 +134,7 @@ def env(keycloak: KeycloakServer, tmp_path_factory: pytest.TempPathFactory) -> I
     tokens_on = settings_for(keycloak, realm, tokens_port, access_tokens=True,
                              revocation_seconds=REVOCATION_SECONDS)
     # The tokens-on config provisions the realm (service account, user profile lock) ...
-    kc.apply(tokens_on, NullProgress())
+    apply_system(kc.SYSTEM, tokens_on, NullProgress())
     secret = kc.client_secret(tokens_on)
     # ... and both servers use the one client (redirect URIs are the default server's; the
     # bearer path does not use them).
@@ -193,7 +194,7 @@ def test_self_set_email_does_not_take_over_a_deleted_users_account(env: Env) -> 
         assert refused.status_code == 401
         assert "belongs to another Keycloak user" in refused.json()["reason"]
     finally:
-        kc.apply(env.provisioning, NullProgress())
+        apply_system(kc.SYSTEM, env.provisioning, NullProgress())
     got = call(env.default, "GET", f"{API}/experiments/get?experiment_id={experiment}",
                token=env.token(env.add_user("witness", [ADMIN_ROLE])))
     assert got.json()["experiment"]["lifecycle_stage"] == "active"
@@ -201,7 +202,7 @@ def test_self_set_email_does_not_take_over_a_deleted_users_account(env: Env) -> 
 
 def test_apply_locks_the_email_against_self_service(env: Env) -> None:
     user = env.add_user("selfservice", [USER_ROLE])
-    changes = kc.plan(env.provisioning)
+    changes = plan_system(kc.SYSTEM, env.provisioning)
     locked = {c.target: c for c in changes}["realm user profile attribute email"]
     assert locked.action == "unchanged"
     refused = self_set_email(env, user, f"someone-else-{uuid.uuid4().hex[:6]}@example.test")
@@ -213,9 +214,9 @@ def test_apply_locks_the_email_against_self_service(env: Env) -> None:
         if attribute["name"] == "email":
             attribute["permissions"]["edit"] = ["admin", "user"]
     env.admin.update_realm_users_profile(profile)
-    drift = {c.target: c for c in kc.plan(env.provisioning)}
+    drift = {c.target: c for c in plan_system(kc.SYSTEM, env.provisioning)}
     assert drift["realm user profile attribute email"].action == "update"
-    kc.apply(env.provisioning, NullProgress())
+    apply_system(kc.SYSTEM, env.provisioning, NullProgress())
     assert self_set_email(env, user, "x@example.test").status_code == 400
 
 

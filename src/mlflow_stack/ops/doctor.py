@@ -151,10 +151,11 @@ def check_oidc_discovery(settings: Settings, state: StateDir) -> Finding:
 
 def check_keycloak_client(settings: Settings, state: StateDir) -> Finding:
     from mlflow_stack.components import keycloak
+    from mlflow_stack.deploy import plan_system
 
     name = "Keycloak client and roles"
     try:
-        pending = [c for c in keycloak.plan(settings) if c.is_change]
+        pending = [c for c in plan_system(keycloak.SYSTEM, settings) if c.is_change]
     except StackError as exc:
         return problem(name, exc.message, exc.hint or "check the Keycloak admin credentials")
     if pending:

@@ -27,6 +27,7 @@ from harness.keycloak import KeycloakServer, create_user, jwt_claims, password_g
 from mlflow_stack.client.login import pkce_pair
 from mlflow_stack.components import keycloak as kc
 from mlflow_stack.config.model import Settings
+from mlflow_stack.deploy import apply_system, plan_system
 from mlflow_stack.progress import NullProgress
 
 pytestmark = pytest.mark.integration
@@ -38,7 +39,7 @@ def test_provision_from_empty_realm_then_zero_changes(keycloak: KeycloakServer) 
     admin = realm_admin(keycloak, realm)
     before = realm_state(admin)
 
-    planned = kc.plan(settings)
+    planned = plan_system(kc.SYSTEM, settings)
     assert [c.target for c in planned] == EXPECTED_TARGETS
     assert all(c.action == ("update" if c.target == LOCK else "create")
                and c.system == "keycloak" for c in planned)
@@ -47,15 +48,19 @@ def test_provision_from_empty_realm_then_zero_changes(keycloak: KeycloakServer) 
     assert f"{PUBLIC}/callback" in client.detail and "3600" in client.detail
 
     progress = NullProgress()
-    applied = kc.apply(settings, progress)
+    applied = apply_system(kc.SYSTEM, settings, progress)
     assert applied == planned
-    assert progress.steps == [f"keycloak: read realm {realm} at {keycloak.url}",
-                              f"keycloak: apply {len(EXPECTED_TARGETS)} change(s)"]
+    # One progress step to read, then one per write (a new client's mappers and scopes are
+    # written with it).
+    assert progress.steps[0] == f"keycloak: read realm {realm} at {keycloak.url}"
+    written = progress.steps[1:]
+    assert written and set(written) <= {f"keycloak: {c.action} {c.target}" for c in planned}
+    assert "keycloak: create client mlflow" in written
 
-    again = kc.apply(settings)
+    again = apply_system(kc.SYSTEM, settings)
     assert [c.target for c in again] == EXPECTED_TARGETS
     assert pending(again) == []
-    assert pending(kc.plan(settings)) == []
+    assert pending(plan_system(kc.SYSTEM, settings)) == []
 
     # Users can no longer edit the email that names their MLflow account.
     email = next(a for a in admin.get_realm_users_profile()["attributes"]
@@ -124,10 +129,10 @@ def test_custom_names_and_lifespan(keycloak: KeycloakServer) -> None:
     realm = new_realm(keycloak)
     settings = make_settings(keycloak, realm, client_id="tracking", admin_role="ml-admin",
                              user_role="ml-user", access_token_lifespan=900)
-    targets = [c.target for c in kc.apply(settings)]
+    targets = [c.target for c in apply_system(kc.SYSTEM, settings)]
     assert "client tracking mapper mlflow-audience-mapper" in targets
     assert "user alice role ml-admin" in targets
-    assert pending(kc.apply(settings)) == []
+    assert pending(apply_system(kc.SYSTEM, settings)) == []
     token = password_grant(keycloak, realm, "tracking", "alice", ALICE_PW,
                            kc.client_secret(settings).get_secret_value())
     claims = jwt_claims(token["access_token"])
@@ -139,7 +144,7 @@ def test_login_client_is_public_pkce_and_device_only(
     keycloak: KeycloakServer, provisioned: tuple[Settings, KeycloakAdmin]
 ) -> None:
     settings, admin = provisioned
-    planned = by_target(kc.plan(settings))
+    planned = by_target(plan_system(kc.SYSTEM, settings))
     assert planned["client mlflow-cli"].action == "unchanged"
     rep = admin.get_client(client_uuid(admin, "mlflow-cli"))
     assert rep["publicClient"] is True and rep["standardFlowEnabled"] is True
@@ -173,7 +178,7 @@ def test_login_client_is_public_pkce_and_device_only(
 def test_login_client_can_be_turned_off(keycloak: KeycloakServer) -> None:
     realm = new_realm(keycloak)
     settings = make_settings(keycloak, realm, cli_client_id=None)
-    targets = [c.target for c in kc.apply(settings)]
+    targets = [c.target for c in apply_system(kc.SYSTEM, settings)]
     assert not [t for t in targets if t.startswith("client mlflow-cli")]
     assert "mlflow-cli" not in realm_state(realm_admin(keycloak, realm))["clients"]
     with pytest.raises(ValueError, match="cli_client_id 'mlflow' must differ"):
@@ -277,15 +282,15 @@ def test_drift_shown_by_plan_and_repaired_by_apply(
 ) -> None:
     settings, admin = provisioned
     drift(admin)
-    planned = kc.plan(settings)
+    planned = plan_system(kc.SYSTEM, settings)
     assert [(c.target, c.action) for c in pending(planned)] == [(target, action)]
     for text in details:
         assert text in by_target(planned)[target].detail
-    assert pending(kc.plan(settings)) == pending(planned), "plan must not repair"
+    assert pending(plan_system(kc.SYSTEM, settings)) == pending(planned), "plan must not repair"
 
-    applied = kc.apply(settings)
+    applied = apply_system(kc.SYSTEM, settings)
     assert pending(applied) == pending(planned)
-    assert pending(kc.plan(settings)) == []
+    assert pending(plan_system(kc.SYSTEM, settings)) == []
     # Repaired for real: alice's token has the audience and the role again, 3600 s long.
     token = password_grant(keycloak, settings.auth.realm, "mlflow", "alice", ALICE_PW,
                            kc.client_secret(settings).get_secret_value())
@@ -305,7 +310,7 @@ def test_role_through_group_counts_as_granted(
     assert alice is not None
     admin.group_user_add(alice, group_id)
     _take_admin_role(admin)
-    assert pending(kc.plan(settings)) == []
+    assert pending(plan_system(kc.SYSTEM, settings)) == []
 
 
 def test_grants_to_other_users_are_left_alone(
@@ -314,5 +319,5 @@ def test_grants_to_other_users_are_left_alone(
     settings, admin = provisioned
     bob = create_user(keycloak, settings.auth.realm, "bob", "bob-pw-1", "bob@example.test")
     admin.assign_realm_roles(bob, [admin.get_realm_role("mlflow-admin")])
-    assert pending(kc.apply(settings)) == []
+    assert pending(apply_system(kc.SYSTEM, settings)) == []
     assert "mlflow-admin" in {r["name"] for r in admin.get_realm_roles_of_user(bob)}

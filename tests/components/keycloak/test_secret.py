@@ -9,6 +9,7 @@ import pytest
 from components.keycloak.realm import ALICE_PW, by_target, make_settings, new_realm, pending
 from harness.keycloak import KeycloakServer, jwt_claims, password_grant
 from mlflow_stack.components import keycloak as kc
+from mlflow_stack.deploy import apply_system, plan_system
 
 pytestmark = pytest.mark.integration
 
@@ -31,10 +32,10 @@ def test_new_client_gets_the_configured_secret(keycloak: KeycloakServer) -> None
     configured = "configured-" + secrets.token_urlsafe(24)
     realm = new_realm(keycloak)
     settings = make_settings(keycloak, realm, client_secret=configured)
-    created = by_target(kc.plan(settings))["client mlflow"]
+    created = by_target(plan_system(kc.SYSTEM, settings))["client mlflow"]
     assert "secret: the configured one" in created.detail
     assert configured not in created.detail
-    kc.apply(settings)
+    apply_system(kc.SYSTEM, settings)
 
     session = kc.SYSTEM.connect(settings)
     read = kc.read_client_secret(session, settings)
@@ -42,7 +43,7 @@ def test_new_client_gets_the_configured_secret(keycloak: KeycloakServer) -> None
     token = password_grant(keycloak, realm, "mlflow", "alice", ALICE_PW, configured)
     assert "mlflow-admin" in jwt_claims(token["access_token"])["realm_access"]["roles"]
     # The public login client is given no secret; a second run changes nothing.
-    assert pending(kc.apply(settings)) == []
+    assert pending(apply_system(kc.SYSTEM, settings)) == []
     assert kc.client_secret(settings).get_secret_value() == configured
 
 
@@ -50,9 +51,9 @@ def test_existing_client_keeps_its_secret(keycloak: KeycloakServer) -> None:
     """Only a client being created takes the configured secret: an existing client's secret is
     left alone (doctor reports a mismatch), so deployed servers keep working."""
     realm = new_realm(keycloak)
-    kc.apply(make_settings(keycloak, realm))
+    apply_system(kc.SYSTEM, make_settings(keycloak, realm))
     settings = make_settings(keycloak, realm)
     generated = kc.client_secret(settings).get_secret_value()
     other = make_settings(keycloak, realm, client_secret="another-" + secrets.token_hex(8))
-    assert pending(kc.apply(other)) == []
+    assert pending(apply_system(kc.SYSTEM, other)) == []
     assert kc.client_secret(settings).get_secret_value() == generated
