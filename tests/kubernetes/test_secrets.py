@@ -12,7 +12,7 @@ from harness.kube import SECRET_KEY_VALUE, SECRET_VALUES, find, kinds
 from mlflow_stack.config.model import Settings
 from mlflow_stack.kubernetes.render import render
 from mlflow_stack.kubernetes.secrets import server_secret_specs
-from mlflow_stack.server.command import EnvVar, SecretRef, ServerLaunch
+from mlflow_stack.launch.spec import EnvVar, SecretRef, ServerLaunch
 
 
 def decoded(secret: dict[str, Any]) -> dict[str, str]:

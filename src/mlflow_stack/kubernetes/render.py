@@ -36,7 +36,7 @@ from mlflow_stack.kubernetes.secrets import (
     server_secret_specs,
     tls_secret_spec,
 )
-from mlflow_stack.server.command import SECRET_KEY_SECRET
+from mlflow_stack.launch.spec import SECRET_KEY_SECRET
 
 KUSTOMIZATION = "kustomization.yaml"
 PATCHES_DIR = "patches"

@@ -16,7 +16,7 @@ from pydantic import SecretStr
 from mlflow_stack.config.model import Settings
 from mlflow_stack.config.secrets import env_names
 from mlflow_stack.kubernetes import labels as lb
-from mlflow_stack.server.command import (
+from mlflow_stack.launch.spec import (
     DB_SECRET,
     OIDC_SECRET,
     S3_SECRET,

@@ -8,7 +8,8 @@ from pydantic import SecretStr
 
 from mlflow_stack.config.model import Settings
 from mlflow_stack.config.secrets import Secrets
-from mlflow_stack.server.command import PLAIN_APP, ServerPaths, build_server_launch
+from mlflow_stack.launch.command import PLAIN_APP, build_server_launch
+from mlflow_stack.launch.spec import ServerPaths
 from mlflow_stack.server.sso_app import RefreshLimiter
 
 PATHS = ServerPaths(PurePosixPath("/s/data"), PurePosixPath("/s/art"), PurePosixPath("/s/p"),
