@@ -22,8 +22,8 @@ from pathlib import Path
 import httpx
 
 from mlflow_stack.config.model import Settings
+from mlflow_stack.launch.command import build_server_launch
 from mlflow_stack.local.state import StateDir
-from mlflow_stack.server.command import build_server_launch
 
 BIN = Path(sys.executable).parent
 

@@ -1,8 +1,8 @@
 """Compatibility name for ``OIDC_GROUP_DETECTION_PLUGIN=mlflow_keycloak_groups`` (the reference's).
 
-The implementation lives in ``mlflow_stack.plugins.keycloak_groups``.
+The implementation lives in ``mlflow_stack.server.group_plugin``.
 """
 
-from mlflow_stack.plugins.keycloak_groups import get_user_groups
+from mlflow_stack.server.group_plugin import get_user_groups
 
 __all__ = ["get_user_groups"]

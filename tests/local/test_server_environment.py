@@ -24,8 +24,8 @@ import pytest
 from harness.keycloak import KeycloakServer
 from harness.ports import free_port
 from harness.sso import ADMIN_ROLE, provision_realm
+from mlflow_stack.launch.spec import EnvVar, SecretRef, ServerLaunch
 from mlflow_stack.local.process import server_environment
-from mlflow_stack.server.command import EnvVar, SecretRef, ServerLaunch
 
 pytestmark = pytest.mark.integration
 CLI = [sys.executable, "-m", "mlflow_stack.cli.main"]

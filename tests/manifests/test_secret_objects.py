@@ -10,9 +10,9 @@ from pydantic import SecretStr
 
 from harness.kube import SECRET_KEY_VALUE, SECRET_VALUES, find, kinds
 from mlflow_stack.config.model import Settings
+from mlflow_stack.launch.spec import EnvVar, SecretRef, ServerLaunch
 from mlflow_stack.manifests.render import render
 from mlflow_stack.manifests.secret_objects import server_secret_specs
-from mlflow_stack.server.command import EnvVar, SecretRef, ServerLaunch
 
 
 def decoded(secret: dict[str, Any]) -> dict[str, str]:

@@ -10,9 +10,9 @@ import pytest
 from harness.kube import find, settings_with
 from mlflow_stack.config.model import Settings
 from mlflow_stack.errors import ConfigError
+from mlflow_stack.launch.command import build_server_launch
 from mlflow_stack.manifests import workload
 from mlflow_stack.manifests.render import render
-from mlflow_stack.server.command import build_server_launch
 
 POSTGRES_S3: dict[str, Any] = {
     "database": {"backend": "postgresql", "host": "db.example.com", "port": 6543,

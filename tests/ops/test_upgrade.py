@@ -33,13 +33,13 @@ from harness.s3 import S3Server
 from mlflow_stack.config.model import Settings
 from mlflow_stack.config.secrets import Secrets
 from mlflow_stack.errors import ConfigError, ServerError
+from mlflow_stack.launch import migrations
 from mlflow_stack.local import platform, process
 from mlflow_stack.local.state import StateDir
 from mlflow_stack.manifests import workload
 from mlflow_stack.ops import backup as backups
 from mlflow_stack.ops import upgrade
 from mlflow_stack.progress import NullProgress
-from mlflow_stack.server import migrations
 
 pytestmark = pytest.mark.integration
 CLI = [sys.executable, "-m", "mlflow_stack.cli.main"]

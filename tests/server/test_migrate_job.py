@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from mlflow_stack.launch.migrations import mlflow_head_revision
 from mlflow_stack.server import migrate_job
-from mlflow_stack.server.migrations import mlflow_head_revision
 
 
 def _revision(db: Path, table: str = "alembic_version") -> str:

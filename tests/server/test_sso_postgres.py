@@ -19,7 +19,7 @@ from harness.postgres import PostgresServer
 from harness.sso import ADMIN_ROLE, USER_ROLE, SsoRealm, SsoServer, provision_realm, running
 from mlflow_stack.config.model import Settings
 from mlflow_stack.config.secrets import Secrets
-from mlflow_stack.server.oidc import AUTH_ALEMBIC_TABLE
+from mlflow_stack.launch.oidc_auth import AUTH_ALEMBIC_TABLE
 
 pytestmark = pytest.mark.integration
 API = "/api/2.0/mlflow"

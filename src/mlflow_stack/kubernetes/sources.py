@@ -20,7 +20,7 @@ from pydantic import SecretStr
 from mlflow_stack.config.model import Settings
 from mlflow_stack.errors import ConfigError
 from mlflow_stack.kubernetes.client import Kube, get_or_none
-from mlflow_stack.server.command import SECRET_KEY_SECRET
+from mlflow_stack.launch.spec import SECRET_KEY_SECRET
 
 # Key names the S3 credentials Secret may use (the reference reads access_key / secret_key).
 _S3_KEYS = (("access_key", "secret_key"), ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"),

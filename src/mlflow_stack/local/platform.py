@@ -16,13 +16,14 @@ from pydantic import SecretStr
 from mlflow_stack.components.base import Change
 from mlflow_stack.config.model import Settings
 from mlflow_stack.deploy import apply_system, local_entries
+from mlflow_stack.launch.command import build_server_launch
+from mlflow_stack.launch.spec import ServerLaunch, ServerPaths
 from mlflow_stack.local import process
 from mlflow_stack.local.process import ServerRecord
 from mlflow_stack.local.startup import StartupLog
 from mlflow_stack.local.state import StateDir
 from mlflow_stack.progress import Progress
 from mlflow_stack.resolve import resolve
-from mlflow_stack.server.command import ServerLaunch, ServerPaths, build_server_launch
 
 
 @dataclass

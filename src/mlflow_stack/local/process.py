@@ -17,8 +17,9 @@ import httpx
 import psutil
 
 from mlflow_stack.errors import ConfigError, ServerError
+from mlflow_stack.launch.command import SERVER_TUNABLES
+from mlflow_stack.launch.spec import ServerLaunch
 from mlflow_stack.local.state import StateDir
-from mlflow_stack.server.command import SERVER_TUNABLES, ServerLaunch
 
 
 @dataclass
@@ -115,7 +116,7 @@ def tree_pids(pid: int) -> set[int]:
         return set()
 
 
-# What the server inherits from `up`'s environment besides its launch env (server/command.py):
+# What the server inherits from `up`'s environment besides its launch env (launch/command.py):
 # the basics of a process, the interpreter's own settings, CA bundles and proxies. Nothing
 # else: `up`'s environment holds ADMIN_PASSWORD, KEYCLOAK_ADMIN_PASSWORD, S3 keys and database
 # passwords the server must not see unless its launch passes them on.

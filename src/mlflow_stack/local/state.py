@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from mlflow_stack.errors import ConfigError
-from mlflow_stack.server.command import ServerPaths
+from mlflow_stack.launch.spec import ServerPaths
 
 
 def default_state_dir() -> Path:

@@ -24,6 +24,7 @@ from pydantic import SecretStr
 
 from mlflow_stack.config.model import Settings
 from mlflow_stack.errors import ConfigError
+from mlflow_stack.launch.spec import SECRET_KEY_SECRET
 from mlflow_stack.manifests import discovery, network, storage, workload
 from mlflow_stack.manifests import labels as lb
 from mlflow_stack.manifests.discovery import Patch
@@ -36,7 +37,6 @@ from mlflow_stack.manifests.secret_objects import (
     server_secret_specs,
     tls_secret_spec,
 )
-from mlflow_stack.server.command import SECRET_KEY_SECRET
 
 KUSTOMIZATION = "kustomization.yaml"
 PATCHES_DIR = "patches"

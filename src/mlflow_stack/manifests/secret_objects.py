@@ -15,14 +15,14 @@ from pydantic import SecretStr
 
 from mlflow_stack.config.model import Settings
 from mlflow_stack.config.secrets import env_names
-from mlflow_stack.manifests import labels as lb
-from mlflow_stack.server.command import (
+from mlflow_stack.launch.spec import (
     DB_SECRET,
     OIDC_SECRET,
     S3_SECRET,
     SECRET_KEY_SECRET,
     ServerLaunch,
 )
+from mlflow_stack.manifests import labels as lb
 
 # A value: plain text (not secret, e.g. DB_HOST), a secret, or None (not known here).
 Value = str | SecretStr | None

@@ -14,8 +14,9 @@ from typing import Any
 from mlflow_stack import MLFLOW_VERSION
 from mlflow_stack.config.model import Settings
 from mlflow_stack.errors import ConfigError
+from mlflow_stack.launch.command import build_server_launch
+from mlflow_stack.launch.spec import ServerLaunch, ServerPaths
 from mlflow_stack.manifests import labels as lb
-from mlflow_stack.server.command import ServerLaunch, ServerPaths, build_server_launch
 
 # The image's user (image/Dockerfile creates it with these ids).
 RUN_AS_UID = 10001

@@ -29,8 +29,8 @@ from mlflow_stack import MLFLOW_VERSION, __version__
 from mlflow_stack.config.model import Settings
 from mlflow_stack.errors import ConfigError, StackError
 from mlflow_stack.local.state import StateDir
+from mlflow_stack.ops import schema
 from mlflow_stack.progress import Progress
-from mlflow_stack.server import migrations
 
 MANIFEST = "manifest.json"
 # Tables whose row counts prove a restore complete (MLflow's standard schema).
@@ -298,7 +298,7 @@ def backup(settings: Settings, state: StateDir, out: Path, progress: Progress, *
             mlflow_version=MLFLOW_VERSION, metadata_backend=settings.database.backend,
             artifacts_backend=settings.artifacts.backend, counts=count_rows(settings, state),
             files=_file_index(out), sso=sso, artifacts_included=artifacts,
-            schema_revision=migrations.current_revision(settings, state.data_dir),
+            schema_revision=schema.current_revision(settings, state.data_dir),
         )
         manifest.save(out)
         progress.detail(", ".join(f"{k} {v}" for k, v in manifest.counts.items()))

@@ -24,9 +24,9 @@ import httpx
 from mlflow_stack.config.model import Settings
 from mlflow_stack.deploy import Target, includes_kubernetes
 from mlflow_stack.errors import StackError
+from mlflow_stack.launch.oidc_auth import discovery_url, issuer
 from mlflow_stack.local import process
 from mlflow_stack.local.state import StateDir
-from mlflow_stack.server.oidc import discovery_url, issuer
 
 Status = Literal["ok", "problem", "skipped"]
 MAX_CLOCK_SKEW_SECONDS = 30.0
@@ -78,14 +78,15 @@ def check_server(settings: Settings, state: StateDir) -> Finding:
 
 
 def check_database(settings: Settings, state: StateDir, *, deployed: bool = False) -> Finding:
-    from mlflow_stack.server import migrations
+    from mlflow_stack.launch import migrations
+    from mlflow_stack.ops import schema
 
     name = "database"
     upgrade = ("mlflow-stack upgrade (backs up the databases; the migration Job upgrades the "
                "schema before the new pods start)" if deployed else
                "mlflow-stack upgrade (backs up the databases, migrates, restarts the server)")
     try:
-        revision = migrations.current_revision(settings, state.data_dir)
+        revision = schema.current_revision(settings, state.data_dir)
     except StackError as exc:
         return problem(name, exc.message, exc.hint or "check database.host/port and password")
     head = migrations.mlflow_head_revision()

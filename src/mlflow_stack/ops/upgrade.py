@@ -30,13 +30,14 @@ from mlflow_stack.config.model import Settings
 from mlflow_stack.config.secrets import Secrets
 from mlflow_stack.deploy import SystemResult, Target
 from mlflow_stack.errors import ConfigError, ServerError, StackError
+from mlflow_stack.launch import migrations
+from mlflow_stack.launch.spec import ServerLaunch
 from mlflow_stack.local import platform, process
 from mlflow_stack.local.process import ServerRecord
 from mlflow_stack.local.state import StateDir, default_state_dir
 from mlflow_stack.ops import backup as backups
+from mlflow_stack.ops import schema
 from mlflow_stack.progress import NullProgress, Progress
-from mlflow_stack.server import migrations
-from mlflow_stack.server.command import ServerLaunch
 
 
 class UpgradeFailed(StackError):
@@ -75,7 +76,7 @@ def default_backup_dir(state: StateDir) -> Path:
 
 def schema_behind(settings: Settings, state: StateDir) -> tuple[str | None, bool]:
     """(revision, behind): the MLflow schema's revision and whether it is older than head."""
-    revision = migrations.current_revision(settings, state.data_dir)
+    revision = schema.current_revision(settings, state.data_dir)
     return revision, revision is not None and revision != migrations.mlflow_head_revision()
 
 
@@ -101,7 +102,8 @@ def migrate(settings: Settings, state: StateDir, launch: ServerLaunch, progress:
             progress.detail(done[-1])
     with progress.step("migrations"):
         try:
-            done.append(migrations.upgrade_if_needed(settings, launch, state.root))
+            done.append(migrations.upgrade_if_needed(
+                launch, state.root, schema.current_revision(settings, state.data_dir)))
             progress.detail(done[-1])
             if settings.auth.provider == "keycloak":
                 # Once here, so the server's workers don't race to create the SSO tables.

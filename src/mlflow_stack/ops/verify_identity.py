@@ -31,7 +31,7 @@ def temporary_user(settings: Settings) -> Identity:
     from mlflow_stack.client.oidc import KeycloakClient
     from mlflow_stack.client.tokens import TokenManager, TokenSource
     from mlflow_stack.components import keycloak as kc
-    from mlflow_stack.server.oidc import issuer
+    from mlflow_stack.launch.oidc_auth import issuer
 
     a = settings.auth
     session = kc.connect(settings)

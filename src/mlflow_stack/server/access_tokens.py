@@ -12,16 +12,16 @@ removes a role, disables the account or demotes an admin, the token kept working
   email and hold the user or admin role; the groups and admin flag are re-synced from the roles.
   The answer is reused per process for ``MLFLOW_STACK_REVOCATION_SECONDS`` (default 30, at
   most 60): that is how long a revocation takes. A lookup that fails refuses the credential.
+
+patches/basic_auth.py puts this in front of mlflow-oidc-auth's Basic sign-in.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import re
 from collections.abc import Callable
-from typing import Any
 
 from mlflow_stack.server import identity
 from mlflow_stack.server.asgi import ASGIApp, Receive, Scope, Send, send_error
@@ -33,7 +33,6 @@ from mlflow_stack.server.directory import (
     from_environment,
     revocation_seconds,
 )
-from mlflow_stack.server.guards import require
 
 logger = logging.getLogger(__name__)
 
@@ -146,30 +145,6 @@ class BasicChecker:
                     "MLflow's last administrator? grant mlflow-admin to another user)")
         self._decisions.put(username, reason, self.ttl)
         return reason
-
-
-def patch_basic_auth(checker_factory: Callable[[], BasicChecker]) -> None:
-    """Wrap mlflow-oidc-auth's Basic sign-in with the Keycloak check (tokens on)."""
-    from mlflow_oidc_auth.middleware import auth_middleware
-
-    middleware = auth_middleware.AuthMiddleware
-    original = require(middleware, "_authenticate_basic_auth", ["self", "auth_header"])
-    checker: BasicChecker | None = None
-
-    async def basic_checked(self: Any, auth_header: str) -> tuple[bool, str | None, str]:
-        nonlocal checker
-        ok, username, error = await original(self, auth_header)
-        if not ok or not username:
-            return ok, username, error
-        if checker is None:
-            checker = checker_factory()
-        reason = await asyncio.to_thread(checker.refusal, username)
-        if reason:
-            identity.REFUSAL.set(reason)
-            return False, None, reason
-        return ok, username, error
-
-    middleware._authenticate_basic_auth = basic_checked
 
 
 def default_checker(admission: Callable[[list[str]], tuple[bool, bool]],

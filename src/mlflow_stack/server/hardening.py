@@ -11,8 +11,8 @@ Middleware order, outermost first (Starlette runs the last added outermost):
 2. ``RequestBodyLimit`` (request_limits.py) — 413 for oversized bodies before they are read,
    408 for bodies that stop arriving; before authentication, so an unauthenticated flood of
    large bodies costs no token check either.
-3. MLflow's host allow-list (sso_app), then mlflow-oidc-auth's stack (proxy headers, session,
-   authentication, permissions).
+3. MLflow's host allow-list (patches/host_validation.py), then mlflow-oidc-auth's stack (proxy
+   headers, session, authentication, permissions).
 4. ``ArtifactGuard`` (artifact_paths.py) — innermost, so callers are authenticated first: bad
    artifact paths 400, no store internals in artifact error bodies.
 

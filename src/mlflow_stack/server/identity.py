@@ -15,6 +15,9 @@ every grant it holds. Here (for the bearer path and for browser login alike):
 - a subject bound to another account (the user's email changed) and an account bound to another
   subject (someone took over an address) are refused, with a message saying why.
 
+The bearer path (patches/bearer_auth.py) and browser login (patches/login_identity.py)
+apply these rules.
+
 Bearer tokens must also be *access* tokens (``typ: Bearer``): an ID token has the same issuer,
 signature and (for the server's own client) audience, but is meant for the client, not the API.
 """
@@ -120,26 +123,3 @@ def check(username: str | None, claims: Mapping[str, Any]) -> None:
         REFUSAL.set(reason)
         raise IdentityRefused(reason)
 
-
-def patch_login() -> None:
-    """Apply the same rule to browser logins, before mlflow-oidc-auth provisions or binds."""
-    from mlflow_oidc_auth.routers import auth as auth_router
-
-    original = auth_router._provision_login
-    if getattr(original, "_mlflow_stack", False):
-        return
-
-    def provision_login(provider: Any, *, username: str, userinfo: dict[str, Any],
-                        **kwargs: Any) -> tuple[str | None, list[str]]:
-        from mlflow_oidc_auth.provider_registry import DEFAULT_PROVIDER_ID
-
-        if getattr(provider, "id", None) == DEFAULT_PROVIDER_ID:
-            reason = refusal(username, userinfo)
-            if reason:
-                return None, [reason]
-        result: tuple[str | None, list[str]] = original(
-            provider, username=username, userinfo=userinfo, **kwargs)
-        return result
-
-    provision_login._mlflow_stack = True  # type: ignore[attr-defined]
-    auth_router._provision_login = provision_login

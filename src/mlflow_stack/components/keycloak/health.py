@@ -16,7 +16,7 @@ from mlflow_stack.components.keycloak.session import AdminSession
 from mlflow_stack.components.protocol import Finding
 from mlflow_stack.config.model import Settings
 from mlflow_stack.errors import StackError
-from mlflow_stack.server.oidc import discovery_url, issuer
+from mlflow_stack.launch.oidc_auth import discovery_url, issuer
 
 MAX_CLOCK_SKEW_SECONDS = 30.0
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from mlflow_stack.plugins import keycloak_groups as kg
+from mlflow_stack.server import group_plugin as kg
 
 CLAIMS = {
     "sub": "1",

@@ -8,8 +8,8 @@ from pydantic import SecretStr
 
 from mlflow_stack.config.model import Settings
 from mlflow_stack.config.secrets import Secrets
-from mlflow_stack.server.command import PLAIN_APP, ServerPaths, build_server_launch
-from mlflow_stack.server.sso_app import RefreshLimiter
+from mlflow_stack.launch.command import PLAIN_APP, build_server_launch
+from mlflow_stack.launch.spec import ServerPaths
 
 PATHS = ServerPaths(PurePosixPath("/s/data"), PurePosixPath("/s/art"), PurePosixPath("/s/p"),
                     PurePosixPath("/s/t"))
@@ -65,12 +65,3 @@ def test_no_sso_adds_no_oidc() -> None:
     assert launch.argv[launch.argv.index("--app-name") + 1] == PLAIN_APP
     assert not any(v.name.startswith("OIDC_") for v in launch.env)
 
-
-def test_refresh_limiter() -> None:
-    now = [0.0]
-    limiter = RefreshLimiter(60, clock=lambda: now[0])
-    limiter.note_fetch("k")
-    assert not limiter.allow_forced("k")
-    now[0] = 61
-    assert limiter.allow_forced("k")
-    assert not limiter.allow_forced("k")

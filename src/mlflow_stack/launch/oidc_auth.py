@@ -9,12 +9,10 @@ deny-less-than-MLflow defaults and proxy trust. Names are mlflow-oidc-auth 10.1.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from mlflow_stack.config.model import Settings
-
-if TYPE_CHECKING:
-    from mlflow_stack.server.command import EnvVar, ServerPaths
+from mlflow_stack.launch.spec import OIDC_SECRET, SECRET_KEY_SECRET, EnvVar, SecretRef, ServerPaths
+from mlflow_stack.launch.stores import auth_db_uri
 
 CLIENT_SECRET_KEY = "client-secret"
 SECRET_KEY_KEY = "SECRET_KEY"
@@ -42,23 +40,12 @@ def redirect_uri(settings: Settings) -> str:
     return f"{settings.public_url}/callback"
 
 
-def auth_db_uri(settings: Settings, paths: ServerPaths) -> str:
-    """The auth DB: same PostgreSQL server (password from PGPASSWORD), or sqlite in the data dir."""
-    from mlflow_stack.server.command import postgres_uri
-
-    if settings.database.backend == "postgresql":
-        return postgres_uri(settings, settings.database.auth_name)
-    return f"sqlite:///{paths.data_dir / 'auth.db'}"
-
-
 def _bool(value: bool) -> str:
     return "true" if value else "false"
 
 
 def oidc_launch(settings: Settings, paths: ServerPaths) -> OidcLaunch:
     """Extra argv and env for `auth.provider: keycloak`; empty when SSO is off."""
-    from mlflow_stack.server.command import OIDC_SECRET, SECRET_KEY_SECRET, EnvVar, SecretRef
-
     a = settings.auth
     if a.provider != "keycloak":
         return OidcLaunch()

@@ -7,21 +7,19 @@ path comes in through `ServerPaths`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import PurePosixPath
-
-from pydantic import SecretStr
-
 from mlflow_stack.config.model import Settings
 from mlflow_stack.config.types import quantity_bytes
+from mlflow_stack.launch.oidc_auth import oidc_launch
+from mlflow_stack.launch.spec import (
+    DB_SECRET,
+    S3_SECRET,
+    EnvVar,
+    SecretRef,
+    ServerLaunch,
+    ServerPaths,
+)
+from mlflow_stack.launch.stores import artifacts_destination, backend_store_uri
 
-# Kubernetes Secret names and keys the env refers to (compatibility names from the reference).
-DB_SECRET = "mlflow-db-secret"
-S3_SECRET = "mlflow-s3-secret"
-OIDC_SECRET = "oauth2-proxy-secret"
-# The SSO layer's session key (key SECRET_KEY): generated once, kept in this Secret and
-# reused by every replica and every deploy, so sessions survive restarts and rollouts.
-SECRET_KEY_SECRET = "mlflow-secret-key"
 # The mlflow.app entry point of a platform without SSO (server/plain_app.py).
 PLAIN_APP = "mlflow-stack"
 
@@ -35,74 +33,6 @@ SERVER_TUNABLES = (
     "MLFLOW_STACK_HEADER_TIMEOUT_SECONDS", "MLFLOW_STACK_BODY_IDLE_TIMEOUT_SECONDS",
     "MLFLOW_STACK_AUTH_LOG_INTERVAL_SECONDS",
 )
-
-
-@dataclass(frozen=True)
-class SecretRef:
-    """A secret value and where it lives on Kubernetes (Secret name and key)."""
-
-    secret_name: str
-    key: str
-    value: SecretStr | None
-
-    def __repr__(self) -> str:  # never show the value
-        return f"SecretRef({self.secret_name}/{self.key})"
-
-
-@dataclass(frozen=True)
-class EnvVar:
-    name: str
-    value: str | None = None
-    secret: SecretRef | None = None
-
-
-@dataclass(frozen=True)
-class ServerPaths:
-    """Where the server keeps files: state dir locally, mounted volumes in the pod."""
-
-    data_dir: PurePosixPath  # sqlite database (local only)
-    artifacts_dir: PurePosixPath  # local artifact store when not using S3
-    prometheus_dir: PurePosixPath
-    tmp_dir: PurePosixPath
-
-
-@dataclass(frozen=True)
-class ServerLaunch:
-    argv: list[str]
-    env: list[EnvVar] = field(default_factory=list)
-
-    def env_dict(self) -> dict[str, str]:
-        """Plain values for a local process (secrets resolved); unset secrets are left out."""
-        result: dict[str, str] = {}
-        for var in self.env:
-            if var.secret is not None:
-                if var.secret.value is not None:
-                    result[var.name] = var.secret.value.get_secret_value()
-            elif var.value is not None:
-                result[var.name] = var.value
-        return result
-
-    def secret_names(self) -> set[str]:
-        return {v.name for v in self.env if v.secret is not None}
-
-
-def backend_store_uri(settings: Settings, paths: ServerPaths) -> str:
-    """The metadata store URI. It never carries the password: libpq reads PGPASSWORD."""
-    db = settings.database
-    if db.backend == "sqlite":
-        return f"sqlite:///{paths.data_dir / 'mlflow.db'}"
-    return postgres_uri(settings, db.name)
-
-
-def postgres_uri(settings: Settings, dbname: str) -> str:
-    db = settings.database
-    return f"postgresql://{db.user}@{db.host}:{db.port}/{dbname}?sslmode={db.sslmode}"
-
-
-def artifacts_destination(settings: Settings, paths: ServerPaths) -> str:
-    if settings.artifacts.backend == "s3":
-        return settings.artifacts.destination
-    return str(paths.artifacts_dir)
 
 
 def allowed_hosts(settings: Settings, internal_hosts: list[str]) -> list[str]:
@@ -169,8 +99,6 @@ def build_server_launch(
             DB_SECRET, "DB_PASSWORD", s.secrets.effective_db_password)))
     if s.artifacts.backend == "s3":
         env += _s3_env(s)
-    from mlflow_stack.server.oidc import oidc_launch  # imports this module
-
     sso = oidc_launch(s, paths)
     # Without SSO, MLflow's own app with the platform's limits and surface choices.
     app = [] if sso.argv else ["--app-name", PLAIN_APP]

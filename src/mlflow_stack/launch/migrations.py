@@ -10,14 +10,12 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
-import sqlite3
 import subprocess
 from functools import cache
 from pathlib import Path
 
-from mlflow_stack.config.model import Settings
 from mlflow_stack.errors import ServerError
-from mlflow_stack.server.command import ServerLaunch
+from mlflow_stack.launch.spec import ServerLaunch
 
 _REVISION_RE = re.compile(r"^revision\s*=\s*['\"]([0-9a-f]+)['\"]", re.M)
 _DOWN_RE = re.compile(r"^down_revision\s*=\s*['\"]([0-9a-f]+)['\"]", re.M)
@@ -47,27 +45,9 @@ def mlflow_head_revision() -> str:
     return heads.pop()
 
 
-def current_revision(settings: Settings, data_dir: Path) -> str | None:
-    """Revision stored in the metadata database; None if it is new or empty."""
-    if settings.database.backend == "sqlite":
-        db_file = data_dir / "mlflow.db"
-        if not db_file.exists():
-            return None
-        with sqlite3.connect(db_file) as conn:
-            try:
-                row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
-            except sqlite3.OperationalError:
-                return None
-        return str(row[0]) if row else None
-    from mlflow_stack.components import postgres  # psycopg only when used
-
-    return postgres.alembic_revision(settings)
-
-
-def upgrade_if_needed(settings: Settings, launch: ServerLaunch, cwd: Path) -> str:
-    """Run `mlflow db upgrade` if the schema is behind; return what was found/done."""
-    data_dir = Path(_arg(launch, "--backend-store-uri").removeprefix("sqlite:///")).parent
-    revision = current_revision(settings, data_dir)
+def upgrade_if_needed(launch: ServerLaunch, cwd: Path, revision: str | None) -> str:
+    """Run `mlflow db upgrade` if the schema (now at ``revision``, None for a new database; see
+    ops/schema.py) is behind; return what was found/done."""
     if revision is None:
         return "new database: the server creates the schema before its workers start"
     head = mlflow_head_revision()

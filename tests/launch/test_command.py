@@ -11,7 +11,8 @@ from pydantic import SecretStr
 
 from mlflow_stack.config.model import Settings
 from mlflow_stack.config.secrets import Secrets
-from mlflow_stack.server.command import ServerPaths, build_server_launch
+from mlflow_stack.launch.command import build_server_launch
+from mlflow_stack.launch.spec import ServerPaths
 
 PATHS = ServerPaths(data_dir=PurePosixPath("/state/data"),
                     artifacts_dir=PurePosixPath("/state/artifacts"),

@@ -1,1 +1,0 @@
-"""Server-side plugins loaded by mlflow-oidc-auth."""
