@@ -40,7 +40,7 @@ from harness.attacks import (
     trap_server,
     unsigned,
 )
-from harness.keycloak import KeycloakServer, jwt_claims, password_grant
+from harness.keycloak import KeycloakServer, jwt_claims
 from harness.ports import free_port
 from harness.postgres import PostgresServer
 from harness.server_watch import workers
@@ -64,19 +64,6 @@ PROTECTED = (f"{API}/experiments/search?max_results=1", f"{API}/users/current")
 class Env:
     realm: SsoRealm
     server: SsoServer
-    tokens: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    def grant(self, who: str) -> dict[str, Any]:
-        """Keycloak's whole token response for `who` (kept for the module)."""
-        if who not in self.tokens:
-            u = self.realm.users[who]
-            self.tokens[who] = password_grant(self.realm.server, self.realm.realm,
-                                              self.realm.client_id, u.username, u.password,
-                                              self.realm.client_secret)
-        return self.tokens[who]
-
-    def token(self, who: str) -> str:
-        return str(self.grant(who)["access_token"])
 
     def get(self, token: str, path: str, **headers: str) -> httpx.Response:
         return httpx.get(f"{self.server.url}{path}", timeout=30.0,
@@ -123,7 +110,7 @@ def env(keycloak: KeycloakServer, postgres_server: PostgresServer,
 @pytest.fixture(scope="module")
 def genuine(env: Env) -> str:
     """bob's real access token: accepted on both routes (what every forgery starts from)."""
-    token = env.token("bob")
+    token = env.realm.token("bob")
     env.assert_accepted(token)
     return token
 
@@ -212,7 +199,7 @@ def test_key_urls_and_embedded_keys_in_the_header_are_never_used(env: Env,
 
 
 def test_refresh_token_is_not_a_bearer_token(env: Env) -> None:
-    response = env.grant("bob")
+    response = env.realm.grant("bob")
     refresh = str(response["refresh_token"])
     claims = jwt_claims(refresh)
     assert claims["typ"] == "Refresh" and claims["azp"] == env.realm.client_id
@@ -353,7 +340,7 @@ def _replaced(server_pid: int, victim: int) -> bool:
 
 
 def test_no_acknowledged_write_is_lost_when_workers_are_killed(env: Env) -> None:
-    token = env.token("bob")
+    token = env.realm.token("bob")
     run_id = _new_run(env, token)
     record = process.find_running(env.server.state).record
     assert record is not None
@@ -382,7 +369,7 @@ def test_no_acknowledged_write_is_lost_when_workers_are_killed(env: Env) -> None
 
 def test_no_acknowledged_write_is_lost_across_down_and_up(env: Env) -> None:
     """Runs last: it restarts the module's server."""
-    token = env.token("bob")
+    token = env.realm.token("bob")
     run_id = _new_run(env, token)
     restarted: list[float] = []
 

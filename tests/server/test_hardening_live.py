@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from harness.keycloak import KeycloakServer, password_grant
+from harness.keycloak import KeycloakServer
 from harness.ports import free_port
 from harness.s3 import S3Server
 from harness.sso import ADMIN_ROLE, USER_ROLE, SsoRealm, SsoServer, provision_realm, running
@@ -47,7 +47,6 @@ class Live:
     realm: SsoRealm
     server: SsoServer
     bucket: str | None
-    tokens: dict[str, str] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -61,16 +60,8 @@ class Live:
     def log(self) -> Path:
         return self.server.state.log_file
 
-    def token(self, who: str) -> str:
-        """An access token of the user (one per user for the module: they live an hour)."""
-        if who not in self.tokens:
-            u, r = self.realm.users[who], self.realm
-            self.tokens[who] = str(password_grant(r.server, r.realm, r.client_id, u.username,
-                                                  u.password, r.client_secret)["access_token"])
-        return self.tokens[who]
-
     def call(self, who: str | None, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {self.token(who)}"} if who else {}
+        headers = {"Authorization": f"Bearer {self.realm.token(who)}"} if who else {}
         return httpx.request(method, f"{self.url}{path}", headers=headers, timeout=60.0,
                              **kwargs)
 
@@ -171,7 +162,7 @@ def seconds_until_closed(sock: socket.socket, limit: float) -> float | None:
                                   f"{API}/permissions/users/x@example.test/experiments/0",
                                   "/v1/traces"])
 def test_declared_oversized_body_is_refused_before_it_is_sent(s3_live: Live, path: str) -> None:
-    token = s3_live.token("bob")
+    token = s3_live.realm.token("bob")
     with connect(s3_live) as sock:
         sock.sendall(head(s3_live, "POST", path, {
             "Authorization": f"Bearer {token}", "Content-Type": "application/json",
@@ -182,7 +173,7 @@ def test_declared_oversized_body_is_refused_before_it_is_sent(s3_live: Live, pat
 
 
 def test_chunked_oversized_body_is_refused_while_streaming(s3_live: Live) -> None:
-    token = s3_live.token("bob")
+    token = s3_live.realm.token("bob")
     chunk = b"x" * 2**20
     sent = 0
     with connect(s3_live) as sock:
@@ -243,7 +234,7 @@ def test_half_sent_request_heads_are_closed_within_the_bound(s3_live: Live) -> N
 
 
 def test_body_that_stops_arriving_gets_408(s3_live: Live) -> None:
-    token = s3_live.token("bob")
+    token = s3_live.realm.token("bob")
     with connect(s3_live) as sock:
         sock.sendall(head(s3_live, "POST", f"{API}/experiments/create", {
             "Authorization": f"Bearer {token}", "Content-Type": "application/json",
@@ -262,7 +253,7 @@ def test_slow_but_steady_artifact_upload_is_not_cut(s3_live: Live) -> None:
                           ).json()["run"]["info"]["run_id"]
     path = f"{ARTIFACTS}/{exp}/{run_id}/artifacts/slow.bin"
     piece, pieces = b"s" * 1024, 16  # one piece every 0.5 s: 8 s, well over both timeouts
-    token = s3_live.token("bob")
+    token = s3_live.realm.token("bob")
     with connect(s3_live) as sock:
         sock.sendall(head(s3_live, "PUT", path, {
             "Authorization": f"Bearer {token}", "Content-Length": str(len(piece) * pieces)}))
@@ -279,7 +270,7 @@ def test_slow_but_steady_artifact_upload_is_not_cut(s3_live: Live) -> None:
 
 
 def test_malformed_host_headers_are_refused(s3_live: Live) -> None:
-    token = s3_live.token("bob")
+    token = s3_live.realm.token("bob")
     port = s3_live.port
     path = f"{API}/experiments/search?max_results=1"
     for bad in (f"127.0.0.1:{port}@evil.example", "127.0.0.1:evil", f"127.0.0.1:{port}:1",
@@ -408,7 +399,7 @@ def test_a_user_still_grants_their_own_experiment_by_name(s3_live: Live) -> None
 
 
 def test_forged_token_flood_does_not_grow_the_log(s3_live: Live) -> None:
-    good = s3_live.token("bob")
+    good = s3_live.realm.token("bob")
     header, payload, signature = good.split(".")
     url = f"{s3_live.url}{API}/experiments/search?max_results=1"
     time.sleep(AUTH_LOG_INTERVAL)  # earlier tests' failures are out of the current window
