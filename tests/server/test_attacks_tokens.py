@@ -45,6 +45,7 @@ from harness.ports import free_port
 from harness.postgres import PostgresServer
 from harness.server_watch import workers
 from harness.sso import ADMIN_ROLE, USER_ROLE, SsoRealm, SsoServer, provision_realm, running
+from harness.waits import wait_until
 from mlflow_stack.config.model import Settings
 from mlflow_stack.config.secrets import Secrets
 from mlflow_stack.local import platform, process
@@ -193,7 +194,9 @@ def test_key_urls_and_embedded_keys_in_the_header_are_never_used(env: Env,
             forged = rsa_signed(claims, key, head)
             assert _verifies_with(forged, key)
             env.assert_refused(forged, what)
-        time.sleep(1.0)  # anything the server might fetch in the background
+        # A fetch that never comes cannot be polled for: give one the server might start in
+        # the background (after its answer) a deliberate second to reach the trap.
+        time.sleep(1.0)
         assert trap.requests == [], f"the server fetched the attacker's URL: {trap.requests}"
     env.assert_accepted(genuine)
 
@@ -303,10 +306,7 @@ def _write_metrics(env: Env, token: str, run_id: str, steps: range, threads: int
 
 
 def _wait(check: Callable[[], bool], seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not check():
-        assert time.monotonic() < deadline, f"timed out after {seconds:.0f} s: {what}"
-        time.sleep(0.2)
+    assert wait_until(check, seconds, interval=0.2), f"timed out after {seconds:.0f} s: {what}"
 
 
 def _read_back(env: Env, token: str, run_id: str) -> dict[int, float]:
