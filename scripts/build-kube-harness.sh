@@ -35,6 +35,8 @@ case "${1:-}" in
 esac
 
 say() { echo "kube-harness: $*" >&2; }
+# shellcheck source=lib/kube-version.sh
+. "$repo/scripts/lib/kube-version.sh"
 
 # The first Go >= 1.26 (the kube-apiserver module requires it), or nothing.
 find_go() {
@@ -123,16 +125,8 @@ build_one() {
 
 build_one etcd . ""
 
-# The version kube-apiserver reports (/version, and the binary version its compatibility logic
-# starts from), set the way upstream's hack/lib/version.sh does, from the required module version.
-kube_version=$(cd "$tools/kube-apiserver" && go list -m -f '{{.Version}}' k8s.io/kubernetes)
-kube_minor=${kube_version#v*.}
-kube_minor=${kube_minor%%.*}
-kube_ldflags=""
-for pkg in k8s.io/client-go/pkg/version k8s.io/component-base/version; do
-  kube_ldflags+=" -X $pkg.gitVersion=$kube_version -X $pkg.gitMajor=1 -X $pkg.gitMinor=$kube_minor"
-  kube_ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
-done
-build_one kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver "${kube_ldflags# }"
+# The version kube-apiserver reports, from the module version it requires.
+kube_version_ldflags "$tools/kube-apiserver"
+build_one kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver "$kube_ldflags"
 
 echo "$bin"

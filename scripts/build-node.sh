@@ -18,6 +18,8 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=../tools/kube-node/lib.sh
 . "$repo/tools/kube-node/lib.sh"
+# shellcheck source=lib/kube-version.sh
+. "$repo/scripts/lib/kube-version.sh"
 force=()
 case "${1:-}" in
   "") ;;
@@ -62,16 +64,9 @@ fi
 go_version=$(go env GOVERSION)
 mod="$repo/tools/kube-node/kube"
 
-# The version the components report, set the way upstream's hack/lib/version.sh does (as
-# build-kube-harness.sh does for kube-apiserver).
-kube_version=$(cd "$mod" && go list -m -f '{{.Version}}' k8s.io/kubernetes)
-kube_minor=${kube_version#v*.}
-kube_minor=${kube_minor%%.*}
-ldflags="-s -w"
-for pkg in k8s.io/client-go/pkg/version k8s.io/component-base/version; do
-  ldflags+=" -X $pkg.gitVersion=$kube_version -X $pkg.gitMajor=1 -X $pkg.gitMinor=$kube_minor"
-  ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
-done
+# The version the components report (as build-kube-harness.sh sets it for kube-apiserver).
+kube_version_ldflags "$mod"
+ldflags="-s -w $kube_ldflags"
 
 stamp=$(
   cd "$mod"

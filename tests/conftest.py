@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 import pytest
 
@@ -14,6 +15,21 @@ from harness.kubeapi import KubeAPIServer, start_kube_apiserver
 from harness.node import KubeNode, start_node
 from harness.postgres import PostgresServer, start_postgres
 from harness.s3 import S3Server, start_s3
+
+
+class _Stoppable(Protocol):
+    def stop(self) -> None: ...
+
+
+S = TypeVar("S", bound=_Stoppable)
+
+
+def _stopped_at_the_end(server: S) -> Iterator[S]:
+    """Yield server to the fixture's users, then stop it (also when a test failed)."""
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -42,21 +58,13 @@ def isolated_user_state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pa
 @pytest.fixture(scope="session")
 def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
     """A PostgreSQL superuser login (password auth over TCP) on 127.0.0.1, once per session."""
-    server = start_postgres(tmp_path_factory.mktemp("postgres"))
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from _stopped_at_the_end(start_postgres(tmp_path_factory.mktemp("postgres")))
 
 
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     """An S3 endpoint (JuiceFS gateway) whose credentials may create buckets, once per session."""
-    server = start_s3(tmp_path_factory.mktemp("s3"))
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from _stopped_at_the_end(start_s3(tmp_path_factory.mktemp("s3")))
 
 
 @pytest.fixture(scope="session")
@@ -71,32 +79,21 @@ def keycloak(
 ) -> Iterator[KeycloakServer]:
     """A real Keycloak (start-dev) on 127.0.0.1, once per session (20-45 s to start)."""
     server = start_keycloak(tmp_path_factory.mktemp("keycloak"), keycloak_dist)
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from _stopped_at_the_end(server)
     assert server.process.poll() is not None, "Keycloak still running after stop()"
 
 
 @pytest.fixture(scope="session")
 def kube_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeAPIServer]:
     """A real kube-apiserver + etcd (no kubelet, no controllers) on 127.0.0.1, once per session."""
-    server = start_kube_apiserver(tmp_path_factory.mktemp("kubeapi"))
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from _stopped_at_the_end(start_kube_apiserver(tmp_path_factory.mktemp("kubeapi")))
 
 
 @pytest.fixture(scope="session")
 def kube_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeNode]:
     """A real single-node Kubernetes (kubelet, containerd, controllers) in its own network
     namespace, once per session; builds its binaries and images first when not cached."""
-    node = start_node(tmp_path_factory.mktemp("kube-node"))
-    try:
-        yield node
-    finally:
-        node.stop()
+    yield from _stopped_at_the_end(start_node(tmp_path_factory.mktemp("kube-node")))
 
 
 @pytest.fixture(scope="session")

@@ -11,11 +11,9 @@ import logging
 import math
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, ClassVar
@@ -27,6 +25,7 @@ from pydantic import SecretStr
 
 from harness.client_site import LIFESPAN, ClientSite
 from harness.fake_keycloak import TOKEN_URL, FakeClock, FakeKeycloak
+from harness.http_server import QuietHandler, serving
 from harness.ports import free_port
 from harness.s3 import S3Server
 from harness.sso import running, sso_settings
@@ -187,7 +186,7 @@ def test_presigned_multipart_transfers_carry_no_bearer_to_s3(
 # the auth object on its own: header, and one retry after a 401
 
 
-class _Api(BaseHTTPRequestHandler):
+class _Api(QuietHandler):
     """Answers 401 to the tokens in `refused`, else 200 with what it received."""
 
     refused: ClassVar[set[str]] = set()
@@ -197,29 +196,17 @@ class _Api(BaseHTTPRequestHandler):
         token = self.headers.get("Authorization", "").removeprefix("Bearer ")
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         type(self).seen.append((self.command, token, body))
-        status = 401 if token in self.refused else 200
-        self.send_response(status)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
+        self.send_body(401 if token in self.refused else 200, b"", content_type=None)
 
     do_GET = do_PUT = _handle
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
 
 
 @pytest.fixture
 def api() -> Iterator[str]:
     _Api.refused.clear()
     _Api.seen.clear()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Api)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(_Api) as url:
+        yield url
 
 
 def test_bearer_replaces_other_authorization_and_401_is_retried_once(

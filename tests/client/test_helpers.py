@@ -16,14 +16,13 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from harness.client_site import ClientSite, run_cli
+from harness.http_server import QuietHandler, serving
 from harness.ports import free_port
 from mlflow_stack.client.helpers import HELPER_NAMES, helper_text
 from mlflow_stack.client.oidc import KeycloakUnreachable, TokenConfigError
@@ -68,31 +67,18 @@ def slow_proxy(client_site: ClientSite) -> Iterator[Proxy]:
     proxy = Proxy("")
     target = client_site.token_url
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             time.sleep(HOLD)
             answer = httpx.post(target, content=body, timeout=30, headers={
                 "Content-Type": self.headers.get("Content-Type", "")})
             proxy.forwarded.append(answer.status_code)
-            self.send_response(answer.status_code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(answer.content)))
-            self.end_headers()
-            self.wfile.write(answer.content)
+            self.send_body(answer.status_code, answer.content)
 
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    proxy.url = f"http://127.0.0.1:{server.server_port}/realms/r/protocol/openid-connect/token"
-    try:
+    with serving(Handler) as url:
+        proxy.url = f"{url}/realms/r/protocol/openid-connect/token"
         yield proxy
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 class PsWatch:
@@ -233,31 +219,15 @@ def tls_endpoint(tmp_path: Path) -> Iterator[tuple[str, Path]]:
                     "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
                     "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_POST(self) -> None:
             self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            body = b'{"error": "Realm does not exist"}'
-            self.send_response(404)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self.send_body(404, b'{"error": "Realm does not exist"}')
 
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"https://127.0.0.1:{server.server_port}/realms/r/protocol/openid-connect/token", \
-            cert
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(Handler, tls=context) as url:
+        yield f"{url}/realms/r/protocol/openid-connect/token", cert
 
 
 @pytest.mark.parametrize("shell", SHELLS)

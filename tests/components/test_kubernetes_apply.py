@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -35,6 +34,7 @@ from pydantic import SecretStr
 from harness.fake_controllers import FakeControllers, finish_job
 from harness.kube import SECRET_VALUES, settings_with
 from harness.kubeapi import KubeAPIServer, write_unreachable_kubeconfig
+from harness.waits import retry_while
 from mlflow_stack.components import kubernetes as k8s
 from mlflow_stack.components.base import Change
 from mlflow_stack.config.model import Settings
@@ -164,14 +164,8 @@ def secret_data(admin: Client, namespace: str, name: str) -> dict[str, str]:
 
 def eventually(call: Callable[[], T], timeout: float = 10.0) -> T:
     """RBAC changes reach the authorizer through an informer: allow a moment for them."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return call()
-        except KubernetesError as exc:
-            if "refused" not in exc.message or time.monotonic() > deadline:
-                raise
-            time.sleep(0.3)
+    return retry_while(call, lambda e: isinstance(e, KubernetesError) and "refused" in e.message,
+                       timeout, interval=0.3)
 
 
 # --------------------------------------------------------------------------------------------

@@ -17,7 +17,6 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -25,7 +24,7 @@ import httpx
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from .ports import free_port
+from .http_server import QuietHandler, serving
 
 _HMAC = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hashlib.sha512}
 
@@ -146,35 +145,20 @@ class Trap:
 
 @contextmanager
 def trap_server(body: bytes = b"{}") -> Iterator[Trap]:
-    port = free_port()
-    trap = Trap(url=f"http://127.0.0.1:{port}", body=body)
+    trap = Trap(url="", body=body)
     lock = threading.Lock()
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def _record(self) -> None:
             with lock:
                 trap.requests.append(f"{self.command} {self.path}")
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(trap.body)))
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(trap.body)
+            self.send_body(200, trap.body)
 
         do_GET = do_POST = do_HEAD = _record
 
-        def log_message(self, format: str, *args: Any) -> None:
-            return
-
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    thread = threading.Thread(target=server.serve_forever, name="attack-trap", daemon=True)
-    thread.start()
-    try:
+    with serving(Handler, name="attack-trap") as url:
+        trap.url = url
         yield trap
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
 
 
 # --------------------------------------------------------------------------------------------

@@ -15,11 +15,12 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
 
 import httpx
+
+from .http_server import QuietHandler, serving
 
 TOKEN_URL = "https://kc.example.test/realms/r/protocol/openid-connect/token"
 
@@ -97,29 +98,15 @@ class FakeKeycloak:
 def serve(fake: FakeKeycloak) -> Iterator[str]:
     """Run fake on 127.0.0.1 (a real HTTP server, for other processes); yields the token URL."""
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             form = {k: v[0] for k, v in parse_qs(self.rfile.read(length).decode()).items()}
             status, body = fake.answer(form)
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            self.send_body(status, json.dumps(body).encode())
 
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}/realms/r/protocol/openid-connect/token"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(Handler) as url:
+        yield f"{url}/realms/r/protocol/openid-connect/token"
 
 
 class FakeClock:

@@ -19,7 +19,7 @@ from urllib.parse import quote
 import psycopg
 
 from .ports import free_port
-from .procs import log_tail, spawn, stop_group
+from .procs import log_tail, spawn, stop_group, wait_started
 
 PG_ROOT = Path("/usr/lib/postgresql")
 OS_USER = "postgres"
@@ -182,25 +182,13 @@ def _initdb(bin_dir: Path, datadir: Path, superuser: str, password: str, log_pat
 
 def _wait_ready(server: PostgresServer, proc: subprocess.Popen[bytes]) -> None:
     """Ready means a real password login over TCP succeeds, not just an open port."""
-    deadline = time.monotonic() + START_TIMEOUT
-    last_error = "no attempt"
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(
-                f"postgres exited with {proc.returncode} during start-up; "
-                f"log {server.log_path}:\n{log_tail(server.log_path)}"
-            )
-        try:
-            with psycopg.connect(server.dsn(), connect_timeout=2) as conn:
-                conn.execute("SELECT 1")
-            return
-        except psycopg.OperationalError as exc:
-            last_error = str(exc).strip()
-            time.sleep(0.1)
-    raise RuntimeError(
-        f"postgres not ready on port {server.port} after {START_TIMEOUT:.0f}s ({last_error}); "
-        f"log {server.log_path}:\n{log_tail(server.log_path)}"
-    )
+
+    def probe() -> None:
+        with psycopg.connect(server.dsn(), connect_timeout=2) as conn:
+            conn.execute("SELECT 1")
+
+    wait_started(proc, probe, (psycopg.OperationalError,), "postgres", f"on port {server.port}",
+                 server.log_path, START_TIMEOUT)
 
 
 def start_postgres(base_dir: Path) -> PostgresServer:

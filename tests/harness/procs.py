@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -46,6 +47,27 @@ def stop_group(pid: int, timeout: float = 15.0) -> None:
         time.sleep(0.1)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
+
+
+def wait_started(proc: subprocess.Popen[bytes], probe: Callable[[], object],
+                 transient: tuple[type[Exception], ...], what: str, where: str, log_path: Path,
+                 timeout: float) -> None:
+    """Call probe until it returns: the service `what` answers `where`. A `transient` error
+    means not yet; RuntimeError with the log's tail when proc exits first or after timeout."""
+    deadline = time.monotonic() + timeout
+    last_error = "no attempt"
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode} during start-up; "
+                               f"log {log_path}:\n{log_tail(log_path)}")
+        try:
+            probe()
+            return
+        except transient as exc:
+            last_error = str(exc).strip()
+            time.sleep(0.1)
+    raise RuntimeError(f"{what} not ready {where} after {timeout:.0f}s ({last_error}); "
+                       f"log {log_path}:\n{log_tail(log_path)}")
 
 
 def log_tail(log_path: Path, lines: int = 40) -> str:

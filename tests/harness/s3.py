@@ -18,7 +18,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .ports import free_port
-from .procs import log_tail, spawn, stop_group
+from .procs import log_tail, spawn, stop_group, wait_started
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -108,25 +108,9 @@ def _wait_ready(server: S3Server, proc: subprocess.Popen[bytes]) -> None:
         aws_access_key_id=server.access_key, aws_secret_access_key=server.secret_key,
         config=Config(connect_timeout=1, read_timeout=2, retries={"max_attempts": 1}),
     )
-    deadline = time.monotonic() + START_TIMEOUT
-    last_error = "no attempt"
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(
-                f"juicefs gateway exited with {proc.returncode} during start-up; "
-                f"log {server.log_path}:\n{log_tail(server.log_path)}"
-            )
-        try:
-            probe.list_buckets()
-            return
-        except (BotoCoreError, ClientError) as exc:
-            # Before IAM is initialised the gateway answers 503 "server not initialized".
-            last_error = str(exc)
-            time.sleep(0.1)
-    raise RuntimeError(
-        f"juicefs gateway not ready at {server.endpoint_url} after {START_TIMEOUT:.0f}s "
-        f"({last_error}); log {server.log_path}:\n{log_tail(server.log_path)}"
-    )
+    # Before IAM is initialised the gateway answers 503 "server not initialized".
+    wait_started(proc, probe.list_buckets, (BotoCoreError, ClientError), "juicefs gateway",
+                 f"at {server.endpoint_url}", server.log_path, START_TIMEOUT)
 
 
 def start_s3(base_dir: Path) -> S3Server:

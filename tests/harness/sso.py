@@ -22,7 +22,14 @@ from mlflow_stack.local import platform
 from mlflow_stack.local.state import StateDir
 from mlflow_stack.progress import NullProgress
 
-from .keycloak import KeycloakServer, admin_client, create_client, create_realm, create_user
+from .keycloak import (
+    KeycloakServer,
+    admin_client,
+    create_client,
+    create_realm,
+    create_user,
+    password_grant,
+)
 
 ADMIN_ROLE = "mlflow-admin"
 USER_ROLE = "mlflow-user"
@@ -43,10 +50,34 @@ class SsoRealm:
     client_id: str
     client_secret: str
     users: dict[str, SsoUser] = field(default_factory=dict)
+    _grants: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def issuer(self) -> str:
         return self.server.issuer(self.realm)
+
+    def new_grant(self, who: str) -> dict[str, Any]:
+        """A new password grant for the user: Keycloak's whole token response."""
+        u = self.users[who]
+        return password_grant(self.server, self.realm, self.client_id, u.username, u.password,
+                              self.client_secret)
+
+    def new_token(self, who: str) -> str:
+        """A new access token of the user, carrying the roles the user has now."""
+        return str(self.new_grant(who)["access_token"])
+
+    def grant(self, who: str) -> dict[str, Any]:
+        """The user's token response, one per user for the realm's life (a grant per request
+        would make Keycloak the bottleneck; tokens live the realm's lifespan, an hour by
+        default). Its roles are those the user had at the first call: after `set_roles`, use
+        `new_token`."""
+        if who not in self._grants:
+            self._grants[who] = self.new_grant(who)
+        return self._grants[who]
+
+    def token(self, who: str) -> str:
+        """The access token of the cached `grant`."""
+        return str(self.grant(who)["access_token"])
 
     def set_roles(self, who: str, roles: list[str]) -> None:
         """Make the user's mlflow roles exactly `roles`."""

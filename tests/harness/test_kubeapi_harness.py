@@ -8,7 +8,6 @@ wait logic.
 from __future__ import annotations
 
 import ssl
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,6 +23,7 @@ from lightkube.resources.core_v1 import Namespace, PersistentVolumeClaim, Secret
 from lightkube.resources.networking_v1 import Ingress, NetworkPolicy
 
 from harness.kubeapi import KubeAPIServer, fake_deployment_rollout, start_kube_apiserver
+from harness.waits import retry_while
 
 pytestmark = pytest.mark.integration
 
@@ -88,14 +88,8 @@ def rendered_objects() -> list[dict[str, Any]]:
 
 def eventually(call: Callable[[], T], timeout: float = 10.0) -> T:
     """RBAC changes reach the authorizer through an informer: allow a moment for them to land."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return call()
-        except ApiError as exc:
-            if exc.status.code != 403 or time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
+    return retry_while(call, lambda e: isinstance(e, ApiError) and e.status.code == 403,
+                       timeout, interval=0.2)
 
 
 def _get(client: Client, kind: Any, name: str) -> Any:

@@ -22,3 +22,19 @@ def wait_until(predicate: Callable[[], T], timeout: float, interval: float = 0.2
         if result or left <= 0:
             return result
         time.sleep(min(interval, left))
+
+
+def retry_while(call: Callable[[], T], transient: Callable[[Exception], bool], timeout: float,
+                interval: float = 0.25) -> T:
+    """Return call()'s result, calling it again while it raises an exception `transient`
+    accepts (a change not yet visible: an informer, a cache). Any other exception, and a
+    transient one once `timeout` seconds have passed, is raised."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return call()
+        except Exception as exc:
+            left = deadline - time.monotonic()
+            if not transient(exc) or left <= 0:
+                raise
+        time.sleep(min(interval, left))

@@ -5,9 +5,7 @@ from __future__ import annotations
 import base64
 import os
 import subprocess
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import parse_qs
@@ -16,6 +14,7 @@ import pytest
 import yaml
 from pydantic import SecretStr
 
+from harness.http_server import QuietHandler, serving
 from harness.kube import SECRET_KEY_VALUE, SECRET_VALUES, find, kinds
 from mlflow_stack.config.model import Settings
 from mlflow_stack.manifests import discovery
@@ -138,7 +137,7 @@ def test_helper_scripts_fix_the_reference_faults(name: str) -> None:
     assert 'e["MLFLOW_AUTH_PASSWORD"]' in text
 
 
-class _TokenEndpoint(BaseHTTPRequestHandler):
+class _TokenEndpoint(QuietHandler):
     received: ClassVar[list[dict[str, list[str]]]] = []
 
     def do_POST(self) -> None:
@@ -150,26 +149,13 @@ class _TokenEndpoint(BaseHTTPRequestHandler):
         else:
             payload, status = b'{"error": "invalid_grant", ' \
                               b'"error_description": "Invalid user credentials"}', 401
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
+        self.send_body(status, payload)
 
 
 @pytest.fixture
 def token_endpoint() -> Iterator[str]:
-    server = HTTPServer(("127.0.0.1", 0), _TokenEndpoint)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}/token"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(_TokenEndpoint) as url:
+        yield f"{url}/token"
 
 
 def _run_bash_helper(tmp_path: Path, url: str, password: str) -> subprocess.CompletedProcess[str]:

@@ -19,7 +19,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from harness.kubeapi import KubeAPIServer, fake_deployment_rollout, write_unreac
 from harness.platforms import schema_stamped
 from harness.postgres import PostgresServer
 from harness.s3 import S3Server
+from harness.waits import wait_until
 from mlflow_stack import deploy
 from mlflow_stack.components import kubernetes as k8s
 from mlflow_stack.config.model import Settings
@@ -560,10 +560,14 @@ def test_pods_not_readable(deployed: Deployed, tmp_path: Path) -> None:
         "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]})
     settings = deployed.settings.model_copy(deep=True)
     settings.kubernetes.kubeconfig = kubeconfig
-    deadline = time.monotonic() + 10  # RBAC reaches the authorizer through an informer
-    while (findings := cluster_findings(settings))[cluster.API].status != "ok" \
-            and time.monotonic() < deadline:
-        time.sleep(0.2)
+
+    def once_the_api_check_passes() -> dict[str, doctor.Finding] | None:
+        found = cluster_findings(settings)
+        return found if found[cluster.API].status == "ok" else None
+
+    # RBAC reaches the authorizer through an informer: a moment after the binding is made.
+    findings = wait_until(once_the_api_check_passes, timeout=10, interval=0.2)
+    assert findings, cluster_findings(settings)
     pods = findings[cluster.PODS]
     assert pods.status == "problem" and f"not allowed to list Pods in {deployed.ns}" \
         in pods.finding, pods

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
@@ -26,7 +26,7 @@ from harness.attacks import (
     origin_of,
     raw_request,
 )
-from harness.keycloak import KeycloakServer, password_grant
+from harness.keycloak import KeycloakServer
 from harness.ports import free_port
 from harness.sso import ADMIN_ROLE, USER_ROLE, SsoRealm, SsoServer, provision_realm, running
 from harness.sso import sso_settings as realm_settings
@@ -42,20 +42,11 @@ class Env:
     realm: SsoRealm
     server: SsoServer
     tmp: Path  # everything the module's server may write lives under here
-    tokens: dict[str, str] = field(default_factory=dict)
-
-    def token(self, who: str) -> str:
-        if who not in self.tokens:
-            u = self.realm.users[who]
-            self.tokens[who] = str(password_grant(
-                self.realm.server, self.realm.realm, self.realm.client_id, u.username,
-                u.password, self.realm.client_secret)["access_token"])
-        return self.tokens[who]
 
     def call(self, who: str, method: str, path: str, body: dict[str, Any] | None = None,
              **kwargs: Any) -> httpx.Response:
         return httpx.request(method, f"{self.server.url}{path}", json=body, timeout=30.0,
-                             headers={"Authorization": f"Bearer {self.token(who)}"}, **kwargs)
+                             headers={"Authorization": f"Bearer {self.realm.token(who)}"}, **kwargs)
 
     def ok(self, who: str, method: str, path: str,
            body: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -67,7 +58,8 @@ class Env:
     def raw(self, who: str, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
         """A request with the path exactly as given (httpx would normalise `..`)."""
         answer: tuple[int, bytes] = raw_request(
-            self.server.url, method, path, body, {"Authorization": f"Bearer {self.token(who)}"})
+            self.server.url, method, path, body,
+            {"Authorization": f"Bearer {self.realm.token(who)}"})
         return answer
 
     @property

@@ -40,11 +40,12 @@ from harness.attacks import (
     trap_server,
     unsigned,
 )
-from harness.keycloak import KeycloakServer, jwt_claims, password_grant
+from harness.keycloak import KeycloakServer, jwt_claims
 from harness.ports import free_port
 from harness.postgres import PostgresServer
 from harness.server_watch import workers
 from harness.sso import ADMIN_ROLE, USER_ROLE, SsoRealm, SsoServer, provision_realm, running
+from harness.waits import wait_until
 from mlflow_stack.config.model import Settings
 from mlflow_stack.config.secrets import Secrets
 from mlflow_stack.local import platform, process
@@ -64,19 +65,6 @@ PROTECTED = (f"{API}/experiments/search?max_results=1", f"{API}/users/current")
 class Env:
     realm: SsoRealm
     server: SsoServer
-    tokens: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    def grant(self, who: str) -> dict[str, Any]:
-        """Keycloak's whole token response for `who` (kept for the module)."""
-        if who not in self.tokens:
-            u = self.realm.users[who]
-            self.tokens[who] = password_grant(self.realm.server, self.realm.realm,
-                                              self.realm.client_id, u.username, u.password,
-                                              self.realm.client_secret)
-        return self.tokens[who]
-
-    def token(self, who: str) -> str:
-        return str(self.grant(who)["access_token"])
 
     def get(self, token: str, path: str, **headers: str) -> httpx.Response:
         return httpx.get(f"{self.server.url}{path}", timeout=30.0,
@@ -123,7 +111,7 @@ def env(keycloak: KeycloakServer, postgres_server: PostgresServer,
 @pytest.fixture(scope="module")
 def genuine(env: Env) -> str:
     """bob's real access token: accepted on both routes (what every forgery starts from)."""
-    token = env.token("bob")
+    token = env.realm.token("bob")
     env.assert_accepted(token)
     return token
 
@@ -206,13 +194,15 @@ def test_key_urls_and_embedded_keys_in_the_header_are_never_used(env: Env,
             forged = rsa_signed(claims, key, head)
             assert _verifies_with(forged, key)
             env.assert_refused(forged, what)
-        time.sleep(1.0)  # anything the server might fetch in the background
+        # A fetch that never comes cannot be polled for: give one the server might start in
+        # the background (after its answer) a deliberate second to reach the trap.
+        time.sleep(1.0)
         assert trap.requests == [], f"the server fetched the attacker's URL: {trap.requests}"
     env.assert_accepted(genuine)
 
 
 def test_refresh_token_is_not_a_bearer_token(env: Env) -> None:
-    response = env.grant("bob")
+    response = env.realm.grant("bob")
     refresh = str(response["refresh_token"])
     claims = jwt_claims(refresh)
     assert claims["typ"] == "Refresh" and claims["azp"] == env.realm.client_id
@@ -316,10 +306,7 @@ def _write_metrics(env: Env, token: str, run_id: str, steps: range, threads: int
 
 
 def _wait(check: Callable[[], bool], seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not check():
-        assert time.monotonic() < deadline, f"timed out after {seconds:.0f} s: {what}"
-        time.sleep(0.2)
+    assert wait_until(check, seconds, interval=0.2), f"timed out after {seconds:.0f} s: {what}"
 
 
 def _read_back(env: Env, token: str, run_id: str) -> dict[int, float]:
@@ -353,7 +340,7 @@ def _replaced(server_pid: int, victim: int) -> bool:
 
 
 def test_no_acknowledged_write_is_lost_when_workers_are_killed(env: Env) -> None:
-    token = env.token("bob")
+    token = env.realm.token("bob")
     run_id = _new_run(env, token)
     record = process.find_running(env.server.state).record
     assert record is not None
@@ -382,7 +369,7 @@ def test_no_acknowledged_write_is_lost_when_workers_are_killed(env: Env) -> None
 
 def test_no_acknowledged_write_is_lost_across_down_and_up(env: Env) -> None:
     """Runs last: it restarts the module's server."""
-    token = env.token("bob")
+    token = env.realm.token("bob")
     run_id = _new_run(env, token)
     restarted: list[float] = []
 

@@ -44,11 +44,6 @@ class Env:
     short_secret: str
     other_client_secret: str
 
-    def token(self, who: str) -> str:
-        u = self.realm.users[who]
-        return str(password_grant(self.realm.server, self.realm.realm, self.realm.client_id,
-                                  u.username, u.password, self.realm.client_secret)["access_token"])
-
     def call(self, token: str | None, method: str, path: str,
              body: dict[str, object] | None = None) -> httpx.Response:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -115,8 +110,9 @@ def tokens(env: Env) -> dict[str, str]:
                                o_alice.username, o_alice.password,
                                env.other_realm.client_secret)["access_token"]
     result = {
-        "admin": env.token("alice"), "user": env.token("bob"), "norole": env.token("carol"),
-        "tampered": tampered_signature(env.token("alice")),
+        "admin": env.realm.new_token("alice"), "user": env.realm.new_token("bob"),
+        "norole": env.realm.new_token("carol"),
+        "tampered": tampered_signature(env.realm.new_token("alice")),
         "wrong_aud": str(wrong_aud), "wrong_iss": str(wrong_iss), "expired": str(short),
         "none": "",
     }
@@ -186,24 +182,24 @@ def test_rbac_matrix(env: Env, tokens: dict[str, str], admin_experiment: str,
 
 
 def test_removed_user_role_is_refused_with_next_token(env: Env) -> None:
-    first = env.token("dave")
+    first = env.realm.new_token("dave")
     assert env.call(first, "POST", f"{API}/experiments/create",
                     {"name": f"dave-{secrets.token_hex(4)}"}).status_code == 200
     env.realm.set_roles("dave", [])
-    assert env.call(env.token("dave"), "GET", f"{API}/experiments/search?max_results=1"
+    assert env.call(env.realm.new_token("dave"), "GET", f"{API}/experiments/search?max_results=1"
                     ).status_code == 401
     env.realm.set_roles("dave", [USER_ROLE])  # and back again
-    assert env.call(env.token("dave"), "GET", f"{API}/experiments/search?max_results=1"
+    assert env.call(env.realm.new_token("dave"), "GET", f"{API}/experiments/search?max_results=1"
                     ).status_code == 200
 
 
 def test_granted_admin_role_gives_admin_rights_and_removal_takes_them(env: Env) -> None:
     groups = f"{API}/permissions/groups/details"
-    assert env.call(env.token("erin"), "GET", groups).status_code == 403
+    assert env.call(env.realm.new_token("erin"), "GET", groups).status_code == 403
     env.realm.set_roles("erin", [USER_ROLE, ADMIN_ROLE])
-    assert env.call(env.token("erin"), "GET", groups).status_code == 200
+    assert env.call(env.realm.new_token("erin"), "GET", groups).status_code == 200
     env.realm.set_roles("erin", [USER_ROLE])
-    assert env.call(env.token("erin"), "GET", groups).status_code == 403
+    assert env.call(env.realm.new_token("erin"), "GET", groups).status_code == 403
 
 
 # --------------------------------------------------------------------------------------------
@@ -214,7 +210,7 @@ def test_forged_token_flood_is_refused_without_refetching_keys(env: Env) -> None
     kc = env.realm.server
     certs = rf"^/realms/{REALM}/protocol/openid-connect/certs$"
     discovery = rf"^/realms/{REALM}/\.well-known/openid-configuration$"
-    good = env.token("bob")
+    good = env.realm.new_token("bob")
     assert env.call(good, "GET", f"{API}/experiments/search?max_results=1").status_code == 200
     kc.sync_access_log()  # the server's key fetches so far are all counted
     certs_before, disc_before = kc.count_requests(certs), kc.count_requests(discovery)

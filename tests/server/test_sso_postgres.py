@@ -13,7 +13,7 @@ import psycopg
 import pytest
 from pydantic import SecretStr
 
-from harness.keycloak import KeycloakServer, password_grant
+from harness.keycloak import KeycloakServer
 from harness.ports import free_port
 from harness.postgres import PostgresServer
 from harness.sso import ADMIN_ROLE, USER_ROLE, SsoRealm, SsoServer, provision_realm, running
@@ -33,16 +33,10 @@ class PgSso:
     db_name: str
     auth_name: str
 
-    def token(self, who: str) -> str:
-        u = self.realm.users[who]
-        return str(password_grant(self.realm.server, self.realm.realm, self.realm.client_id,
-                                  u.username, u.password, self.realm.client_secret)
-                   ["access_token"])
-
     def call(self, who: str, method: str, path: str,
              body: dict[str, object] | None = None) -> httpx.Response:
         return httpx.request(method, f"{self.server.url}{path}", json=body, timeout=30.0,
-                             headers={"Authorization": f"Bearer {self.token(who)}"})
+                             headers={"Authorization": f"Bearer {self.realm.new_token(who)}"})
 
     def query(self, dbname: str, sql: str, *params: object) -> list[tuple[object, ...]]:
         with psycopg.connect(self.pg.dsn(dbname)) as conn:

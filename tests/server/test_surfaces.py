@@ -12,12 +12,10 @@ from __future__ import annotations
 import http.client
 import json
 import re
-import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
@@ -25,7 +23,8 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from harness.keycloak import KeycloakServer, password_grant
+from harness.http_server import QuietHandler, serving
+from harness.keycloak import KeycloakServer
 from harness.ports import free_port
 from harness.sso import ADMIN_ROLE, USER_ROLE, SsoRealm, provision_realm, sso_settings
 from mlflow_stack.config.model import Settings
@@ -69,7 +68,7 @@ def call(base: str, method: str, path: str, token: str | None = None,
 # Plumbing: a same-host reverse proxy, a fake LLM, servers with a private HOME
 
 
-class _Proxy(BaseHTTPRequestHandler):
+class _Proxy(QuietHandler):
     """Forwards every request to `upstream` from 127.0.0.1, adding no X-Forwarded-* header."""
 
     upstream: ClassVar[str] = ""
@@ -100,30 +99,14 @@ class _Proxy(BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _forward
 
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-@contextmanager
-def _serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
-
 
 @contextmanager
 def same_host_proxy(upstream: str) -> Iterator[str]:
-    with _serving(type("Proxy", (_Proxy,), {"upstream": upstream})) as url:
+    with serving(type("Proxy", (_Proxy,), {"upstream": upstream})) as url:
         yield url
 
 
-class _FakeLlm(BaseHTTPRequestHandler):
+class _FakeLlm(QuietHandler):
     """An OpenAI-compatible chat server that asks for one Bash call, then says it is done."""
 
     bash: ClassVar[str] = ""  # (BaseHTTPRequestHandler.command is the HTTP method)
@@ -143,14 +126,7 @@ class _FakeLlm(BaseHTTPRequestHandler):
             chunks = [{"choices": [{"delta": {"tool_calls": [call]}, "finish_reason": None}]},
                       {"choices": [{"delta": {}, "finish_reason": "tool_calls"}]}]
         raw = ("".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n").encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Content-Length", str(len(raw)))
-        self.end_headers()
-        self.wfile.write(raw)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
+        self.send_body(200, raw, "text/event-stream")
 
 
 @contextmanager
@@ -252,7 +228,7 @@ def test_plain_platform_refuses_the_assistant_to_every_client(plain: str, tmp_pa
         seen: ClassVar[list[dict[str, Any]]] = []
 
     llm = Llm
-    with _serving(llm) as llm_url, same_host_proxy(plain) as proxy:
+    with serving(llm) as llm_url, same_host_proxy(plain) as proxy:
         for base in (plain, proxy):
             configured = call(base, "PUT", f"{ASSISTANT}/config", body={"providers": {"ollama": {
                 "selected": True, "model": "fake", "base_url": llm_url,
@@ -310,14 +286,6 @@ def test_plain_platform_has_the_same_request_limits(plain: str) -> None:
 class Sso:
     realm: SsoRealm
     port: int  # of the default server: the realm's redirect URIs point there
-    tokens: dict[str, str] = field(default_factory=dict)
-
-    def token(self, who: str) -> str:
-        if who not in self.tokens:
-            u, r = self.realm.users[who], self.realm
-            self.tokens[who] = str(password_grant(r.server, r.realm, r.client_id, u.username,
-                                                  u.password, r.client_secret)["access_token"])
-        return self.tokens[who]
 
 
 @pytest.fixture(scope="module")
@@ -348,7 +316,7 @@ def test_assistant_is_refused_to_everyone(sso: Sso, sso_default: str) -> None:
         for base in (sso_default, proxy):
             for who in ("alice", "bob"):
                 for method, path, body in ASSISTANT_CALLS:
-                    r = call(base, method, f"{ASSISTANT}{path}", sso.token(who), body)
+                    r = call(base, method, f"{ASSISTANT}{path}", sso.realm.token(who), body)
                     assert r.status_code == 404, (base, who, method, path, r.text)
                     assert "server.assistant: true" in r.json()["message"]
             for method, path, body in ASSISTANT_CALLS:
@@ -358,7 +326,7 @@ def test_assistant_is_refused_to_everyone(sso: Sso, sso_default: str) -> None:
 
 @pytest.mark.integration
 def test_ui_is_told_what_is_off(sso: Sso, sso_default: str) -> None:
-    bob = sso.token("bob")
+    bob = sso.realm.token("bob")
     info = call(sso_default, "GET", "/ajax-api/3.0/mlflow/server-info", bob).json()
     assert info["features_enabled"]["gateway"] is False
     ui = call(sso_default, "GET", "/ajax-api/3.0/mlflow/ui-telemetry", bob).json()
@@ -375,7 +343,7 @@ def test_ui_is_told_what_is_off(sso: Sso, sso_default: str) -> None:
 def test_gateway_is_refused_to_everyone(sso: Sso, sso_default: str) -> None:
     secret = {"secret_name": "k", "secret_value": {"api_key": "sk-x"}, "provider": "openai"}
     for who in ("alice", "bob"):
-        token = sso.token(who)
+        token = sso.realm.token(who)
         for method, path, body in [("POST", f"{GATEWAY}/secrets/create", secret),
                                    ("GET", f"{GATEWAY}/secrets/list", None),
                                    ("GET", f"{GATEWAY}/endpoints/list", None),
@@ -384,7 +352,7 @@ def test_gateway_is_refused_to_everyone(sso: Sso, sso_default: str) -> None:
             r = call(sso_default, method, path, token, body)
             assert r.status_code == 404, (who, path, r.text)
             assert "server.ai_gateway: true" in r.json()["message"]
-    r = call(sso_default, "POST", "/gateway/anything/mlflow/invocations", sso.token("alice"),
+    r = call(sso_default, "POST", "/gateway/anything/mlflow/invocations", sso.realm.token("alice"),
              {"messages": []})
     assert r.status_code == 404 and "server.ai_gateway" in r.text, r.text
     assert call(sso_default, "GET", f"{GATEWAY}/secrets/list").status_code == 401
@@ -394,7 +362,7 @@ def test_gateway_is_refused_to_everyone(sso: Sso, sso_default: str) -> None:
 def test_mcp_registry_is_authorised(sso: Sso, sso_default: str) -> None:
     """mlflow-oidc-auth 10.1.3 (workspaces off): administrators curate the registry, signed-in
     users read it, nobody else gets in."""
-    alice, bob = sso.token("alice"), sso.token("bob")
+    alice, bob = sso.realm.token("alice"), sso.realm.token("bob")
     name = f"team/tools-{uuid.uuid4().hex[:6]}"
     created = call(sso_default, "POST", MCP, alice, {"name": name, "description": "by alice"})
     assert created.status_code == 200, created.text
@@ -443,16 +411,16 @@ def test_assistant_on_is_for_administrators(sso: Sso, sso_on: str) -> None:
     with same_host_proxy(sso_on) as proxy:
         for base in (sso_on, proxy):
             for path in ("/config", "/providers"):
-                admin = call(base, "GET", f"{ASSISTANT}{path}", sso.token("alice"))
+                admin = call(base, "GET", f"{ASSISTANT}{path}", sso.realm.token("alice"))
                 assert admin.status_code == 200, (base, path, admin.text)
-                user = call(base, "GET", f"{ASSISTANT}{path}", sso.token("bob"))
+                user = call(base, "GET", f"{ASSISTANT}{path}", sso.realm.token("bob"))
                 assert user.status_code == 403, (base, path, user.text)
                 assert user.json()["message"] == surfaces.ASSISTANT_ADMINS_ONLY
                 assert call(base, "GET", f"{ASSISTANT}{path}").status_code == 401
-            refused = call(base, "PUT", f"{ASSISTANT}/config", sso.token("bob"),
+            refused = call(base, "PUT", f"{ASSISTANT}/config", sso.realm.token("bob"),
                            ASSISTANT_CALLS[2][2])
             assert refused.status_code == 403, refused.text
-    info = call(sso_on, "GET", "/ajax-api/3.0/mlflow/server-info", sso.token("bob")).json()
+    info = call(sso_on, "GET", "/ajax-api/3.0/mlflow/server-info", sso.realm.token("bob")).json()
     assert info["features_enabled"]["gateway"] is True
 
 
@@ -463,7 +431,7 @@ def test_gateway_on_keeps_users_out_of_each_others_records(sso: Sso, sso_on: str
     was granted falls back to auth.default_permission (READ), so every signed-in user reads
     every other user's records (masked key, provider, configuration) — why server.ai_gateway
     is off by default."""
-    dave, bob = sso.token("dave"), sso.token("bob")
+    dave, bob = sso.realm.token("dave"), sso.realm.token("bob")
     tag = uuid.uuid4().hex[:6]
     key = f"sk-dave-{uuid.uuid4().hex}"
     secret = call(sso_on, "POST", f"{GATEWAY}/secrets/create", dave, {
