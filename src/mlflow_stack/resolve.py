@@ -49,7 +49,8 @@ def resolve(settings: Settings, *, cluster: bool, client_secret: ClientSecret) -
 
 
 def _oidc_client_secret(settings: Settings, *, provision: bool) -> SecretStr:
-    if settings.secrets.effective_keycloak_admin_password is None:
+    # To create the client, apply needs the admin login anyway: connect's error says so.
+    if settings.secrets.effective_keycloak_admin_password is None and not provision:
         raise ConfigError(
             f"the OIDC client secret of {settings.auth.client_id!r} is not set",
             hint="Set MLFLOW_STACK_OIDC_CLIENT_SECRET, or KEYCLOAK_ADMIN_PASSWORD / "

@@ -152,9 +152,9 @@ def test_all_three_systems_in_order(tmp_path: Path, keycloak: KeycloakServer,
         ("create", f"bucket mlflow-{suffix}")]
 
     applied = ok(run_cli("apply", "-c", str(config), cwd=tmp_path, env=env))
-    # Checked first (reads), then written in dependency order.
-    steps = ["postgres: read", "bucket: read", "keycloak: read", "keycloak: apply 14 change(s)",
-             "postgres: databases on", "bucket: mlflow-"]
+    # Every system read first, then written in dependency order.
+    steps = ["keycloak: read", "postgres: read", "bucket: read", "keycloak: create client",
+             f"postgres: create database mlflow_{suffix}", "bucket: create bucket mlflow-"]
     order = [applied.stderr.index(step) for step in steps]
     assert order == sorted(order), applied.stderr
     assert "Applied: 16 created" in applied.stdout
