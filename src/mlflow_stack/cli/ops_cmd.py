@@ -17,7 +17,7 @@ from mlflow_stack.cli.deploy_cmd import Target, deploy_settings
 from mlflow_stack.cli.local_cmd import state_dir_for, state_dir_option
 from mlflow_stack.cli.options import ConfigOpt, Output, OutputOpt, StateDirOpt
 from mlflow_stack.config.loader import load_config
-from mlflow_stack.ops import backup as backups
+from mlflow_stack.local import backup as backups
 
 
 def _counts_table(title: str, counts: dict[str, int]) -> Table:

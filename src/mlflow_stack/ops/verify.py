@@ -55,8 +55,8 @@ import httpx
 from mlflow_stack.config.model import Settings
 from mlflow_stack.errors import ConfigError, StackError
 from mlflow_stack.local import process
+from mlflow_stack.local.backup import sha256_file
 from mlflow_stack.local.state import StateDir
-from mlflow_stack.ops.backup import sha256_file
 from mlflow_stack.ops.verify_identity import (
     TEMP_PREFIX,
     Identity,
