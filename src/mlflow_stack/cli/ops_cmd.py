@@ -99,19 +99,20 @@ def doctor(
 
     Example:  mlflow-stack doctor -c inventory.yaml --target kubernetes -o json
     """
-    from mlflow_stack.ops import doctor as checks
+    from mlflow_stack.ops.doctor import checklist
+    from mlflow_stack.ops.doctor.findings import Finding
 
     settings = deploy_settings(config, target)  # the S3 keys may come from the cluster
     state = state_dir_for(state_dir)
     marks = {"ok": "[green]✓[/]", "problem": "[red]✗[/]", "skipped": "[dim]-[/]"}
 
-    def show(f: checks.Finding) -> None:
+    def show(f: Finding) -> None:
         if output == Output.text:
             out.print(f"{marks[f.status]} {escape(f.check)}: {escape(f.finding)}")
             if f.fix:
                 out.print(f"    [yellow]fix:[/] {escape(f.fix)}")
 
-    findings = checks.run(settings, state, on_finding=show, target=target.value)
+    findings = checklist.run(settings, state, on_finding=show, target=target.value)
     if output == Output.json:
         out.print_json(json.dumps([asdict(f) for f in findings]))
     problems = [f for f in findings if f.status == "problem"]
