@@ -35,7 +35,7 @@ from mlflow_stack.config.model import Settings
 from mlflow_stack.errors import StackError
 from mlflow_stack.local.state import StateDir
 from mlflow_stack.ops.verify import access, model_registry, runner, steps
-from mlflow_stack.ops.verify.identity import TEMP_PREFIX
+from mlflow_stack.ops.verify.credentials import TEMP_PREFIX
 
 pytestmark = pytest.mark.integration
 AUTH_STEPS = {steps.TOKEN, steps.ROLE, steps.ANONYMOUS}

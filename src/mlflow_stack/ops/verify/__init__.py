@@ -29,7 +29,7 @@ sets them for its own duration and puts the previous values back. Nothing is pri
 
 Modules: runner (the steps in order), target (which server), steps (the step names and
 results), context (one run's state and step bookkeeping), mlflow_scope (MLflow's process-wide
-settings for the run), identity (who verifies) and login (the token step), access (health, the
+settings for the run), credentials (who verifies) and sign_in (the token step), access (health, the
 role and anonymous checks), tracking (experiment, params and metrics), artifact_round_trip,
 model_registry (log, register, alias and stage), cleanup.
 """

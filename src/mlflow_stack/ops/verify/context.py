@@ -21,7 +21,7 @@ import httpx
 
 from mlflow_stack.config.model import Settings
 from mlflow_stack.errors import StackError
-from mlflow_stack.ops.verify.identity import TEMP_PREFIX, Identity
+from mlflow_stack.ops.verify.credentials import TEMP_PREFIX, Identity
 from mlflow_stack.ops.verify.steps import Status, StepResult
 
 HTTP_TIMEOUT = httpx.Timeout(30.0, connect=10.0)

@@ -18,8 +18,8 @@ from mlflow_stack.ops.verify import (
     access,
     artifact_round_trip,
     cleanup,
-    login,
     model_registry,
+    sign_in,
     tracking,
 )
 from mlflow_stack.ops.verify.artifact_round_trip import ARTIFACT_BYTES
@@ -63,7 +63,7 @@ def run(url: str, settings: Settings | None = None, *,
             v.set_token = set_token
             try:
                 v.step(HEALTH, access.health)
-                v.step(TOKEN, login.token, needs=(HEALTH,))
+                v.step(TOKEN, sign_in.token, needs=(HEALTH,))
                 if v.auth_on is False and v.status(TOKEN) == "skipped":
                     after_token: tuple[str, ...] = (HEALTH,)
                 else:

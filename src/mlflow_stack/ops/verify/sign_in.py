@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from mlflow_stack.ops.verify import access
 from mlflow_stack.ops.verify.context import Skip, StepFailed, Verification
-from mlflow_stack.ops.verify.identity import environment_identity, temporary_user
+from mlflow_stack.ops.verify.credentials import environment_identity, temporary_user
 
 
 def token(v: Verification) -> str:
