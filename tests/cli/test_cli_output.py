@@ -60,7 +60,7 @@ def test_help_paragraphs_flow(tmp_path: Path) -> None:
 
 
 def test_verify_prints_each_step_once_within_80_columns(tmp_path: Path) -> None:
-    from mlflow_stack.ops.verify import STEPS
+    from mlflow_stack.ops.verify.steps import STEPS
 
     result = run("verify", "--url", f"http://127.0.0.1:{free_port()}", cwd=tmp_path)
     assert result.returncode == 1, result.stdout + result.stderr

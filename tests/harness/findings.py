@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from mlflow_stack.ops import doctor
+from mlflow_stack.ops.doctor.findings import Finding
 
 
-def assert_problem(findings: dict[str, doctor.Finding], check: str, finding: str,
-                   fix: str) -> doctor.Finding:
+def assert_problem(findings: dict[str, Finding], check: str, finding: str,
+                   fix: str) -> Finding:
     """`check` is a problem naming `finding` with `fix`, and no other check is a problem."""
     f = findings[check]
     assert f.status == "problem", f

@@ -13,9 +13,9 @@ from harness.old_schema import OLD_REVISION, make_old_db
 from harness.ports import free_port
 from mlflow_stack.config.model import Settings
 from mlflow_stack.launch.migrations import mlflow_head_revision
+from mlflow_stack.local import backup as backups
 from mlflow_stack.local import platform
 from mlflow_stack.local.state import StateDir
-from mlflow_stack.ops import backup as backups
 from mlflow_stack.progress import NullProgress
 
 pytestmark = pytest.mark.integration

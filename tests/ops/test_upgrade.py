@@ -34,10 +34,11 @@ from mlflow_stack.config.model import Settings
 from mlflow_stack.config.secrets import Secrets
 from mlflow_stack.errors import ConfigError, ServerError
 from mlflow_stack.launch import migrations
+from mlflow_stack.local import backup as backups
 from mlflow_stack.local import platform, process
+from mlflow_stack.local.schema import UpgradeFailed
 from mlflow_stack.local.state import StateDir
 from mlflow_stack.manifests import workload
-from mlflow_stack.ops import backup as backups
 from mlflow_stack.ops import upgrade
 from mlflow_stack.progress import NullProgress
 
@@ -86,7 +87,7 @@ def cli(*args: str, state: StateDir) -> subprocess.CompletedProcess[str]:
 def test_current_platform_is_left_alone(local: tuple[Settings, StateDir]) -> None:
     settings, state = local
     before = process.find_running(state).record
-    assert before is not None and before.versions == upgrade.installed_versions()
+    assert before is not None and before.versions == process.installed_versions()
     result = upgrade.upgrade_local(settings, state, NullProgress())
     assert result.up_to_date and result.backup is None and not result.restarted
     after = process.find_running(state).record
@@ -110,11 +111,11 @@ def test_server_of_an_earlier_install_is_backed_up_and_restarted(
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["reasons"] == [f"the server runs mlflow 3.16.0, mlflow-oidc-auth 10.1.2, "
-                                 f"mlflow-stack 0.0.9; installed: {upgrade.installed_versions()}"]
+                                 f"mlflow-stack 0.0.9; installed: {process.installed_versions()}"]
     assert report["restarted"] is True
     new = process.find_running(state).record
     assert new is not None and new.pid != old.pid and not psutil_alive(old.pid)
-    assert new.versions == upgrade.installed_versions()
+    assert new.versions == process.installed_versions()
     assert new.url == old.url, "restarted where it was (not on the default port)"
     # The backup came first, holds the databases only, and verifies.
     backup = Path(report["backup"])
@@ -403,7 +404,7 @@ def test_failed_migration_job_leaves_the_deployment_alone(
     ns = settings.kubernetes.namespace
     newer = kube_settings(kube_api, postgres_server, s3_server, "2.0", ns)
     with FakeControllers(kube_api, ns, fail_jobs=True), \
-            pytest.raises(upgrade.UpgradeFailed) as failed:
+            pytest.raises(UpgradeFailed) as failed:
         upgrade.upgrade_kubernetes(newer, state, NullProgress())
     text = f"{failed.value.message} {failed.value.hint}"
     assert "failed: BackoffLimitExceeded" in text

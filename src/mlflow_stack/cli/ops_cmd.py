@@ -17,7 +17,7 @@ from mlflow_stack.cli.deploy_cmd import Target, deploy_settings
 from mlflow_stack.cli.local_cmd import state_dir_for, state_dir_option
 from mlflow_stack.cli.options import ConfigOpt, Output, OutputOpt, StateDirOpt
 from mlflow_stack.config.loader import load_config
-from mlflow_stack.ops import backup as backups
+from mlflow_stack.local import backup as backups
 
 
 def _counts_table(title: str, counts: dict[str, int]) -> Table:
@@ -99,20 +99,21 @@ def doctor(
 
     Example:  mlflow-stack doctor -c inventory.yaml --target kubernetes -o json
     """
-    from mlflow_stack.ops import doctor as checks
+    from mlflow_stack.ops.doctor import checklist
+    from mlflow_stack.ops.doctor.findings import Finding
 
     # The S3 keys may come from the cluster; a missing client secret is doctor's to report.
     settings = deploy_settings(config, target, client_secret="skip")
     state = state_dir_for(state_dir)
     marks = {"ok": "[green]✓[/]", "problem": "[red]✗[/]", "skipped": "[dim]-[/]"}
 
-    def show(f: checks.Finding) -> None:
+    def show(f: Finding) -> None:
         if output == Output.text:
             out.print(f"{marks[f.status]} {escape(f.check)}: {escape(f.finding)}")
             if f.fix:
                 out.print(f"    [yellow]fix:[/] {escape(f.fix)}")
 
-    findings = checks.run(settings, state, on_finding=show, target=target.value)
+    findings = checklist.run(settings, state, on_finding=show, target=target.value)
     if output == Output.json:
         out.print_json(json.dumps([asdict(f) for f in findings]))
     problems = [f for f in findings if f.status == "problem"]

@@ -39,18 +39,20 @@ def verify(
 
     Example:  mlflow-stack verify -c mlflow-stack.yaml
     """
-    from mlflow_stack.ops import verify as checks
+    from mlflow_stack.ops.verify.runner import run
+    from mlflow_stack.ops.verify.steps import STEPS, StepResult, failed
+    from mlflow_stack.ops.verify.target import resolve_target
 
     settings = None
     state = None
     if url is None:
         settings = load_config(config, require_secrets=False).settings
         state = state_dir_for(state_dir)
-    target = checks.resolve_target(settings, state, url, config_given=config is not None)
+    target = resolve_target(settings, state, url, config_given=config is not None)
 
-    width = max(len(step) for step in checks.STEPS)
+    width = max(len(step) for step in STEPS)
 
-    def show(r: checks.StepResult) -> None:
+    def show(r: StepResult) -> None:
         # One line per step as it ends (on stdout, once), its detail indented below: fits in
         # 80 columns, and a long detail wraps as prose instead of inside a table cell.
         if output == Output.text:
@@ -61,8 +63,8 @@ def verify(
 
     if output == Output.text:
         err.print(f"verifying {escape(target.url)} ({escape(target.source)})")
-    results = checks.run(target.url, settings, on_step=show)
-    failures = checks.failed(results)
+    results = run(target.url, settings, on_step=show)
+    failures = failed(results)
     if output == Output.json:
         out.print_json(json.dumps({"url": target.url, "ok": not failures,
                                    "steps": [asdict(r) for r in results]}))

@@ -133,11 +133,12 @@ class BucketSystem:
         return [Step(Change(SYSTEM_NAME, "delete", f"bucket {name}",
                             "with every artifact in it"), delete, destructive=True)]
 
-    def check(self, s3: S3, settings: Settings) -> list[Finding]:
+    def check(self, settings: Settings) -> list[Finding]:
         """The bucket exists and the keys may write to it (a probe object, removed again)."""
         name, bucket = "artifact store", settings.artifacts.bucket
         key = ".mlflow-stack-doctor"
         try:
+            s3 = self.connect(settings)
             s3.client.put_object(Bucket=bucket, Key=key, Body=b"doctor")
             s3.client.delete_object(Bucket=bucket, Key=key)
         except ClientError as exc:

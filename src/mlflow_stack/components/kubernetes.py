@@ -30,8 +30,9 @@ from lightkube.resources.policy_v1 import PodDisruptionBudget
 from lightkube.types import CascadeType, PatchType
 
 from mlflow_stack.components.base import Change
-from mlflow_stack.components.protocol import Finding, Step, run_steps
+from mlflow_stack.components.protocol import Finding, Step, ok, problem, run_steps
 from mlflow_stack.config.model import Settings
+from mlflow_stack.errors import StackError
 from mlflow_stack.kubernetes import sources
 from mlflow_stack.kubernetes.client import (
     HTTPRoute,
@@ -326,15 +327,18 @@ class KubernetesSystem:
     def teardown(self, client: Kube, settings: Settings, *, purge: bool) -> list[Step]:
         return _teardown(client, settings, purge=purge)
 
-    def check(self, client: Kube, settings: Settings) -> list[Finding]:
-        pending = [i.change for i in self.observe(client, settings).items if i.change.is_change]
+    def check(self, settings: Settings) -> list[Finding]:
         name = "Kubernetes objects"
+        try:
+            observed = self.observe(self.connect(settings), settings)
+        except StackError as exc:
+            return [problem(name, exc.message, exc.hint or "mlflow-stack plan shows the cause")]
+        pending = [i.change for i in observed.items if i.change.is_change]
         if pending:
             listed = "; ".join(f"{c.action} {c.target}" for c in pending[:6])
-            return [Finding(name, "problem", f"{len(pending)} difference(s) from the config: "
-                            f"{listed}", "mlflow-stack apply repairs them (mlflow-stack plan "
-                            "shows them)")]
-        return [Finding(name, "ok", f"every object in {describe(settings)} matches the config")]
+            return [problem(name, f"{len(pending)} difference(s) from the config: {listed}",
+                            "mlflow-stack apply repairs them (mlflow-stack plan shows them)")]
+        return [ok(name, f"every object in {describe(settings)} matches the config")]
 
 
 SYSTEM = KubernetesSystem()

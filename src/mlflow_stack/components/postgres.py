@@ -10,9 +10,9 @@ from psycopg import sql
 from pydantic import SecretStr
 
 from mlflow_stack.components.base import Change
-from mlflow_stack.components.protocol import Finding, Step, run_steps
+from mlflow_stack.components.protocol import Finding, Step, ok, problem, run_steps
 from mlflow_stack.config.model import Settings
-from mlflow_stack.errors import ConfigError, ServiceUnreachable
+from mlflow_stack.errors import ConfigError, ServiceUnreachable, StackError
 from mlflow_stack.progress import NullProgress, Progress
 
 SYSTEM_NAME = "postgres"
@@ -156,16 +156,21 @@ class PostgresSystem:
                                          "with every table in it"), drop, destructive=True))
         return steps
 
-    def check(self, client: Conn, settings: Settings) -> list[Finding]:
-        missing = [s.change.target for s in self.plan(client, settings,
-                                                        self.observe(client, settings))
-                   if s.pending]
+    def check(self, settings: Settings) -> list[Finding]:
         name = "PostgreSQL"
+        try:
+            with self.connect(settings) as conn:
+                missing = [s.change.target for s in self.plan(conn, settings,
+                                                                self.observe(conn, settings))
+                           if s.pending]
+        except StackError as exc:
+            return [problem(name, exc.message, exc.hint or "check database.host/port and the "
+                            "admin password")]
         if missing:
-            return [Finding(name, "problem", f"{', '.join(missing)} missing on "
-                            f"{self.where(settings)}", "mlflow-stack apply (or up) creates them")]
-        return [Finding(name, "ok", f"{self.where(settings)}: "
-                        f"{', '.join(settings.databases)} and their owner exist")]
+            return [problem(name, f"{', '.join(missing)} missing on {self.where(settings)}",
+                            "mlflow-stack apply (or up) creates them")]
+        return [ok(name, f"{self.where(settings)}: {', '.join(settings.databases)} and their "
+                   "owner exist")]
 
 
 SYSTEM = PostgresSystem()

@@ -8,6 +8,7 @@ registry (`components.registry.SYSTEMS`) through the same five moves:
     steps = system.plan(client, settings, observed) # typed steps; no I/O outside `run`
     run_steps(steps, progress)                      # apply: run the pending ones, in order
     system.teardown(client, settings, purge=...)    # uninstall: steps again, deletions marked
+    system.check(settings)                          # doctor: findings, never an exception
 
 `plan` takes what `observe` returned and builds the steps from it without reading anything
 more, so its diff logic is unit-tested with a fabricated observation; `run` closures are the
@@ -96,8 +97,21 @@ class System(Protocol):
     def teardown(self, client: Any, settings: Settings, *, purge: bool) -> list[Step]:
         """The steps that undo apply. Without `purge`, data is kept (reported unchanged)."""
 
-    def check(self, client: Any, settings: Settings) -> list[Finding]:
-        """`doctor`'s checks of this system. Reads only; never raises for a problem found."""
+    def check(self, settings: Settings) -> list[Finding]:
+        """`doctor`'s checks of this system. Reads only; connects itself, and a refused
+        connection is a finding like any other problem: never raises for one."""
+
+
+def ok(check: str, finding: str) -> Finding:
+    return Finding(check, "ok", finding)
+
+
+def problem(check: str, finding: str, fix: str) -> Finding:
+    return Finding(check, "problem", finding, fix)
+
+
+def skipped(check: str, why: str) -> Finding:
+    return Finding(check, "skipped", why)
 
 
 def changes(steps: Sequence[Step]) -> list[Change]:

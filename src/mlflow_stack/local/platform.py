@@ -18,7 +18,7 @@ from mlflow_stack.config.model import Settings
 from mlflow_stack.deploy import apply_system, local_entries
 from mlflow_stack.launch.command import build_server_launch
 from mlflow_stack.launch.spec import ServerLaunch, ServerPaths
-from mlflow_stack.local import process
+from mlflow_stack.local import process, schema
 from mlflow_stack.local.process import ServerRecord
 from mlflow_stack.local.startup import StartupLog
 from mlflow_stack.local.state import StateDir
@@ -103,13 +103,11 @@ def up(settings: Settings, state: StateDir, progress: Progress, *,
             for c in done:
                 progress.detail(f"{c.target}: {c.action}")
     launch = server_launch(settings, state)
-    # ops imports local: imported here. An old schema is backed up before it is migrated.
-    from mlflow_stack.ops import upgrade
-
-    _, behind = upgrade.schema_behind(settings, state)
-    upgrade.migrate(settings, state, launch, progress,
-                    backup_to=upgrade.default_backup_dir(state) if behind else None,
-                    serving="No server was started.")
+    # An old schema is backed up before it is migrated.
+    _, behind = schema.schema_behind(settings, state)
+    schema.migrate(settings, state, launch, progress,
+                   backup_to=schema.default_backup_dir(state) if behind else None,
+                   serving="No server was started.")
     if settings.artifacts.models_dir is not None:
         # The reference's shared models volume: made available, never used as artifact store.
         settings.artifacts.models_dir.mkdir(parents=True, exist_ok=True)
@@ -121,7 +119,7 @@ def up(settings: Settings, state: StateDir, progress: Progress, *,
         record = ServerRecord(
             pid=proc.pid, create_time=_create_time(proc.pid), url=settings.local_url,
             port=settings.server.port, started_at=time.time(), metadata=metadata,
-            artifacts=artifacts, auth=auth, versions=upgrade.installed_versions(),
+            artifacts=artifacts, auth=auth, versions=process.installed_versions(),
             host=settings.server.bind_host,
             config=str(config.expanduser().resolve()) if config is not None else None,
         )

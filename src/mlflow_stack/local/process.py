@@ -11,15 +11,29 @@ import subprocess
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
+from importlib import metadata
 from pathlib import Path
 
 import httpx
 import psutil
 
+from mlflow_stack import __version__
 from mlflow_stack.errors import ConfigError, ServerError
 from mlflow_stack.launch.command import SERVER_TUNABLES
 from mlflow_stack.launch.spec import ServerLaunch
 from mlflow_stack.local.state import StateDir
+
+
+def installed_versions() -> str:
+    """What a server started now would run (recorded by `up`, compared by `upgrade`)."""
+    def version(dist: str) -> str:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    return (f"mlflow {version('mlflow')}, mlflow-oidc-auth {version('mlflow-oidc-auth')}, "
+            f"mlflow-stack {__version__}")
 
 
 @dataclass
@@ -35,7 +49,7 @@ class ServerRecord:
     metadata: str
     artifacts: str
     auth: str
-    versions: str = ""  # what it runs (ops.upgrade.installed_versions); "" before upgrade existed
+    versions: str = ""  # what it runs (installed_versions()); "" before upgrade existed
     host: str = ""  # the address it is bound to; "" in records written before it was kept
     config: str | None = None  # absolute path of the config file `up` loaded; None: defaults
 

@@ -4,44 +4,37 @@ Migrations change only the databases, so the backup taken first is databases-onl
 all a rollback needs (artifacts are never rewritten by a migration).
 
 - Local: the running server (started by the previous install) keeps serving while MLflow's and
-  the SSO layer's migrations run. Only when both succeeded is it restarted on the installed
-  version. `up` uses the same path when it finds an old schema.
+  the SSO layer's migrations run (local.schema, the path `up` takes too when it finds an old
+  schema). Only when both succeeded is it restarted on the installed version.
 - Kubernetes: `apply` runs the migration Job of the new image before it changes the Deployment,
   and the old pods keep serving until the Job completes (maxUnavailable 0); a failed Job stops
   apply there. `backup_before_image_change` is the hook that takes the backup first when the
   image (and so MLflow) changes.
 
-A failed migration raises UpgradeFailed: the old version still serves, and the message says
-where the backup is and how to return to it.
+A failed migration raises UpgradeFailed (local.schema): the old version still serves, and the
+message says where the backup is and how to return to it.
 """
 
 from __future__ import annotations
 
 import shlex
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 
-from mlflow_stack import __version__, deploy
+from mlflow_stack import deploy
 from mlflow_stack.config.loader import LoadedConfig, default_env_files, load_config
 from mlflow_stack.config.model import Settings
 from mlflow_stack.config.secrets import Secrets
 from mlflow_stack.deploy import SystemResult, Target
 from mlflow_stack.errors import ConfigError, ServerError, StackError
 from mlflow_stack.launch import migrations
-from mlflow_stack.launch.spec import ServerLaunch
+from mlflow_stack.local import backup as backups
 from mlflow_stack.local import platform, process
-from mlflow_stack.local.process import ServerRecord
+from mlflow_stack.local.process import ServerRecord, installed_versions
+from mlflow_stack.local.schema import UpgradeFailed, default_backup_dir, migrate, schema_behind
 from mlflow_stack.local.state import StateDir, default_state_dir
-from mlflow_stack.ops import backup as backups
-from mlflow_stack.ops import schema
 from mlflow_stack.progress import NullProgress, Progress
-
-
-class UpgradeFailed(StackError):
-    """A migration failed; the previous version keeps serving (exit 1)."""
 
 
 @dataclass
@@ -56,63 +49,6 @@ class UpgradeResult:
     @property
     def up_to_date(self) -> bool:
         return not self.reasons
-
-
-def installed_versions() -> str:
-    """What a server started now would run (recorded by `up`, compared by `upgrade`)."""
-    def version(dist: str) -> str:
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            return "not installed"
-
-    return (f"mlflow {version('mlflow')}, mlflow-oidc-auth {version('mlflow-oidc-auth')}, "
-            f"mlflow-stack {__version__}")
-
-
-def default_backup_dir(state: StateDir) -> Path:
-    return state.root / "backups" / time.strftime("pre-upgrade-%Y%m%d-%H%M%S")
-
-
-def schema_behind(settings: Settings, state: StateDir) -> tuple[str | None, bool]:
-    """(revision, behind): the MLflow schema's revision and whether it is older than head."""
-    revision = schema.current_revision(settings, state.data_dir)
-    return revision, revision is not None and revision != migrations.mlflow_head_revision()
-
-
-def rollback_hint(backup: Path | None, serving: str) -> str:
-    if backup is None:
-        return f"{serving} No backup was taken (the database was new or already current)."
-    return (f"{serving} The databases as they were before the migration are backed up in "
-            f"{backup}. To return to them: mlflow-stack down; mlflow-stack restore --from "
-            f"{backup} --replace (same -c/--state-dir; the current databases are kept aside "
-            "under a new name); reinstall the previous version; mlflow-stack up.")
-
-
-def migrate(settings: Settings, state: StateDir, launch: ServerLaunch, progress: Progress, *,
-            backup_to: Path | None, serving: str) -> list[str]:
-    """Back up the databases to `backup_to` (if given), then bring MLflow's schema and the SSO
-    layer's to head. `serving` says what keeps running if a migration fails."""
-    done: list[str] = []
-    if backup_to is not None:
-        with progress.step("backup of the databases before migrating"):
-            manifest = backups.backup(settings, state, backup_to, NullProgress(),
-                                      artifacts=False)
-            done.append(f"backed up the databases ({len(manifest.files)} files) to {backup_to}")
-            progress.detail(done[-1])
-    with progress.step("migrations"):
-        try:
-            done.append(migrations.upgrade_if_needed(
-                launch, state.root, schema.current_revision(settings, state.data_dir)))
-            progress.detail(done[-1])
-            if settings.auth.provider == "keycloak":
-                # Once here, so the server's workers don't race to create the SSO tables.
-                done.append(migrations.upgrade_auth_db(launch, state.root))
-                progress.detail(done[-1])
-        except ServerError as exc:
-            raise UpgradeFailed(exc.message,
-                                hint=rollback_hint(backup_to, serving)) from None
-    return done
 
 
 def restart_settings(settings: Settings, record: ServerRecord) -> Settings:

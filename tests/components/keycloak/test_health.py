@@ -24,7 +24,7 @@ def test_provisioned_realm_passes(
     settings, _ = provisioned
     configured = settings.model_copy(update={"secrets": settings.secrets.model_copy(
         update={"oidc_client_secret": kc.client_secret(settings)})})
-    findings = kc.SYSTEM.check(kc.SYSTEM.connect(configured), configured)
+    findings = kc.SYSTEM.check(configured)
     assert [f.check for f in findings] == CHECKS
     # Keycloak's dev server sends no Date header: the skew check then says it cannot tell.
     assert [f.status for f in findings[:3]] == ["ok"] * 3, findings
@@ -39,7 +39,7 @@ def test_drift_and_a_wrong_secret_are_problems(
     uid = client_uuid(admin)
     admin.update_client(uid, {"redirectUris": [f"{PUBLIC}/*"]})
     wrong = make_settings(keycloak, settings.auth.realm, client_secret="not-the-secret")
-    findings = {f.check: f for f in kc.SYSTEM.check(kc.SYSTEM.connect(wrong), wrong)}
+    findings = {f.check: f for f in kc.SYSTEM.check(wrong)}
     client = findings["Keycloak client and roles"]
     assert client.status == "problem" and "update client mlflow" in client.finding
     assert "mlflow-stack apply" in client.fix

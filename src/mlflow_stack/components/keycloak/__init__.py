@@ -57,8 +57,8 @@ class Keycloak:
     def teardown(self, client: AdminSession, settings: Settings, *, purge: bool) -> list[Step]:
         return teardown(client, settings, purge=purge)
 
-    def check(self, client: AdminSession, settings: Settings) -> list[Finding]:
-        return health.check(client, settings)
+    def check(self, settings: Settings) -> list[Finding]:
+        return health.check(settings)
 
 
 SYSTEM = Keycloak()

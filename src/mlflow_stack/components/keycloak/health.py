@@ -12,31 +12,26 @@ import httpx
 
 from mlflow_stack.components.keycloak.observe import observe
 from mlflow_stack.components.keycloak.plan import plan
-from mlflow_stack.components.keycloak.session import AdminSession
-from mlflow_stack.components.protocol import Finding
+from mlflow_stack.components.keycloak.session import AdminSession, connect
+from mlflow_stack.components.protocol import Finding, ok, problem, skipped
 from mlflow_stack.config.model import Settings
 from mlflow_stack.errors import StackError
 from mlflow_stack.launch.oidc_auth import discovery_url, issuer
 
 MAX_CLOCK_SKEW_SECONDS = 30.0
+CLIENT_CHECK = "Keycloak client and roles"
 
 
-def ok(check: str, finding: str) -> Finding:
-    return Finding(check, "ok", finding)
-
-
-def problem(check: str, finding: str, fix: str) -> Finding:
-    return Finding(check, "problem", finding, fix)
-
-
-def skipped(check: str, why: str) -> Finding:
-    return Finding(check, "skipped", why)
-
-
-def check(s: AdminSession, settings: Settings) -> list[Finding]:
-    """Every Keycloak check, in doctor's order."""
-    return [check_oidc_discovery(settings), check_keycloak_client(s, settings),
-            check_client_secret(settings), check_clock_skew(settings)]
+def check(settings: Settings) -> list[Finding]:
+    """Every Keycloak check, in doctor's order. A refused admin login is the client check's
+    finding; the others need no login and run anyway."""
+    try:
+        client = check_keycloak_client(connect(settings), settings)
+    except StackError as exc:
+        client = problem(CLIENT_CHECK, exc.message,
+                         exc.hint or "check the Keycloak admin credentials")
+    return [check_oidc_discovery(settings), client, check_client_secret(settings),
+            check_clock_skew(settings)]
 
 
 def check_oidc_discovery(settings: Settings) -> Finding:
@@ -64,7 +59,7 @@ def check_oidc_discovery(settings: Settings) -> Finding:
 
 def check_keycloak_client(s: AdminSession, settings: Settings) -> Finding:
     """The realm against the config: what `plan` would change."""
-    name = "Keycloak client and roles"
+    name = CLIENT_CHECK
     try:
         pending = [step.change for step in plan(s, settings, observe(s, settings))
                    if step.pending]

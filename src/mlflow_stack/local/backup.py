@@ -6,8 +6,9 @@ for the SSO database when SSO is on) and `artifacts/` (the local artifact folder
 under the S3 prefix, by key). Restore checks every checksum before it changes anything, refuses a
 target that already holds data, and compares the restored row counts with the manifest.
 
-A databases-only backup (what `upgrade` takes before migrating: migrations never touch
-artifacts) has no `artifacts/`; restoring it leaves the artifact store as it is.
+A databases-only backup (what `upgrade`, and `up` on an old schema, take before migrating:
+migrations never touch artifacts) has no `artifacts/`; restoring it leaves the artifact store as
+it is. It lives in `local` because `up` needs it (see local.schema); `ops` builds on it.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ from typing import Any
 from mlflow_stack import MLFLOW_VERSION, __version__
 from mlflow_stack.config.model import Settings
 from mlflow_stack.errors import ConfigError, StackError
+from mlflow_stack.local import process
+from mlflow_stack.local import revision as schema
 from mlflow_stack.local.state import StateDir
-from mlflow_stack.ops import schema
 from mlflow_stack.progress import Progress
 
 MANIFEST = "manifest.json"
@@ -352,8 +354,6 @@ def restore(settings: Settings, state: StateDir, src: Path, progress: Progress, 
     replace: the current databases are moved aside (renamed, never deleted) instead of the
     restore being refused: the way back after a failed upgrade. Artifacts are never replaced.
     """
-    from mlflow_stack.local import process
-
     with progress.step("check backup"):
         manifest = verify_backup(src)
         if manifest.metadata_backend != settings.database.backend:

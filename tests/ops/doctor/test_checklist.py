@@ -24,7 +24,8 @@ from mlflow_stack.components import keycloak as kc
 from mlflow_stack.config.model import Settings
 from mlflow_stack.deploy import apply_system
 from mlflow_stack.local import platform
-from mlflow_stack.ops import doctor
+from mlflow_stack.ops.doctor import checklist
+from mlflow_stack.ops.doctor.findings import Finding
 from mlflow_stack.progress import NullProgress
 
 pytestmark = pytest.mark.integration
@@ -39,8 +40,8 @@ def plat(tmp_path_factory: pytest.TempPathFactory, keycloak: KeycloakServer,
         yield plat
 
 
-def findings_of(plat: Platform, settings: Settings | None = None) -> dict[str, doctor.Finding]:
-    return {f.check: f for f in doctor.run(settings or plat.settings, plat.state)}
+def findings_of(plat: Platform, settings: Settings | None = None) -> dict[str, Finding]:
+    return {f.check: f for f in checklist.run(settings or plat.settings, plat.state)}
 
 
 def with_settings(settings: Settings, **sections: dict[str, object]) -> Settings:
@@ -61,7 +62,7 @@ def test_healthy_platform_passes_every_check(plat: Platform) -> None:
 
 def test_database_down(plat: Platform) -> None:
     closed = with_settings(plat.settings, database={"port": free_port()})
-    findings = {f.check: f for f in doctor.run(closed, plat.state)}
+    findings = {f.check: f for f in checklist.run(closed, plat.state)}
     f = findings["database"]
     assert f.status == "problem" and "is unreachable" in f.finding
     assert "database.host" in f.fix or "running" in f.fix
@@ -81,12 +82,12 @@ def test_bucket_deleted(plat: Platform) -> None:
 def test_wrong_client_secret(plat: Platform) -> None:
     wrong = plat.settings.model_copy(update={"secrets": plat.settings.secrets.model_copy(
         update={"oidc_client_secret": SecretStr("not-the-secret")})})
-    findings = {f.check: f for f in doctor.run(wrong, plat.state)}
+    findings = {f.check: f for f in checklist.run(wrong, plat.state)}
     assert findings["OIDC client secret"].status == "problem"
     assert "refuses" in findings["OIDC client secret"].finding
     right = plat.settings.model_copy(update={"secrets": plat.settings.secrets.model_copy(
         update={"oidc_client_secret": kc.client_secret(plat.settings)})})
-    assert {f.check: f for f in doctor.run(right, plat.state)}[
+    assert {f.check: f for f in checklist.run(right, plat.state)}[
         "OIDC client secret"].status == "ok"
 
 
@@ -120,7 +121,7 @@ def test_redirect_uri_removed(plat: Platform) -> None:
 
 def test_group_plugin_missing(plat: Platform) -> None:
     broken = with_settings(plat.settings, auth={"group_plugin": "mlflow_no_such_groups"})
-    findings = {f.check: f for f in doctor.run(broken, plat.state)}
+    findings = {f.check: f for f in checklist.run(broken, plat.state)}
     assert findings["group plugin"].status == "problem"
     assert "not importable" in findings["group plugin"].finding
     assert "install mlflow-stack" in findings["group plugin"].fix
@@ -129,7 +130,7 @@ def test_group_plugin_missing(plat: Platform) -> None:
 def test_public_host_not_allowed(plat: Platform) -> None:
     # The config now names a public host the running server was not started with.
     moved = with_settings(plat.settings, server={"hostname": "mlflow.example.com"})
-    findings = {f.check: f for f in doctor.run(moved, plat.state)}
+    findings = {f.check: f for f in checklist.run(moved, plat.state)}
     f = findings["public host allowed"]
     assert f.status == "problem" and "refuses Host mlflow.example.com" in f.finding
 

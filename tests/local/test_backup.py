@@ -19,9 +19,9 @@ from harness.s3 import S3Server
 from mlflow_stack.config.model import Settings
 from mlflow_stack.config.secrets import Secrets
 from mlflow_stack.errors import ConfigError
+from mlflow_stack.local import backup as backups
 from mlflow_stack.local import platform
 from mlflow_stack.local.state import StateDir
-from mlflow_stack.ops import backup as backups
 from mlflow_stack.progress import NullProgress
 
 pytestmark = pytest.mark.integration

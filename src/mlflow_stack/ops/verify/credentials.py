@@ -32,6 +32,7 @@ def temporary_user(settings: Settings) -> Identity:
     from mlflow_stack.client.tokens import TokenManager, TokenSource
     from mlflow_stack.components import keycloak as kc
     from mlflow_stack.launch.oidc_auth import issuer
+    from mlflow_stack.resolve import resolve
 
     a = settings.auth
     session = kc.connect(settings)
@@ -59,7 +60,8 @@ def temporary_user(settings: Settings) -> Identity:
     try:
         with session.call(f"grant {a.user_role} to {username}"):
             session.admin.assign_realm_roles(user_id, [role])
-        secret = settings.secrets.oidc_client_secret or kc.client_secret(settings)
+        secret = resolve(settings, cluster=False, client_secret="read").secrets.oidc_client_secret
+        assert secret is not None  # resolve raises when it cannot find one
         client = KeycloakClient.for_issuer(issuer(settings), a.client_id,
                                            secret.get_secret_value(),
                                            str(a.ca_bundle) if a.ca_bundle else None)

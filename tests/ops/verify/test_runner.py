@@ -1,7 +1,9 @@
-"""`verify` against real platforms: an SSO platform (PostgreSQL, S3, Keycloak, SSO server) passes
-every step as a temporary mlflow-user and leaves nothing behind; an injected fault fails the right
-step while clean-up still runs; embedded defaults (no auth) skip only the auth steps; the CLI
-prints a table or JSON, exits 1 on a failed step and 2 on bad input, and never prints a secret."""
+"""`verify` (runner.run, and the command) against real platforms: an SSO platform (PostgreSQL,
+S3, Keycloak, SSO server) passes every step as a temporary mlflow-user and leaves nothing behind;
+an injected fault fails the right step while clean-up still runs; embedded defaults (no auth)
+skip only the auth steps; the CLI prints a table or JSON, exits 1 on a failed step and 2 on bad
+input, and never prints a secret. The embedded-defaults platform (`open_platform`) is in
+conftest.py, shared with test_target.py."""
 
 from __future__ import annotations
 
@@ -30,15 +32,13 @@ from harness.postgres import PostgresServer
 from harness.s3 import S3Server
 from mlflow_stack.cli.verify_cmd import verify as verify_command
 from mlflow_stack.config.model import Settings
-from mlflow_stack.errors import ConfigError, StackError
-from mlflow_stack.local import platform
+from mlflow_stack.errors import StackError
 from mlflow_stack.local.state import StateDir
-from mlflow_stack.ops import verify
-from mlflow_stack.ops.verify_identity import TEMP_PREFIX
-from mlflow_stack.progress import NullProgress
+from mlflow_stack.ops.verify import access, model_registry, runner, steps
+from mlflow_stack.ops.verify.credentials import TEMP_PREFIX
 
 pytestmark = pytest.mark.integration
-AUTH_STEPS = {verify.TOKEN, verify.ROLE, verify.ANONYMOUS}
+AUTH_STEPS = {steps.TOKEN, steps.ROLE, steps.ANONYMOUS}
 SMALL = 2 * 1000 * 1000  # artifact size where the size does not matter to the test
 
 
@@ -50,27 +50,14 @@ def plat(tmp_path_factory: pytest.TempPathFactory, keycloak: KeycloakServer,
         yield p
 
 
-@pytest.fixture(scope="module")
-def open_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settings,
-                                                                             StateDir]]:
-    """Embedded defaults (SQLite, local artifact folder, no auth) on a free port."""
-    settings = Settings.model_validate({"server": {"port": free_port()}})
-    state = StateDir(tmp_path_factory.mktemp("verify-open") / "state")
-    platform.up(settings, state, NullProgress())
-    try:
-        yield settings, state
-    finally:
-        platform.down(state)
-
-
-def by_step(results: list[verify.StepResult]) -> dict[str, verify.StepResult]:
-    assert [r.step for r in results] == list(verify.STEPS)
+def by_step(results: list[steps.StepResult]) -> dict[str, steps.StepResult]:
+    assert [r.step for r in results] == list(steps.STEPS)
     return {r.step: r for r in results}
 
 
-def experiment_name(results: dict[str, verify.StepResult]) -> str:
-    match = re.search(r"experiment (mlflow-verify-[0-9a-f]+)", results[verify.EXPERIMENT].detail)
-    assert match, results[verify.EXPERIMENT]
+def experiment_name(results: dict[str, steps.StepResult]) -> str:
+    match = re.search(r"experiment (mlflow-verify-[0-9a-f]+)", results[steps.EXPERIMENT].detail)
+    assert match, results[steps.EXPERIMENT]
     return match.group(1)
 
 
@@ -79,7 +66,7 @@ def temp_users(p: SsoPlatform) -> list[str]:
     return [u["username"] for u in users]
 
 
-def assert_cleaned_up(p: SsoPlatform, results: dict[str, verify.StepResult],
+def assert_cleaned_up(p: SsoPlatform, results: dict[str, steps.StepResult],
                       bucket_existed: bool = True) -> None:
     """Checked behind MLflow's back: the database, the bucket and the realm."""
     name = experiment_name(results)
@@ -106,7 +93,7 @@ def assert_cleaned_up(p: SsoPlatform, results: dict[str, verify.StepResult],
     keys = [o["Key"] for o in listing.get("Contents", []) if not o["Key"].endswith("/")]
     assert [k for k in keys if f"/{experiment_id}/" in f"/{k}"] == []
     if bucket_existed:
-        assert "left behind" not in results[verify.CLEANUP].detail
+        assert "left behind" not in results[steps.CLEANUP].detail
 
 
 # --------------------------------------------------------------------------------------------
@@ -115,59 +102,59 @@ def assert_cleaned_up(p: SsoPlatform, results: dict[str, verify.StepResult],
 
 def test_healthy_sso_platform_passes_every_step_and_cleans_up(plat: SsoPlatform) -> None:
     seen: list[str] = []
-    results = by_step(verify.run(plat.url, plat.settings,
+    results = by_step(runner.run(plat.url, plat.settings,
                                  on_step=lambda r: seen.append(r.step), env={}))
-    assert seen == list(verify.STEPS), "each step is reported as it finishes"
-    assert {s: r.status for s, r in results.items()} == dict.fromkeys(verify.STEPS, "ok"), \
-        verify.failed(list(results.values()))
-    assert "temporary Keycloak user mlflow-verify-" in results[verify.TOKEN].detail
-    assert "20 MB" in results[verify.ARTIFACT].detail
-    assert "answered 403" in results[verify.ROLE].detail
-    assert "answered 401" in results[verify.ANONYMOUS].detail
-    assert "Keycloak user mlflow-verify-" in results[verify.CLEANUP].detail
+    assert seen == list(steps.STEPS), "each step is reported as it finishes"
+    assert {s: r.status for s, r in results.items()} == dict.fromkeys(steps.STEPS, "ok"), \
+        steps.failed(list(results.values()))
+    assert "temporary Keycloak user mlflow-verify-" in results[steps.TOKEN].detail
+    assert "20 MB" in results[steps.ARTIFACT].detail
+    assert "answered 403" in results[steps.ROLE].detail
+    assert "answered 401" in results[steps.ANONYMOUS].detail
+    assert "Keycloak user mlflow-verify-" in results[steps.CLEANUP].detail
     assert_cleaned_up(plat, results)
 
 
 def test_the_admin_only_call_is_allowed_to_an_admin(plat: SsoPlatform) -> None:
     """The role check could fail: the same call succeeds with an mlflow-admin token."""
     admin = {"Authorization": f"Bearer {plat.token()}"}
-    response = httpx.get(f"{plat.url}{verify.ADMIN_ONLY_PATH}", headers=admin, timeout=30)
+    response = httpx.get(f"{plat.url}{access.ADMIN_ONLY_PATH}", headers=admin, timeout=30)
     assert response.status_code == 200, response.text
-    assert httpx.get(f"{plat.url}{verify.CURRENT_USER_PATH}", headers=admin,
+    assert httpx.get(f"{plat.url}{access.CURRENT_USER_PATH}", headers=admin,
                      timeout=30).json()["is_admin"] is True
-    assert httpx.get(f"{plat.url}{verify.ADMIN_ONLY_PATH}", timeout=30).status_code in (401, 403)
+    assert httpx.get(f"{plat.url}{access.ADMIN_ONLY_PATH}", timeout=30).status_code in (401, 403)
 
 
 def test_deleted_bucket_fails_the_artifact_steps_and_still_cleans_up(plat: SsoPlatform) -> None:
     with bucket_deleted(plat.s3, plat.settings.artifacts.bucket):
-        results = by_step(verify.run(plat.url, plat.settings, artifact_bytes=SMALL, env={}))
+        results = by_step(runner.run(plat.url, plat.settings, artifact_bytes=SMALL, env={}))
     status = {s: r.status for s, r in results.items()}
-    assert status[verify.ARTIFACT] == "failed"
-    assert results[verify.ARTIFACT].detail.startswith("upload: HTTP 500 from the server")
-    assert status[verify.MODEL] == "failed"
-    assert status[verify.REGISTER] == status[verify.ALIAS_STAGE] == "skipped"
-    assert "log model" in results[verify.REGISTER].detail
-    for step in (verify.HEALTH, verify.TOKEN, verify.EXPERIMENT, verify.RUN, verify.ROLE,
-                 verify.ANONYMOUS, verify.CLEANUP):
+    assert status[steps.ARTIFACT] == "failed"
+    assert results[steps.ARTIFACT].detail.startswith("upload: HTTP 500 from the server")
+    assert status[steps.MODEL] == "failed"
+    assert status[steps.REGISTER] == status[steps.ALIAS_STAGE] == "skipped"
+    assert "log model" in results[steps.REGISTER].detail
+    for step in (steps.HEALTH, steps.TOKEN, steps.EXPERIMENT, steps.RUN, steps.ROLE,
+                 steps.ANONYMOUS, steps.CLEANUP):
         assert status[step] == "ok", results[step]
-    assert verify.failed(list(results.values())) == [results[verify.ARTIFACT],
-                                                     results[verify.MODEL]]
+    assert steps.failed(list(results.values())) == [results[steps.ARTIFACT],
+                                                     results[steps.MODEL]]
     # The server could not delete from a bucket that was gone: the clean-up says so.
-    assert "left behind: artifacts at" in results[verify.CLEANUP].detail
+    assert "left behind: artifacts at" in results[steps.CLEANUP].detail
     assert_cleaned_up(plat, results, bucket_existed=False)
 
 
 def test_failing_step_after_the_user_exists_still_removes_it(
         plat: SsoPlatform, monkeypatch: pytest.MonkeyPatch) -> None:
     """A step that raises something unexpected is a failed step; the temporary user goes."""
-    def boom(self: object) -> str:
+    def boom(v: object) -> str:
         raise RuntimeError("injected")
 
-    monkeypatch.setattr(verify._Verification, "alias_and_stage", boom)
-    results = by_step(verify.run(plat.url, plat.settings, artifact_bytes=SMALL, env={}))
-    assert results[verify.ALIAS_STAGE].status == "failed"
-    assert results[verify.ALIAS_STAGE].detail == "RuntimeError: injected"
-    assert results[verify.CLEANUP].status == "ok", results[verify.CLEANUP]
+    monkeypatch.setattr(model_registry, "alias_and_stage", boom)
+    results = by_step(runner.run(plat.url, plat.settings, artifact_bytes=SMALL, env={}))
+    assert results[steps.ALIAS_STAGE].status == "failed"
+    assert results[steps.ALIAS_STAGE].detail == "RuntimeError: injected"
+    assert results[steps.CLEANUP].status == "ok", results[steps.CLEANUP]
     assert_cleaned_up(plat, results)
 
 
@@ -181,64 +168,43 @@ def test_url_with_an_admins_credentials_skips_the_role_check(plat: SsoPlatform,
            "MLFLOW_CLIENT_SECRET": plat.client_secret,
            "MLFLOW_AUTH_USERNAME": ADMIN_USER, "MLFLOW_AUTH_PASSWORD": ADMIN_PASSWORD,
            "MLFLOW_KEYCLOAK_TOKEN_CACHE": str(tmp_path / "tokens.json")}
-    results = by_step(verify.run(plat.url, None, artifact_bytes=SMALL, env=env))
+    results = by_step(runner.run(plat.url, None, artifact_bytes=SMALL, env=env))
     status = {s: r.status for s, r in results.items()}
-    assert status == {**dict.fromkeys(verify.STEPS, "ok"), verify.ROLE: "skipped"}, results
-    assert "is an MLflow admin" in results[verify.ROLE].detail
-    assert "tkadmin" in results[verify.TOKEN].detail
+    assert status == {**dict.fromkeys(steps.STEPS, "ok"), steps.ROLE: "skipped"}, results
+    assert "is an MLflow admin" in results[steps.ROLE].detail
+    assert "tkadmin" in results[steps.TOKEN].detail
     assert_cleaned_up(plat, results)
 
 
 def test_url_without_credentials_fails_at_the_token(plat: SsoPlatform) -> None:
-    results = by_step(verify.run(plat.url, None, env={}))
-    assert results[verify.TOKEN].status == "failed"
-    assert "HTTP 401" in results[verify.TOKEN].detail
-    assert "mlflow-stack login" in results[verify.TOKEN].detail
-    after = [s for s in verify.STEPS if s not in (verify.HEALTH, verify.TOKEN, verify.CLEANUP)]
+    results = by_step(runner.run(plat.url, None, env={}))
+    assert results[steps.TOKEN].status == "failed"
+    assert "HTTP 401" in results[steps.TOKEN].detail
+    assert "mlflow-stack login" in results[steps.TOKEN].detail
+    after = [s for s in steps.STEPS if s not in (steps.HEALTH, steps.TOKEN, steps.CLEANUP)]
     assert all(results[s].status == "skipped" for s in after), results
-    assert results[verify.CLEANUP].status == "ok"
+    assert results[steps.CLEANUP].status == "ok"
 
 
 def test_auth_none_platform_skips_only_the_auth_steps(
         open_platform: tuple[Settings, StateDir]) -> None:
     settings, state = open_platform
-    results = by_step(verify.run(settings.local_url, settings, env={}))
+    results = by_step(runner.run(settings.local_url, settings, env={}))
     for step, r in results.items():
         assert r.status == ("skipped" if step in AUTH_STEPS else "ok"), r
-    assert "auth.provider is none" in results[verify.ROLE].detail
-    assert "20 MB" in results[verify.ARTIFACT].detail
+    assert "auth.provider is none" in results[steps.ROLE].detail
+    assert "20 MB" in results[steps.ARTIFACT].detail
     artifacts = [p for p in state.artifacts_dir.rglob("*") if p.is_file()]
     assert artifacts == [], "clean-up removes the artifacts"
 
 
 def test_unreachable_server_fails_health_and_skips_the_rest() -> None:
-    results = by_step(verify.run(f"http://127.0.0.1:{free_port()}", Settings(), env={}))
-    assert results[verify.HEALTH].status == "failed"
-    assert "does not answer" in results[verify.HEALTH].detail
+    results = by_step(runner.run(f"http://127.0.0.1:{free_port()}", Settings(), env={}))
+    assert results[steps.HEALTH].status == "failed"
+    assert "does not answer" in results[steps.HEALTH].detail
     assert all(r.status == "skipped" for s, r in results.items()
-               if s not in (verify.HEALTH, verify.CLEANUP))
-    assert results[verify.CLEANUP].detail == "nothing to remove"
-
-
-def test_target_resolution(open_platform: tuple[Settings, StateDir], tmp_path: Path) -> None:
-    settings, state = open_platform
-    empty = StateDir(tmp_path / "empty")
-    assert verify.resolve_target(Settings(), state, None, config_given=False).url == \
-        settings.local_url
-    assert verify.resolve_target(settings, state, None, config_given=True).source.startswith(
-        "local server of")
-    deployed = Settings.model_validate({"server": {"hostname": "mlflow.example.com"}})
-    assert verify.resolve_target(deployed, empty, None, config_given=True).url == \
-        "https://mlflow.example.com"
-    assert verify.resolve_target(None, None, "http://h:5000/", config_given=False).url == \
-        "http://h:5000"
-    with pytest.raises(ConfigError, match="--config/-c or --url, not both"):
-        verify.resolve_target(settings, state, "http://h:5000", config_given=True)
-    with pytest.raises(ConfigError, match="no local server is running") as info:
-        verify.resolve_target(Settings(), empty, None, config_given=False)
-    assert "--url" in (info.value.hint or "")
-    with pytest.raises(ConfigError, match="--url 'ftp://h' is not an http"):
-        verify.resolve_target(None, None, "ftp://h", config_given=False)
+               if s not in (steps.HEALTH, steps.CLEANUP))
+    assert results[steps.CLEANUP].detail == "nothing to remove"
 
 
 # --------------------------------------------------------------------------------------------
@@ -280,7 +246,7 @@ def test_cli_table_and_json_on_the_sso_platform(plat: SsoPlatform, cli_env: dict
     env = {"KEYCLOAK_ADMIN_PASSWORD": plat.keycloak.admin_password}
     code, stdout, stderr = invoke(["-c", str(config), "--state-dir", str(plat.state.root)], env)
     assert code == 0, stdout + stderr
-    for step in verify.STEPS:
+    for step in steps.STEPS:
         assert step in stdout
     assert "0 failed, 0 skipped, 11 ok" in stdout
     assert f"verifying {plat.url} (local server of" in stderr
@@ -291,7 +257,7 @@ def test_cli_table_and_json_on_the_sso_platform(plat: SsoPlatform, cli_env: dict
     assert code == 0, stdout + stderr
     data = json.loads(stdout)
     assert data["ok"] is True and data["url"] == plat.url
-    assert [s["step"] for s in data["steps"]] == list(verify.STEPS)
+    assert [s["step"] for s in data["steps"]] == list(steps.STEPS)
     assert {s["status"] for s in data["steps"]} == {"ok"}
     assert set(data["steps"][0]) == {"step", "status", "detail", "seconds"}
     for secret in secrets:
@@ -308,7 +274,7 @@ def test_cli_exit_1_on_a_failed_step(plat: SsoPlatform, cli_env: dict[str, str])
     assert code == 1
     data = json.loads(stdout)
     assert data["ok"] is False
-    token = {s["step"]: s for s in data["steps"]}[verify.TOKEN]
+    token = {s["step"]: s for s in data["steps"]}[steps.TOKEN]
     assert token["status"] == "failed" and "requires a token" in token["detail"]
 
 
