@@ -48,7 +48,7 @@ from mlflow_stack.config.secrets import Secrets
 from mlflow_stack.local.state import StateDir
 from mlflow_stack.manifests import workload
 from mlflow_stack.ops.doctor import checklist
-from mlflow_stack.ops.doctor.cluster import session
+from mlflow_stack.ops.doctor.cluster import connection
 from mlflow_stack.ops.doctor.cluster.allowed_host import ALLOWED_HOST
 from mlflow_stack.ops.doctor.cluster.api import API
 from mlflow_stack.ops.doctor.cluster.migration_job import MIGRATION_JOB, migration_job_name
@@ -247,7 +247,7 @@ def _merged(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 def cluster_findings(settings: Settings) -> dict[str, Finding]:
     """The cluster checks alone, in order (the API check first opens the connection)."""
-    return {f.check: f for f in (check(settings) for check in session.checks().values())}
+    return {f.check: f for f in (check(settings) for check in connection.checks().values())}
 
 
 @pytest.fixture

@@ -8,23 +8,23 @@ from mlflow_stack.components.registry import Entry
 from mlflow_stack.config.model import Settings
 from mlflow_stack.deploy import Target, entries_for, includes_kubernetes
 from mlflow_stack.local.state import StateDir
-from mlflow_stack.ops.doctor.cluster import session
+from mlflow_stack.ops.doctor.cluster import connection
 from mlflow_stack.ops.doctor.cluster.allowed_host import ALLOWED_HOST
 from mlflow_stack.ops.doctor.cluster.api import API
 from mlflow_stack.ops.doctor.cluster.migration_job import MIGRATION_JOB
 from mlflow_stack.ops.doctor.cluster.pods import PODS
 from mlflow_stack.ops.doctor.cluster.pvcs import PVCS
 from mlflow_stack.ops.doctor.cluster.tls import TLS
-from mlflow_stack.ops.doctor.findings import Finding
-from mlflow_stack.ops.doctor.server_process import check_allowed_host, check_server
-from mlflow_stack.ops.doctor.sso import check_group_plugin
-from mlflow_stack.ops.doctor.stores import (
+from mlflow_stack.ops.doctor.data import (
     check_artifact_folder,
     check_artifacts_on_volume,
     check_database,
     check_database_deployed,
     check_database_in_pod,
 )
+from mlflow_stack.ops.doctor.findings import Finding
+from mlflow_stack.ops.doctor.server_process import check_allowed_host, check_server
+from mlflow_stack.ops.doctor.sso import check_group_plugin
 
 Check = Callable[[Settings, StateDir], list[Finding]]
 OneCheck = Callable[[Settings, StateDir], Finding]
@@ -60,7 +60,7 @@ def checks_for(settings: Settings, target: Target = "auto") -> list[Check]:
     if not deployed(settings, target):
         return [_one(check_server), _one(check_database), *systems, *plugin,
                 *([_one(check_artifact_folder)] if local_art else []), _one(check_allowed_host)]
-    on_cluster = {name: _stateless(check) for name, check in session.checks().items()}
+    on_cluster = {name: _stateless(check) for name, check in connection.checks().items()}
     return [
         on_cluster[API], on_cluster[PODS], on_cluster[PVCS], on_cluster[MIGRATION_JOB],
         on_cluster[TLS],

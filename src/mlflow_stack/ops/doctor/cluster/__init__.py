@@ -13,6 +13,6 @@ Checks (reads only, through lightkube, with the same client and error mapping as
 - public host allowed: the Deployment lets the public host through MLflow's host check.
 
 One module per check (api, pods, pvcs, migration_job, tls, allowed_host), each
-`(settings, kube) -> Finding`; `session.checks()` gives them bound to one connection per
+`(settings, kube) -> Finding`; `connection.checks()` gives them bound to one connection per
 run, as `(settings) -> Finding`.
 """
