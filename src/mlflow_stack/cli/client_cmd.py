@@ -84,8 +84,9 @@ def _login_client(token_url: str | None, issuer: str | None, config: Path | None
     if config is not None:
         from mlflow_stack.config.loader import load_config
 
-        auth = load_config(config, require_secrets=False).settings.auth
-        if auth.provider != "keycloak" or not auth.keycloak_url:
+        settings = load_config(config, require_secrets=False).settings
+        auth = settings.auth
+        if not settings.sso or not auth.keycloak_url:
             raise ConfigError(f"{config} does not configure Keycloak (auth.provider: keycloak)")
         if url is None:
             url = f"{auth.keycloak_url.rstrip('/')}/realms/{auth.realm}{oidc.TOKEN_PATH_SUFFIX}"

@@ -80,7 +80,7 @@ def applicable(settings: Settings, data: dict[str, Any], kubernetes: bool) -> di
     if settings.artifacts.backend == "local":
         shown["artifacts"] = {k: v for k, v in shown["artifacts"].items()
                               if k in ("backend", "models_dir")}
-    if settings.auth.provider == "none":
+    if not settings.sso:
         shown["auth"] = {"provider": "none"}
     if settings.public_hostname is None:
         shown["server"] = {k: v for k, v in shown["server"].items()

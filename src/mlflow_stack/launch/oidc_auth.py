@@ -47,7 +47,7 @@ def _bool(value: bool) -> str:
 def oidc_launch(settings: Settings, paths: ServerPaths) -> OidcLaunch:
     """Extra argv and env for `auth.provider: keycloak`; empty when SSO is off."""
     a = settings.auth
-    if a.provider != "keycloak":
+    if not settings.sso:
         return OidcLaunch()
     s = settings.secrets
     https = settings.server.public_scheme == "https" and settings.public_hostname is not None

@@ -276,7 +276,7 @@ def verify_backup(directory: Path) -> Manifest:
 
 
 def _sso_on(settings: Settings) -> bool:
-    return settings.auth.provider == "keycloak"
+    return settings.sso
 
 
 def backup(settings: Settings, state: StateDir, out: Path, progress: Progress, *,

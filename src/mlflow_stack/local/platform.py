@@ -54,7 +54,7 @@ def describe(settings: Settings, paths: ServerPaths) -> tuple[str, str, str]:
     a = settings.artifacts
     artifacts = (f"{a.destination} at {a.endpoint_url or 'AWS'}" if a.backend == "s3"
                  else str(paths.artifacts_dir))
-    auth = "none" if settings.auth.provider == "none" else (
+    auth = "none" if not settings.sso else (
         f"keycloak {settings.auth.keycloak_url}/realms/{settings.auth.realm}")
     return metadata, artifacts, auth
 
@@ -91,7 +91,7 @@ def up(settings: Settings, state: StateDir, progress: Progress, *,
         progress.detail(str(state.root))
 
     changes: list[Change] = []
-    if settings.auth.provider == "keycloak":
+    if settings.sso:
         with progress.step("single sign-on"):
             settings = with_sso_secrets(settings, state)
             progress.detail(f"{settings.auth.keycloak_url}/realms/{settings.auth.realm}, "

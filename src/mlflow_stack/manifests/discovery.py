@@ -51,7 +51,7 @@ def tracking_uri(settings: Settings) -> str:
 
 def token_url(settings: Settings) -> str | None:
     a = settings.auth
-    if a.provider != "keycloak" or not a.keycloak_url:
+    if not settings.sso or not a.keycloak_url:
         return None
     return f"{a.keycloak_url}/realms/{a.realm}/protocol/openid-connect/token"
 
@@ -86,7 +86,7 @@ def _service_document(settings: Settings) -> dict[str, Any]:
         deps.append("postgres")
     if settings.artifacts.backend == "s3":
         deps.append("seaweedfs")
-    if settings.auth.provider == "keycloak":
+    if settings.sso:
         deps.append("keycloak")
     variables: list[dict[str, Any]] = []
     for var in client_env(settings):

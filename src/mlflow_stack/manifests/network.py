@@ -113,7 +113,7 @@ def network_policy(settings: Settings) -> dict[str, Any]:
     ports: set[int] = set()
     if settings.artifacts.backend == "s3":
         ports.add(_url_port(settings.artifacts.endpoint_url or "https://s3.amazonaws.com"))
-    if settings.auth.provider == "keycloak" and settings.auth.keycloak_url:
+    if settings.sso and settings.auth.keycloak_url:
         ports.add(_url_port(settings.auth.keycloak_url))
     if ports:
         egress.append({"ports": [{"protocol": "TCP", "port": p} for p in sorted(ports)]})

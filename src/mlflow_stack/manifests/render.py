@@ -89,7 +89,7 @@ def render(
 
     objects: list[dict[str, Any]] = [_namespace(settings), *secret_objects,
                                      *storage.pvcs(settings)]
-    if settings.auth.provider == "keycloak":
+    if settings.sso:
         objects.append(discovery.plugin_configmap(settings))
     if settings.database.backend == "postgresql":
         objects.append(workload.migration_job(settings, launch))

@@ -113,7 +113,7 @@ def server_secret_specs(
                           "AWS_SECRET_ACCESS_KEY": s.secrets.s3_secret_access_key})
         if s.artifacts.endpoint_url:
             s3.values["S3_ENDPOINT_URL"] = s.artifacts.endpoint_url
-    if s.auth.provider == "keycloak":
+    if s.sso:
         oidc = spec(OIDC_SECRET, f"the Keycloak client's secret: "
                     f"{env_names('oidc_client_secret')} (apply reads it from Keycloak)")
         oidc.values.update({"client-id": s.auth.client_id,

@@ -153,7 +153,7 @@ def upgrade_local(settings: Settings, state: StateDir, progress: Progress, *,
         settings = restart_settings(settings, record)
         _check_restartable(settings, record, state, config)
     state.prepare()
-    if settings.auth.provider == "keycloak":
+    if settings.sso:
         settings = platform.with_sso_secrets(settings, state)
     launch = platform.server_launch(settings, state)
     serving = (f"The server (pid {record.pid}, previous version) still serves at {record.url}."

@@ -10,7 +10,7 @@ from mlflow_stack.ops.verify.credentials import environment_identity, temporary_
 
 def token(v: Verification) -> str:
     s = v.settings
-    if s is not None and s.auth.provider == "none":
+    if s is not None and not s.sso:
         v.auth_on = False
         v.auth_off_reason = "auth.provider is none (no SSO)"
         raise Skip(v.auth_off_reason)
