@@ -222,8 +222,9 @@ def deploy_to(services: Services, kube_api: KubeAPIServer, state: StateDir,
         data[section] = _merged(data[section], values)
     data["kubernetes"].update({"namespace": ns, "kubeconfig": str(kube_api.admin_kubeconfig),
                                "tls_source_secret": source})
-    settings = Settings.model_validate(data).model_copy(
-        update={"secrets": services.settings.secrets})
+    # Resolved as `apply` resolves them: the OIDC client secret read from Keycloak.
+    settings = deploy.resolve_for(Settings.model_validate(data).model_copy(
+        update={"secrets": services.settings.secrets}), "kubernetes")
     d = Deployed(settings, kube_api, state, pod=f"mlflow-7d9c5b-{uuid.uuid4().hex[:5]}")
     d.api("POST", "/api/v1/namespaces/default/secrets",
           secret_manifest("default", source, valid_certificate()))
@@ -262,9 +263,11 @@ def deployed(services: Services, kube_api: KubeAPIServer, state: StateDir) -> De
 def test_healthy_deployment_passes_every_check(deployed: Deployed) -> None:
     findings = deployed.findings()
     assert list(findings) == [
-        API, PODS, PVCS, MIGRATION_JOB, TLS,
-        "database", "artifact store", "OIDC discovery", "Keycloak client and roles",
-        "OIDC client secret", "group plugin", "clock skew to Keycloak", ALLOWED_HOST]
+        API, PODS, PVCS, MIGRATION_JOB, TLS, "database",
+        # every system's own checks, in registry order
+        "OIDC discovery", "Keycloak client and roles", "OIDC client secret",
+        "clock skew to Keycloak", "PostgreSQL", "artifact store", "Kubernetes objects",
+        "group plugin", ALLOWED_HOST]
     assert "server process" not in findings  # the pods check replaces it
     assert [f for f in findings.values() if f.status == "problem"] == []
     assert [findings[c] for c in CLUSTER_CHECKS if findings[c].status != "ok"] == []
@@ -611,7 +614,7 @@ def test_cli_doctor_deployed(deployed: Deployed, cli_env: dict[str, str],
     healthy = doctor_cli()
     assert healthy.returncode == 0, healthy.stdout + healthy.stderr
     assert f"✓ pods: 1 of 1 pod(s) running and ready: {deployed.pod}" in healthy.stdout
-    assert "0 problem(s) in 13 checks" in healthy.stdout
+    assert "0 problem(s) in 15 checks" in healthy.stdout
 
     deployed.pod_status({"phase": "Running", "containerStatuses": [{
         "name": "mlflow", "image": "x", "imageID": "", "ready": False, "restartCount": 4,
@@ -620,7 +623,7 @@ def test_cli_doctor_deployed(deployed: Deployed, cli_env: dict[str, str],
     assert broken.returncode == 1, broken.stdout + broken.stderr
     assert f"✗ pods: pod {deployed.pod}: container mlflow is crash-looping" in broken.stdout
     assert f"fix: kubectl -n {deployed.ns} logs {deployed.pod} --previous" in broken.stdout
-    assert "1 problem(s) in 13 checks" in broken.stdout
+    assert "1 problem(s) in 15 checks" in broken.stdout
 
     as_json = doctor_cli("--output", "json")
     assert as_json.returncode == 1, as_json.stderr
