@@ -34,6 +34,7 @@ NAME_FIELDS: dict[str, tuple[str, str]] = {
     "kubernetes.tls_source_namespace": ("Kubernetes namespace name", LABEL_RULE),
     "kubernetes.ingress_namespace": ("Kubernetes namespace name", LABEL_RULE),
     "kubernetes.gateway_namespace": ("Kubernetes namespace name", LABEL_RULE),
+    "kubernetes.metrics_namespace": ("Kubernetes namespace name", LABEL_RULE),
     "database.namespace": ("Kubernetes namespace name", LABEL_RULE),
     "artifacts.credentials_namespace": ("Kubernetes namespace name", LABEL_RULE),
     "discovery.code_server_namespace": ("Kubernetes namespace name", LABEL_RULE),

@@ -101,6 +101,17 @@ def test_postgres_needs_host_and_keycloak_needs_url() -> None:
         Settings.model_validate({"auth": {"provider": "keycloak"}})
 
 
+def test_a_metrics_namespace_needs_prometheus_on() -> None:
+    assert Settings.model_validate(
+        {"kubernetes": {"metrics_namespace": "monitoring"}}).kubernetes.metrics_namespace \
+        == "monitoring"
+    assert Settings().kubernetes.metrics_namespace is None
+    with pytest.raises(ValidationError, match=r"kubernetes\.metrics_namespace lets a namespace "
+                       r"scrape /metrics, but server\.prometheus is false"):
+        Settings.model_validate({"server": {"prometheus": False},
+                                 "kubernetes": {"metrics_namespace": "monitoring"}})
+
+
 def test_missing_secrets_named_with_their_variables() -> None:
     s = Settings.model_validate({"database": {"backend": "postgresql", "host": "db"},
                                  "artifacts": {"backend": "s3"}})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.kube import find, kinds, settings_with
+from harness.kube import find, kinds, settings_with, validate_strict
 from mlflow_stack.config.model import Settings
 from mlflow_stack.errors import ConfigError
 from mlflow_stack.manifests.render import render
@@ -123,3 +123,42 @@ def test_network_policy_configured_ports_and_namespaces() -> None:
 def test_network_policy_can_be_turned_off(reference: Settings) -> None:
     reference.kubernetes.network_policy = False
     assert "NetworkPolicy" not in kinds(render(reference).objects)
+
+
+def test_network_policy_admits_the_monitoring_namespace_on_the_server_port(
+        reference: Settings) -> None:
+    before = render(reference).objects
+    reference.kubernetes.metrics_namespace = "monitoring"
+    after = render(reference).objects
+    policy = find(after, "NetworkPolicy", "mlflow")
+    assert policy["spec"]["ingress"] == [
+        {"from": [{"namespaceSelector": {"matchLabels": {
+            "kubernetes.io/metadata.name": "ingress"}}}],
+         "ports": [{"protocol": "TCP", "port": 5000}]},
+        {"from": [{"namespaceSelector": {"matchLabels": {
+            "kubernetes.io/metadata.name": "monitoring"}}}],
+         "ports": [{"protocol": "TCP", "port": 5000}]},
+    ]
+    for version in ("1.31", "1.34"):
+        validate_strict(policy, version)
+    # Nothing else changes: every other object, and the rest of the policy, as before.
+    old_policy = find(before, "NetworkPolicy", "mlflow")
+    assert {k: v for k, v in policy["spec"].items() if k != "ingress"} == \
+        {k: v for k, v in old_policy["spec"].items() if k != "ingress"}
+    assert policy["spec"]["ingress"][0] == old_policy["spec"]["ingress"][0]
+    assert [o for o in after if o["kind"] != "NetworkPolicy"] == \
+        [o for o in before if o["kind"] != "NetworkPolicy"]
+
+
+def test_the_monitoring_rule_follows_the_server_port_and_the_route() -> None:
+    s = settings_with({"domain": "example.com", "server": {"port": 8080}, "kubernetes": {
+        "route": "httproute", "gateway_name": "gw", "metrics_namespace": "observability"}})
+    ingress = find(render(s).objects, "NetworkPolicy")["spec"]["ingress"]
+    assert [r["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+            for r in ingress] == ["mlflow", "observability"]
+    assert all(r["ports"] == [{"protocol": "TCP", "port": 8080}] for r in ingress)
+
+
+def test_no_monitoring_rule_by_default(reference: Settings) -> None:
+    assert reference.kubernetes.metrics_namespace is None
+    assert len(find(render(reference).objects, "NetworkPolicy")["spec"]["ingress"]) == 1

@@ -95,6 +95,85 @@ def test_server_image_becomes_ready_through_its_probes(kube_node: KubeNode) -> N
           "memory (MiB RSS) " + ", ".join(f"{k} {v:.0f}" for k, v in memory.items()))
 
 
+MONITORING = "monitoring"
+# What Prometheus does, from a pod in the monitoring namespace: GET the pod IP's /metrics (the
+# Host header is the pod IP), and one target that must stay closed to that Host.
+SCRAPER = """
+import sys, urllib.error, urllib.request
+def get(url, host=None):
+    request = urllib.request.Request(url, headers={"Host": host} if host else {})
+    try:
+        with urllib.request.urlopen(request, timeout=20) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+base = sys.argv[1]
+# One request MLflow counts (an allowed Host), so the request counter has a sample.
+counted, _ = get(base + "/api/2.0/mlflow/experiments/search?max_results=1", "localhost:5000")
+status, body = get(base + "/metrics")
+closed, _ = get(base + "/metrics/x")
+has_help, counter = "# HELP " in body, "mlflow_http_request_total" in body
+report = f"counted {counted} metrics {status} help {has_help} counter {counter} other {closed}"
+open("/dev/termination-log", "w").write(report)
+print(report)
+"""
+
+
+def test_a_monitoring_pod_scrapes_metrics_by_pod_ip(kube_node: KubeNode) -> None:
+    """Prometheus's view: a pod in the namespace the config names scrapes the MLflow pod at its
+    IP. The NetworkPolicy carries the rule for that namespace; the node's bridge CNI does not
+    enforce NetworkPolicy, so a pod elsewhere would get in too: that is not shown here."""
+    settings = _settings(kube_node)
+    settings.kubernetes.metrics_namespace = MONITORING
+    with kube_node.api.admin_http() as http:  # made by the test above, when it ran first
+        if http.get("/api/v1/persistentvolumes/mlflow-storage-pv").status_code == 404:
+            kube_node.hostpath_volume("mlflow-storage-pv", STORAGE_CLASS, "1Gi")
+    apply_objects(settings)
+    policy = _get(kube_node, f"/apis/networking.k8s.io/v1/namespaces/{NAMESPACE}/"
+                             f"networkpolicies/{lb.NETWORK_POLICY}")
+    sources = [r["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+               for r in policy["spec"]["ingress"]]
+    assert sources == ["ingress", MONITORING], policy["spec"]["ingress"]
+
+    pods = _get(kube_node, f"/api/v1/namespaces/{NAMESPACE}/pods?labelSelector=app%3D{lb.APP}")
+    ready = [p for p in pods["items"] if p["status"].get("podIP")
+             and {c["type"]: c["status"] for c in p["status"].get("conditions", [])
+                  }.get("Ready") == "True"]
+    assert ready, pods["items"]
+    target = f"http://{ready[0]['status']['podIP']}:{settings.server.port}"
+
+    with kube_node.api.admin_http() as http:
+        namespace = http.post("/api/v1/namespaces", json={
+            "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": MONITORING}})
+        assert namespace.status_code in (201, 409), namespace.text
+        created = http.post(f"/api/v1/namespaces/{MONITORING}/pods", json={
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "scraper"},
+            "spec": {"restartPolicy": "Never", "enableServiceLinks": False,
+                     "automountServiceAccountToken": False,
+                     "containers": [{
+                         "name": "scrape", "image": kube_node.image("server"),
+                         "imagePullPolicy": "IfNotPresent",
+                         "command": ["python", "-c", SCRAPER, target],
+                     }]}})
+        assert created.status_code == 201, created.text
+
+    def finished() -> dict[str, Any] | None:
+        pod = _get(kube_node, f"/api/v1/namespaces/{MONITORING}/pods/scraper")
+        done = pod["status"].get("phase") in ("Succeeded", "Failed")
+        return pod if done else None
+
+    deadline = time.monotonic() + 120
+    pod = finished()
+    while pod is None and time.monotonic() < deadline:
+        time.sleep(1)
+        pod = finished()
+    assert pod is not None, "the scraper pod did not finish within 120 s"
+    state = pod["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert state["exitCode"] == 0, state
+    assert state.get("message") == \
+        "counted 200 metrics 200 help True counter True other 403", state
+
+
 def _get_through_service(node: KubeNode, url: str, timeout: float = 30.0) -> str:
     """The body of a 200 answer at url (a Service address): kube-proxy programs the Service's
     endpoints a moment after the pod turns Ready, so allow it that moment."""

@@ -263,6 +263,10 @@ class KubernetesSettings(_Section):
         3600, ge=30, description="Seconds the ingress waits on one request (large artifacts)."
     )
     network_policy: bool = Field(True, description="Render a NetworkPolicy for the server.")
+    metrics_namespace: NamespaceName | None = Field(
+        None, description="Namespace whose pods may scrape /metrics on the server port "
+        "(Prometheus; allowed in by the NetworkPolicy). Default: none."
+    )
 
 
 class DiscoverySettings(_Section):
@@ -301,6 +305,11 @@ class Settings(_Section):
             raise ValueError("database.host is required when database.backend is postgresql")
         if self.sso and not self.auth.keycloak_url:
             raise ValueError("auth.keycloak_url is required when auth.provider is keycloak")
+        if self.kubernetes.metrics_namespace and not self.server.prometheus:
+            raise ValueError(
+                "kubernetes.metrics_namespace lets a namespace scrape /metrics, but "
+                "server.prometheus is false (nothing serves /metrics): turn server.prometheus "
+                "on or remove kubernetes.metrics_namespace")
         return self
 
     # Derived values, computed in one place so local and Kubernetes targets agree.

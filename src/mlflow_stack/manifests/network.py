@@ -91,16 +91,25 @@ def _url_port(url: str) -> int:
 
 
 def network_policy(settings: Settings) -> dict[str, Any]:
-    """Ingress only from the ingress controller (or Gateway) namespace; egress only to DNS, the
-    database, S3 and Keycloak. S3 and Keycloak are usually reached by their public names, which
-    resolve outside any namespace, so those rules are by port."""
+    """Ingress only from the ingress controller (or Gateway) namespace, and from the monitoring
+    namespace's pods when the config names one (Prometheus scrapes each pod's IP; the server
+    lets only exactly GET /metrics through with such a Host, server/patches/metrics_scrape.py);
+    egress only to DNS, the database, S3 and Keycloak. S3 and Keycloak are usually reached by
+    their public names, which resolve outside any namespace, so those rules are by port."""
     k = settings.kubernetes
     front_ns = (k.gateway_namespace or k.namespace) if k.route == "httproute" \
         else k.ingress_namespace
+    server_port = [{"protocol": "TCP", "port": settings.server.port}]
     ingress_rules = [{
         "from": [{"namespaceSelector": {"matchLabels": {_NS_LABEL: front_ns}}}],
-        "ports": [{"protocol": "TCP", "port": settings.server.port}],
+        "ports": server_port,
     }]
+    if k.metrics_namespace:
+        # A rule of its own: the port is the server's (a NetworkPolicy cannot name a path).
+        ingress_rules.append({
+            "from": [{"namespaceSelector": {"matchLabels": {_NS_LABEL: k.metrics_namespace}}}],
+            "ports": [dict(p) for p in server_port],
+        })
     egress: list[dict[str, Any]] = [{
         "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
     }]

@@ -6,7 +6,9 @@ server would be plain MLflow, and what the SSO app does beyond authentication wo
 the Assistant's routes (a shell on the server host for any client that looks local, e.g. behind
 a same-host proxy) and the AI Gateway answer 404 unless turned on (server/surfaces.py); request
 bodies, request heads and idle bodies are bounded, the Host header is parsed strictly, and bad
-artifact paths are refused without internals in errors (server/hardening.py).
+artifact paths are refused without internals in errors (server/hardening.py); exactly
+``GET /metrics`` passes MLflow's Host check, so Prometheus can scrape by pod IP
+(server/patches/metrics_scrape.py, as on the SSO app).
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from __future__ import annotations
 from mlflow.server.fastapi_app import app
 
 from mlflow_stack.server import hardening, surfaces
+from mlflow_stack.server.patches import metrics_scrape
 
+metrics_scrape.apply(app)  # MLflow's own Host check middleware is on the app already
 hardening.install(app, sso=False)
 surfaces.install(app, sso=False)
 

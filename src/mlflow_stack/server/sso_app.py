@@ -17,6 +17,7 @@ Security:
 - ``basic_auth``: mlflow-oidc-auth's own access tokens refused, or checked against Keycloak;
 - ``cross_site``: state-changing requests from other origins refused on every route;
 - ``host_validation``: MLflow's Host header check on every route, not only Flask's;
+- ``metrics_scrape``: except exactly ``GET /metrics`` (Prometheus scrapes by pod IP);
 - then ``hardening`` (request bounds, strict Host, artifact paths, listings, auth log) and
   ``surfaces`` (assistant, AI gateway, telemetry notice).
 
@@ -44,6 +45,7 @@ from mlflow_stack.server.patches import (
     idle_middleware,
     jwks_refresh,
     login_identity,
+    metrics_scrape,
     run_lookup,
     user_facts,
 )
@@ -54,7 +56,8 @@ BEFORE_APP: tuple[BeforeApp, ...] = (
     idle_middleware,
 )
 #: Applied to the built app, in this order (the middleware added last runs outermost).
-ON_APP: tuple[OnApp, ...] = (run_lookup, flask_first, basic_auth, cross_site, host_validation)
+ON_APP: tuple[OnApp, ...] = (run_lookup, flask_first, basic_auth, cross_site, host_validation,
+                             metrics_scrape)
 
 _PATCHED = False
 
