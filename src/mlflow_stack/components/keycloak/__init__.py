@@ -30,8 +30,8 @@ from mlflow_stack.config.model import Settings
 
 __all__ = [
     "SYSTEM", "AdminSession", "ClientNotProvisioned", "ClientSpec", "Desired", "Observed",
-    "ObservedClient", "RealmNotFound", "apply", "client_secret", "connect", "describe",
-    "desired", "destroy", "plan", "read_client_secret",
+    "ObservedClient", "RealmNotFound", "client_secret", "connect", "desired",
+    "read_client_secret", "require_client_secret",
 ]
 
 
