@@ -7,6 +7,7 @@ wrappers over MLflow's real middleware and Flask hook.
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
 import pytest
@@ -74,7 +75,10 @@ def test_the_flask_view_of_a_scrape() -> None:
 
 
 def _served(app: Any, s: Scope) -> int:
-    return asyncio.run(_serve(app, s))
+    # A loop of its own in a thread of its own: an earlier test in the session (Playwright's
+    # sync API) may leave an event loop running in this thread, and asyncio.run refuses then.
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, _serve(app, s)).result()
 
 
 async def _serve(app: Any, s: Scope) -> int:
