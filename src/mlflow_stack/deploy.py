@@ -99,22 +99,26 @@ def connected(system: System, settings: Settings) -> Iterator[Any]:
 
 @dataclass
 class _Planned:
-    entry: Entry
+    system: System
     where: str
-    client: Any
     steps: list[Step]
     notes: list[str]
 
+    def run(self, progress: Progress) -> list[Change]:
+        for note in self.notes:
+            progress.detail(note)
+        return run_steps(self.system.name, self.steps, progress)
 
-def _plan_one(entry: Entry, settings: Settings, stack: contextlib.ExitStack,
+
+def _plan_one(system: System, settings: Settings, stack: contextlib.ExitStack,
               progress: Progress) -> _Planned:
-    system = entry.system
+    """Observe and plan one system; its client stays open (on `stack`) for the steps."""
     where = system.where(settings)
-    with progress.step(f"{entry.name}: read {where}"):
+    with progress.step(f"{system.name}: read {where}"):
         client = stack.enter_context(connected(system, settings))
         observed = system.observe(client, settings)
         steps = system.plan(client, settings, observed)
-    return _Planned(entry, where, client, steps, list(getattr(observed, "notes", ())))
+    return _Planned(system, where, steps, list(getattr(observed, "notes", ())))
 
 
 def plan(settings: Settings, progress: Progress | None = None,
@@ -130,7 +134,7 @@ def plan(settings: Settings, progress: Progress | None = None,
             if reason is not None:
                 results.append(SystemResult(entry.name, "", skipped=reason))
                 continue
-            planned = _plan_one(entry, settings, stack, progress)
+            planned = _plan_one(entry.system, settings, stack, progress)
             results.append(SystemResult(entry.name, planned.where, changes(planned.steps)))
     return results
 
@@ -156,7 +160,7 @@ def apply(settings: Settings, progress: Progress | None = None,
         planned: dict[str, _Planned] = {}
         for entry in chosen:
             if entry.skip_reason(settings) is None:
-                planned[entry.name] = _plan_one(entry, settings, stack, progress)
+                planned[entry.name] = _plan_one(entry.system, settings, stack, progress)
         for p in planned.values():
             refuse_blocked(p.steps)
         if before_writes is not None:
@@ -167,10 +171,7 @@ def apply(settings: Settings, progress: Progress | None = None,
                 results.append(SystemResult(entry.name, "", skipped=reason))
                 continue
             p = planned[entry.name]
-            for note in p.notes:
-                progress.detail(note)
-            results.append(SystemResult(entry.name, p.where,
-                                        run_steps(entry.name, p.steps, progress)))
+            results.append(SystemResult(entry.name, p.where, p.run(progress)))
     return results
 
 
@@ -212,13 +213,8 @@ def apply_system(system: System, settings: Settings,
                  progress: Progress | None = None) -> list[Change]:
     """One system's apply (`up`'s local systems, tests); the settings must be resolved."""
     progress = progress or NullProgress()
-    with connected(system, settings) as client:
-        with progress.step(f"{system.name}: read {system.where(settings)}"):
-            observed = system.observe(client, settings)
-            steps = system.plan(client, settings, observed)
-        for note in getattr(observed, "notes", ()):
-            progress.detail(note)
-        return run_steps(system.name, steps, progress)
+    with contextlib.ExitStack() as stack:
+        return _plan_one(system, settings, stack, progress).run(progress)
 
 
 def teardown_system(system: System, settings: Settings, *, purge: bool = False,

@@ -121,17 +121,16 @@ def desired(kube: Kube, settings: Settings) -> Desired:
         if secret_key is None:
             secret_key = new_secret_key()
             notes.append("created the SSO session key (SECRET_KEY); later applies reuse it")
-    s = settings
-    rendered = render(s, include_secrets=True, secret_key=secret_key)
+    rendered = render(settings, include_secrets=True, secret_key=secret_key)
     extra: list[dict[str, Any]] = []
     kept: list[SecretNeeded] = []
     for need in rendered.secrets_needed:
         if need.type == "kubernetes.io/tls" and need.name == k.tls_secret:
-            values = sources.tls_values(kube, s)
+            values = sources.tls_values(kube, settings)
             if values is not None:
-                spec = tls_secret_spec(s)
+                spec = tls_secret_spec(settings)
                 spec.values = values
-                extra.append(secret_object(s, spec))
+                extra.append(secret_object(settings, spec))
                 continue
         kept.append(need)
     objects = list(rendered.objects)

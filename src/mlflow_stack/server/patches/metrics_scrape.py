@@ -30,13 +30,16 @@ from typing import Any
 from mlflow_stack.server.asgi import ASGIApp, Receive, Scope, Send
 from mlflow_stack.server.guards import Shape, UpstreamChanged
 
+# The same upstream Host check host_validation installs on the SSO app.
+from mlflow_stack.server.patches.host_validation import (
+    ALLOWED_HOSTS,
+    HOST_VALIDATION,
+    SECURITY_OFF,
+)
+
 METRICS_PATH = "/metrics"  # prometheus_flask_exporter's default, which MLflow keeps
 SCRAPE_METHODS = ("GET", "HEAD")
 
-HOST_VALIDATION = Shape("mlflow.server.fastapi_security", "HostValidationMiddleware",
-                        ("app", "allowed_hosts"))
-ALLOWED_HOSTS = Shape("mlflow.server.fastapi_security", "get_allowed_hosts", ())
-SECURITY_OFF = Shape("mlflow.environment_variables", "MLFLOW_SERVER_DISABLE_SECURITY_MIDDLEWARE")
 # The Flask app and its Host check: a before_request function named validate_host defined in
 # init_security_middleware, registered only in a server process (mlflow.server's
 # is_running_as_server, a value that is None elsewhere, so read in apply rather than a Shape).
