@@ -12,6 +12,9 @@
 # Every build runs under `nice -n 19` (idle I/O class too): the cores are shared.
 #
 # Progress goes to stderr; the only line on stdout is the bin directory, for callers.
+# CoreDNS (`coredns`) and SeaweedFS (`weed`) are built into the same bin dir from their wrapper
+# modules tools/kube-node/{coredns,seaweedfs}, each with its own stamp.
+#
 # Usage: scripts/build-node.sh [--force]
 set -euo pipefail
 
@@ -105,5 +108,43 @@ else
   echo "$stamp" >"$stamp_file"
   say "built ${names[*]} in $((SECONDS - start)) s ($(du -ch "${names[@]/#/$bin/}" | tail -n 1 | cut -f1))"
 fi
+
+# --- CoreDNS and SeaweedFS (tests/harness/node_services.py) ---------------------------------
+# One wrapper module each (tools/kube-node/{coredns,seaweedfs}), same scheme as the kube step:
+# its own stamp (hash of go.mod/go.sum, Go version, flags), built at low priority with a heartbeat,
+# moved into $bin only when the build succeeded.
+# build_tool NAME MODULE_DIR PACKAGE: builds PACKAGE (a `tool` of MODULE_DIR) as $bin/NAME.
+build_tool() {
+  local name=$1 tool_mod=$2 pkg=$3 tool_ldflags="-s -w" tool_stamp tool_start tool_ticker tool_rc=0
+  tool_stamp=$(
+    cd "$tool_mod"
+    { echo "go=$go_version name=$name pkg=$pkg cgo=$CGO_ENABLED ldflags=$tool_ldflags trimpath"
+      sha256sum go.mod go.sum; } | sha256sum | cut -d' ' -f1
+  )
+  if [ "${#force[@]}" = 0 ] && [ -x "$bin/$name" ] && [ -f "$bin/$name.stamp" ] \
+      && [ "$(cat "$bin/$name.stamp")" = "$tool_stamp" ]; then
+    say "$name up to date ($bin)"
+    return 0
+  fi
+  say "building $name ($pkg, $go_version) into $bin ..."
+  tool_start=$SECONDS
+  tool_ticker=$(heartbeat "$name" "$tool_start")
+  (cd "$tool_mod" && low_priority go build -trimpath -ldflags="$tool_ldflags" \
+    -o "$bin/.$name.tmp" "$pkg") || tool_rc=$?
+  kill "$tool_ticker" 2>/dev/null || true
+  wait "$tool_ticker" 2>/dev/null || true
+  if [ "$tool_rc" != 0 ]; then
+    rm -f "$bin/.$name.tmp"
+    say "building $name FAILED (exit $tool_rc) after $((SECONDS - tool_start)) s"
+    exit "$tool_rc"
+  fi
+  mv -f "$bin/.$name.tmp" "$bin/$name"
+  echo "$tool_stamp" >"$bin/$name.stamp"
+  say "built $name in $((SECONDS - tool_start)) s ($(du -h "$bin/$name" | cut -f1))"
+}
+build_tool coredns "$repo/tools/kube-node/coredns" github.com/coredns/coredns
+build_tool weed "$repo/tools/kube-node/seaweedfs" github.com/seaweedfs/seaweedfs/weed
+# --- end CoreDNS and SeaweedFS ---------------------------------------------------------------
+
 link_harness
 echo "$bin"

@@ -92,6 +92,9 @@ CNI_BIN_DIR = "/usr/lib/cni"
 # One record per running node (owner, pids, cgroups, namespace): a session killed before its
 # teardown leaves one behind, and the next start_node cleans up after it (_reap_abandoned).
 RECORDS = Path("/run/mlflow-stack-nodes")
+# `ip netns exec <name>` bind-mounts /etc/netns/<name>/* over /etc: services that give the node a
+# resolv.conf there (node_services.start_coredns) remove it on stop; _reap_abandoned too.
+NETNS_ETC = Path("/etc/netns")
 
 T = TypeVar("T")
 
@@ -301,6 +304,7 @@ class KubeNode:
     _cgroups: list[Path] = field(default_factory=list, repr=False)
     _netns_created: bool = field(default=False, repr=False)
     _host_state: dict[str, str] = field(default_factory=dict, repr=False)
+    _cleanups: list[tuple[str, Callable[[], None]]] = field(default_factory=list, repr=False)
 
     @property
     def url(self) -> str:
@@ -317,6 +321,11 @@ class KubeNode:
     @property
     def pids(self) -> dict[str, int]:
         return {p.name: p.popen.pid for p in self._procs if p.popen.poll() is None}
+
+    def on_stop(self, what: str, fn: Callable[[], None]) -> None:
+        """Have stop() call fn (last registered first, before any process stops): for what a
+        service started later (tests/harness/node_services.py) leaves outside base_dir."""
+        self._cleanups.append((what, fn))
 
     def image(self, name: str) -> str:
         return self.images[name].ref
@@ -394,6 +403,12 @@ class KubeNode:
         problems: list[str] = []
         by_name = {p.name: p for p in self._procs}
         started = time.monotonic()
+        while self._cleanups:
+            what, fn = self._cleanups.pop()
+            try:
+                fn()
+            except Exception as exc:  # reported with the rest, after everything stopped
+                problems.append(f"{what}: {type(exc).__name__}: {exc}")
 
         def stop(name: str) -> None:
             proc = by_name.pop(name, None)
@@ -734,6 +749,8 @@ def _reap_abandoned() -> None:
         if record.get("netns") and record["netns"] in _netns_names():
             with contextlib.suppress(RuntimeError):
                 _ip("netns", "delete", record["netns"])
+        if str(record.get("netns", "")).startswith("mlflow-stack-") and "/" not in record["netns"]:
+            shutil.rmtree(NETNS_ETC / record["netns"], ignore_errors=True)
         base = Path(record.get("base_dir", ""))
         if base.is_absolute() and base != Path("/"):
             for sub in ("containerd", "kubelet", "etcd-data", "volumes"):
