@@ -42,7 +42,7 @@ import psutil
 from keycloak import KeycloakAdmin, KeycloakOpenID, KeycloakOpenIDConnection
 
 from .ports import free_port
-from .procs import log_tail, spawn, stop_group
+from .procs import Placement, log_tail, spawn, stop_group
 from .waits import wait_until
 
 KEYCLOAK_VERSION = "26.7.3"
@@ -364,10 +364,12 @@ def _keycloak_env(admin_user: str, admin_password: str) -> dict[str, str]:
 
 
 def start_keycloak(base_dir: Path, dist: Path, timeout: float = READY_TIMEOUT,
-                   extra_args: Sequence[str] = ()) -> KeycloakServer:
+                   extra_args: Sequence[str] = (),
+                   placement: Placement | None = None) -> KeycloakServer:
     """Start ``kc.sh start-dev`` on free loopback ports and wait until the master realm answers.
 
-    extra_args are further ``kc.sh start-dev`` options (e.g. ``--features=...``). Raises
+    extra_args are further ``kc.sh start-dev`` options (e.g. ``--features=...``); placement
+    runs it elsewhere (the real node's network namespace), `url` then being the bridge. Raises
     RuntimeError with the log tail if Keycloak exits or is not ready within timeout.
     """
     base_dir, dist = base_dir.resolve(), dist.resolve()
@@ -390,17 +392,25 @@ def start_keycloak(base_dir: Path, dist: Path, timeout: float = READY_TIMEOUT,
     port, management_port = free_port(), free_port()
     while management_port == port:
         management_port = free_port()
+    host, url = "127.0.0.1", f"http://127.0.0.1:{port}"
+    if placement is not None:
+        host, port = placement.host, placement.port
+        url = f"http://{placement.reach_host}:{placement.reach_port}"
     admin_user, admin_password = "admin", secrets.token_urlsafe(18)
     argv = [
         str(home / "bin" / "kc.sh"), "start-dev",
-        "--http-host=127.0.0.1", f"--http-port={port}",
+        f"--http-host={host}", f"--http-port={port}",
         "--http-management-host=127.0.0.1", f"--http-management-port={management_port}",
         *options,
     ]
     started = time.monotonic()
-    process = spawn(argv, log_path, env=_keycloak_env(admin_user, admin_password), cwd=base_dir)
+    env = _keycloak_env(admin_user, admin_password)
+    if placement is None:
+        process = spawn(argv, log_path, env=env, cwd=base_dir)
+    else:
+        process = placement.spawn(argv, env, log_path)
     server = KeycloakServer(
-        url=f"http://127.0.0.1:{port}", port=port, management_port=management_port,
+        url=url, port=port, management_port=management_port,
         admin_user=admin_user, admin_password=admin_password, home=home, log_path=log_path,
         process=process,
     )

@@ -340,6 +340,35 @@ class KubeNode:
                 return client.get(url)
         return self.in_netns(get)
 
+    def bridge(self, name: str, inner_port: int, inner_host: str = NODE_IP) -> int:
+        """A loopback port on the host forwarding into the namespace (to a service the harness
+        runs there), for test code that is not inside the node's network; stopped with it."""
+        return _start_bridge(self, inner_port, inner_host, name)
+
+    def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None,
+              log: Path | None = None) -> Proc:
+        """Start argv in the node's network namespace (a backing service), stopped with the node
+        by pid. env replaces the minimal default environment; log defaults to logs/<name>.log."""
+        return self._spawn(name, argv, env=env, log=log)
+
+    def run(self, argv: list[str], env: dict[str, str], timeout: float = 900.0,
+            cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+        """Run argv to completion on the node's network, as a user's machine inside the cluster
+        network would (`ip netns exec`: Service and pod IPs are reachable, and cluster names
+        resolve once the node's DNS runs and /etc/netns/<name>/resolv.conf exists)."""
+        return subprocess.run(["ip", "netns", "exec", self.name, *argv], env=env, cwd=cwd,
+                              capture_output=True, text=True, timeout=timeout, check=False,
+                              stdin=subprocess.DEVNULL)
+
+    def tag_image(self, name: str, ref: str) -> str:
+        """Give the node's image `name` another reference (as a registry would serve it under
+        the config's registry/project/image:tag); returns ref."""
+        result = self._ctr("images", "tag", "--force", self.image(name), ref)
+        if result.returncode != 0:
+            raise RuntimeError(f"ctr images tag {self.image(name)} {ref}: "
+                               f"{result.stderr.strip() or result.stdout.strip()}")
+        return ref
+
     def logs(self) -> dict[str, Path]:
         return {p.name: p.log for p in self._procs}
 
@@ -482,15 +511,16 @@ class KubeNode:
 
     # -- start -----------------------------------------------------------------------------------
 
-    def _spawn(self, name: str, argv: list[str], *, mount_ns: int | None = None) -> Proc:
+    def _spawn(self, name: str, argv: list[str], *, mount_ns: int | None = None,
+               env: dict[str, str] | None = None, log: Path | None = None) -> Proc:
         """Start argv inside the node's network namespace (and the node's mount namespace when
         mount_ns is the pid holding it). nsenter execs argv, so the pid is the process's own."""
         enter = ["nsenter", f"--net={self.netns_path}"]
         if mount_ns is not None:
             enter = ["nsenter", f"--target={mount_ns}", "--mount", f"--net={self.netns_path}"]
-        log = self.base_dir / "logs" / f"{name}.log"
+        log = log or self.base_dir / "logs" / f"{name}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
-        popen = spawn([*enter, "--", *argv], log, env=_child_env(), cwd=self.base_dir)
+        popen = spawn([*enter, "--", *argv], log, env=env or _child_env(), cwd=self.base_dir)
         proc = Proc(name, popen, log)
         self._procs.append(proc)
         self._record()
@@ -816,13 +846,14 @@ def _create_cgroups(node: KubeNode) -> None:
                 (root / knob).write_text((hierarchy / knob).read_text())
 
 
-def _start_bridge(node: KubeNode) -> int:
+def _start_bridge(node: KubeNode, inner_port: int = APISERVER_PORT,
+                  inner_host: str = "127.0.0.1", name: str = "apiserver-bridge") -> int:
     """socat on 127.0.0.1:<free port> that forwards each connection into the namespace."""
-    inner = f"nsenter --net={node.netns_path} socat STDIO TCP:127.0.0.1:{APISERVER_PORT}"
+    inner = f"nsenter --net={node.netns_path} socat STDIO TCP:{inner_host}:{inner_port}"
     last = ""
     for _ in range(3):
         port = free_port()
-        proc = node._spawn_host("apiserver-bridge", [
+        proc = node._spawn_host(name, [
             "socat", f"TCP-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr",
             "EXEC:" + inner.replace(":", "\\:"),
         ])
@@ -831,7 +862,7 @@ def _start_bridge(node: KubeNode) -> int:
         last = log_tail(proc.log)
         _stop_proc(proc.popen)
         node._procs.remove(proc)
-    raise RuntimeError(f"the apiserver bridge (socat) did not start: {last}")
+    raise RuntimeError(f"the {name} (socat) did not start: {last}")
 
 
 def _start_mount_holder(node: KubeNode) -> int:

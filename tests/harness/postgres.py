@@ -19,7 +19,7 @@ from urllib.parse import quote
 import psycopg
 
 from .ports import free_port
-from .procs import log_tail, spawn, stop_group, wait_started
+from .procs import Placement, log_tail, spawn, stop_group, wait_started
 
 PG_ROOT = Path("/usr/lib/postgresql")
 OS_USER = "postgres"
@@ -191,8 +191,9 @@ def _wait_ready(server: PostgresServer, proc: subprocess.Popen[bytes]) -> None:
                  server.log_path, START_TIMEOUT)
 
 
-def start_postgres(base_dir: Path) -> PostgresServer:
-    """initdb a fresh cluster, run it on a free 127.0.0.1 port; RuntimeError if it cannot start."""
+def start_postgres(base_dir: Path, placement: Placement | None = None) -> PostgresServer:
+    """initdb a fresh cluster, run it on a free 127.0.0.1 port (or where placement says: then
+    `host`/`port` are the bridge the harness reaches it by); RuntimeError if it cannot start."""
     started = time.monotonic()
     base_dir.mkdir(parents=True, exist_ok=True)
     bin_dir = find_bin_dir()
@@ -212,24 +213,42 @@ def start_postgres(base_dir: Path) -> PostgresServer:
     password = secrets.token_urlsafe(18)
     try:
         _initdb(bin_dir, datadir, superuser, password, log_path, owner)
+        if placement is not None:
+            # Clients come from the node's pods and its own address, not loopback.
+            with (datadir / "pg_hba.conf").open("a") as hba:
+                hba.write("host all all 0.0.0.0/0 scram-sha-256\n")
         # A port can be taken between free_port() and bind; retry a couple of times on that only.
         for attempt in range(3):
-            port = free_port()
+            port, listen = free_port(), "127.0.0.1"
+            if placement is not None:
+                port, listen = placement.port, placement.host
             argv = [
                 str(bin_dir / "postgres"), "-D", str(datadir), "-p", str(port),
-                "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={sockdir}",
+                "-c", f"listen_addresses={listen}", "-c", f"unix_socket_directories={sockdir}",
             ]
             for key, value in FAST_SETTINGS.items():
                 argv += ["-c", f"{key}={value}"]
-            proc = spawn(
-                argv, log_path, env=_child_env(), cwd=root,
-                preexec_user=owner[0] if owner else None,
-                preexec_group=owner[1] if owner else None,
-            )
-            server = PostgresServer(
-                port=port, superuser=superuser, password=password, datadir=datadir,
-                log_path=log_path, startup_seconds=0.0, _proc=proc, _root=root,
-            )
+            if placement is None:
+                proc = spawn(
+                    argv, log_path, env=_child_env(), cwd=root,
+                    preexec_user=owner[0] if owner else None,
+                    preexec_group=owner[1] if owner else None,
+                )
+                server = PostgresServer(
+                    port=port, superuser=superuser, password=password, datadir=datadir,
+                    log_path=log_path, startup_seconds=0.0, _proc=proc, _root=root,
+                )
+            else:
+                # Started as root where placement puts it; nsenter-style placements drop to
+                # the server's user with the argv prefix this adds.
+                drop = ["setpriv", f"--reuid={owner[0]}", f"--regid={owner[1]}",
+                        "--clear-groups"] if owner else []
+                proc = placement.spawn([*drop, *argv], _child_env(), log_path)
+                server = PostgresServer(
+                    port=placement.reach_port, superuser=superuser, password=password,
+                    datadir=datadir, log_path=log_path, startup_seconds=0.0, _proc=proc,
+                    _root=root, host=placement.reach_host,
+                )
             try:
                 _wait_ready(server, proc)
             except RuntimeError:

@@ -8,7 +8,22 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Placement:
+    """A harness service run somewhere other than the host's loopback (the real node's network
+    namespace): `spawn(argv, env, log_path)` starts it there, as root (it drops privileges itself
+    where it must), listening on host:port there; the harness reaches it at reach_host:reach_port
+    (a bridge)."""
+
+    spawn: Callable[[list[str], dict[str, str], Path], subprocess.Popen[bytes]]
+    host: str
+    port: int
+    reach_host: str
+    reach_port: int
 
 
 def spawn(argv: list[str], log_path: Path, env: dict[str, str] | None = None,

@@ -1,8 +1,9 @@
-"""The real-node tests are opt-in for now: a machine without caches first builds six Kubernetes
-binaries, a Debian rootfs and the server image (see the README's "Real node" paragraph), which
-the whole suite should not pay for until CI budgets it. They run when named on the command line
-(`pytest tests/node`) or with MLFLOW_STACK_NODE_TESTS=1; otherwise they are reported as skipped
-with this reason. Once selected, a node that cannot start fails them, never skips them."""
+"""The real-node tests run with the rest of the suite, last: the node's builds (Kubernetes
+binaries, CoreDNS, SeaweedFS, Traefik, a Debian rootfs and the server image; see the README's
+"Real node" paragraph) start in the background when `scripts/test.sh` begins and are usually done
+by the time pytest reaches them; the session fixture then waits for them (the build scripts hold
+a lock). MLFLOW_STACK_NODE_TESTS=0 leaves them out (reported as skipped with this reason), for a
+machine that cannot run a node (not root, no cgroup v1); a node that cannot start fails them."""
 
 from __future__ import annotations
 
@@ -12,28 +13,27 @@ from pathlib import Path
 
 import pytest
 
+from harness.keycloak import default_cache_dir, ensure_keycloak_dist
 from harness.node import NODE_IP, KubeNode
+from harness.node_platform import Deployed, deploy_reference
 from harness.node_services import CoreDNS, SeaweedFS, start_coredns, start_seaweedfs
 
 NODE_TESTS = Path(__file__).resolve().parent
-OPT_IN = "MLFLOW_STACK_NODE_TESTS"
+OPT_OUT = "MLFLOW_STACK_NODE_TESTS"
 
 
-def _named(config: pytest.Config) -> bool:
-    for arg in config.args:
-        path = Path(arg.split("::", 1)[0]).resolve()
-        if path == NODE_TESTS or NODE_TESTS in path.parents:
-            return True
-    return False
+def _is_node_test(item: pytest.Item) -> bool:
+    return NODE_TESTS in item.path.resolve().parents
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if os.environ.get(OPT_IN) == "1" or _named(config):
+    # Last, so their background builds have the rest of the run to finish in.
+    items.sort(key=_is_node_test)
+    if os.environ.get(OPT_OUT) != "0":
         return
-    skip = pytest.mark.skip(reason=f"real-node tests are opt-in: run `pytest tests/node` or set "
-                                   f"{OPT_IN}=1 (builds the node and the server image first)")
+    skip = pytest.mark.skip(reason=f"{OPT_OUT}=0: the real-node tests were turned off")
     for item in items:
-        if NODE_TESTS in item.path.resolve().parents:
+        if _is_node_test(item):
             item.add_marker(skip)
 
 
@@ -55,3 +55,12 @@ def node_s3(kube_node: KubeNode) -> SeaweedFS:
     seaweedfs-s3-config Secret); stopped with the node."""
     return start_seaweedfs(kube_node, access_key="AK" + secrets.token_hex(8).upper(),
                            secret_key=secrets.token_urlsafe(30))
+
+
+@pytest.fixture(scope="session")
+def reference_platform(kube_node: KubeNode, node_dns: CoreDNS, node_s3: SeaweedFS,
+                       tmp_path_factory: pytest.TempPathFactory) -> Deployed:
+    """The reference deployment applied on the node from nothing (harness.node_platform);
+    test_platform.py, test_platform_ha.py and test_uninstall.py use it in that order."""
+    return deploy_reference(kube_node, node_s3, tmp_path_factory.mktemp("platform"),
+                            ensure_keycloak_dist(default_cache_dir()))
