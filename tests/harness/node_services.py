@@ -13,6 +13,7 @@ seaweedfs with the `seaweedfs-s3-config` Secret). `expose` does the same for any
               too (/etc/netns/<node>/resolv.conf, removed when the node stops).
   SeaweedFS   `weed server -s3`: master, volume, filer on 127.0.0.1 inside the namespace, the S3
               gateway on 10.99.0.1:8333 with one admin identity; Service seaweedfs/seaweedfs-filer.
+              It gets a private /tmp (its Unix sockets have fixed names there: see _private_tmp).
 
 Binaries: `coredns` and `weed` from scripts/build-node.sh, in node.bin_dir.
 """
@@ -20,9 +21,12 @@ Binaries: `coredns` and `weed` from scripts/build-node.sh, in node.bin_dir.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import os
 import random
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -472,6 +476,30 @@ def _s3_client(endpoint: str, access_key: str, secret_key: str, region: str) -> 
                       connect_timeout=2, read_timeout=10, proxies={}))
 
 
+def _kill(proc: Proc) -> None:
+    """SIGKILL weed's process group (ours) and reap it, before the node stops the rest: on
+    SIGTERM it stops its volume server first, then its filer waits 15 s trying to flush its
+    metadata log to it. Its data is the session's, thrown away. node.stop then finds it gone."""
+    if proc.popen.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.popen.pid, signal.SIGKILL)
+        proc.popen.wait(timeout=10)
+
+
+def _private_tmp(base_dir: Path) -> list[str]:
+    """A prefix that runs a command with its own empty /tmp (in a private mount namespace),
+    base_dir still reachable at its path. weed puts Unix sockets for its in-process gRPC at fixed
+    paths (/tmp/seaweedfs-<service>-grpc-<port>.sock, no flag for it) and dials them instead of
+    TCP: on the shared /tmp, a second node's weed would take over the first one's sockets
+    (allocating volumes on the wrong server). The shell keeps base_dir as its cwd across the
+    tmpfs mount and binds it back by /proc/self/cwd (not canonicalized: that path would name
+    the new, empty directory); exec keeps the pid weed's."""
+    script = ('cd "$0" && mount -t tmpfs -o size=16m,mode=1777 node-tmp /tmp && mkdir -p "$0" '
+              '&& mount --no-canonicalize --bind /proc/self/cwd "$0" && cd "$0" && exec "$@"')
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script,
+            str(base_dir)]
+
+
 def start_seaweedfs(node: KubeNode, access_key: str, secret_key: str) -> SeaweedFS:
     """`weed server -s3` in the node's namespace (data under base_dir/seaweedfs), an admin S3
     identity with the given keys, the seaweedfs-filer Service and the reference's
@@ -491,8 +519,7 @@ def start_seaweedfs(node: KubeNode, access_key: str, secret_key: str) -> Seaweed
         "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
         "actions": ["Admin", "Read", "List", "Tagging", "Write"]}]}, indent=1))
     identities.chmod(0o600)
-    proc = node._spawn("seaweedfs", [
-        str(binary), "server",
+    proc = node._spawn("seaweedfs", [*_private_tmp(node.base_dir), str(binary), "server",
         "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-s3.ip.bind={NODE_IP}",
         f"-dir={data}", f"-master.dir={meta}",
         f"-master.port={WEED_MASTER_PORT}", f"-volume.port={WEED_VOLUME_PORT}",
@@ -501,10 +528,9 @@ def start_seaweedfs(node: KubeNode, access_key: str, secret_key: str) -> Seaweed
         "-master.volumeSizeLimitMB=64", "-volume.max=0",  # small volumes; as many as fit
         "-filer", "-s3", f"-s3.port={S3_PORT}", f"-s3.config={identities}",
         "-s3.port.iceberg=0", "-s3.port.lance=0",  # extra gateways nobody here uses
-        # Unix sockets default to /tmp/seaweedfs-*-<port>.sock, shared by every node on the host.
-        f"-filer.localSocket={directory / 'filer.sock'}",
-        f"-s3.localSocket={directory / 's3.sock'}",
+        "-volume.preStopSeconds=0",  # default 10: stopping would wait that long
     ])
+    node.on_stop("stopping seaweedfs", lambda: _kill(proc))
 
     def buckets(endpoint: str) -> Callable[[], bool | None]:
         client = _s3_client(endpoint, access_key, secret_key, "us-east-1")

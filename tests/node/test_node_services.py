@@ -139,8 +139,10 @@ def test_a_pod_uses_s3_by_service_name_with_the_secrets_keys(
                            [node_s3.endpoint], env={"AWS_ACCESS_KEY_ID": key_id.get_secret_value(),
                                                     "AWS_SECRET_ACCESS_KEY": "wrong"})
     assert wrong.exit_code != 0 and "SignatureDoesNotMatch" in wrong.log, wrong.log
+    memory = kube_node.memory()
     print(f"\nSeaweedFS started in {node_s3.startup_seconds} s; pod round trip "
-          f"{time.monotonic() - started:.1f} s")
+          f"{time.monotonic() - started:.1f} s; RSS MiB: seaweedfs {memory['seaweedfs']:.0f}, "
+          f"coredns {memory['coredns']:.0f}")
 
 
 def test_netns_exec_processes_resolve_cluster_names(
