@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from harness.node import KubeNode
+from harness.node_ingress import Traefik, start_traefik
+
 NODE_TESTS = Path(__file__).resolve().parent
 OPT_IN = "MLFLOW_STACK_NODE_TESTS"
 
@@ -31,3 +34,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if NODE_TESTS in item.path.resolve().parents:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def traefik(kube_node: KubeNode) -> Traefik:
+    """Traefik (Ingress + Gateway API providers) on the session's node, started once; it runs
+    as a node process, so the node's own stop ends it (by pid)."""
+    return start_traefik(kube_node)
