@@ -2,6 +2,10 @@
 // tests/harness/node_ingress.py) and pins the Gateway API module whose CRDs the harness installs
 // (sigs.k8s.io/gateway-api: its module zip holds config/crd/standard/*.yaml).
 // Build: scripts/build-node.sh (the traefik step).
+//
+// Traefik v3.6.12, not v3.7.x: every v3.7 release requires the fork
+// github.com/containous/go-http-auth v0.4.1-0.20260804094822-b975dcaa8c48, which the module proxy
+// refuses (403), and v3.7.13 also needs 14 lego DNS-provider SDK versions it refuses.
 module mlflow-stack/tools/kube-node/traefik
 
 go 1.26.0
@@ -374,7 +378,8 @@ require (
 	knative.dev/pkg v0.0.0-20241021183759-9b9d535af5ad // indirect
 	mvdan.cc/xurls/v2 v2.5.0 // indirect
 	nhooyr.io/websocket v1.8.7 // indirect
-	// Newer than Traefik's own v1.6.1 (patch releases only); v1.7 needs a newer Go.
+	// The CRDs the harness installs; newer than Traefik v3.6.12's own v1.4.0 (it lifts k8s.io/*
+	// to v0.36: Traefik's providers compile against both); v1.7 needs a newer Go than 1.26.
 	sigs.k8s.io/gateway-api v1.6.3 // indirect
 	sigs.k8s.io/json v0.0.0-20250730193827-2d320260d730 // indirect
 	sigs.k8s.io/randfill v1.0.0 // indirect
