@@ -3,7 +3,7 @@ API providers, for tests that route HTTP(S) by host name to pods.
 
 Traefik (built by scripts/build-node.sh from tools/kube-node/traefik, with the Gateway API CRDs
 next to it) runs as a process in the node's network namespace, started by `node._spawn` (so
-`node.stop()` stops it by pid), not as a pod:
+`Traefik.stop()` or else `node.stop()` stops it by pid), not as a pod:
 
   entrypoints   web 10.99.0.1:80, websecure 10.99.0.1:443, traefik (ping) 127.0.0.1:9000
   providers     kubernetesIngress (IngressClass `traefik`, controller traefik.io/ingress-controller)
@@ -143,6 +143,10 @@ class Traefik:
     def log_tail(self, lines: int = 40) -> str:
         return log_tail(self.proc.log, lines)
 
+    def stop(self) -> None:
+        """Stop traefik by pid (idempotent); `node.stop()` would too, after the API server."""
+        self.node.stop_process(self.proc.name)
+
     def get(self, host: str, path: str = "/", *, https: bool = False,
             verify: ssl.SSLContext | bool = True, address: str = NODE_IP,
             timeout: float = 5.0) -> httpx.Response:
@@ -268,7 +272,7 @@ def start_traefik(node: KubeNode, *, log_level: str = "INFO",
                   timeout: float = START_TIMEOUT) -> Traefik:
     """Install the Gateway API CRDs and the controller's classes/Gateway/Service, start traefik
     in the node's netns and wait for its ping. Fails with traefik's log tail if it does not
-    come up; `node.stop()` stops it."""
+    come up; `stop()` (or `node.stop()`) stops it."""
     binary = node.bin_dir / "traefik"
     if not binary.is_file():
         raise RuntimeError(f"{binary} is missing: scripts/build-node.sh builds it")

@@ -7,6 +7,7 @@ with this reason. Once selected, a node that cannot start fails them, never skip
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -37,7 +38,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(scope="session")
-def traefik(kube_node: KubeNode) -> Traefik:
-    """Traefik (Ingress + Gateway API providers) on the session's node, started once; it runs
-    as a node process, so the node's own stop ends it (by pid)."""
-    return start_traefik(kube_node)
+def traefik(kube_node: KubeNode) -> Iterator[Traefik]:
+    """Traefik (Ingress + Gateway API providers) on the session's node, started once and
+    stopped (by pid) before the node."""
+    controller = start_traefik(kube_node)
+    try:
+        yield controller
+    finally:
+        controller.stop()
