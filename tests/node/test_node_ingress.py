@@ -105,7 +105,8 @@ def test_an_ingress_routes_its_host_over_tls_with_its_secret(kube_node: KubeNode
     wait_until(lambda: _get(kube_node, path)["status"]["loadBalancer"]["ingress"][0]["ip"]
                == NODE_IP, "Ingress status address", 30.0,
                lambda: str(_get(kube_node, path).get("status")))
-    print(f"\ntraefik {traefik.version} start-up {traefik.timings}; "
+    rss = kube_node.memory().get("traefik", 0.0)
+    print(f"\ntraefik {traefik.version} start-up {traefik.timings}, {rss:.0f} MiB RSS; "
           f"Ingress routable (TLS) after {routable_after:.2f} s")
 
 
