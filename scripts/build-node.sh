@@ -2,7 +2,8 @@
 # Builds the binaries of the real single-node Kubernetes the tests run (tests/harness/node.py):
 # kubelet, kube-controller-manager, kube-scheduler and kube-proxy from their published Go module
 # (tools/kube-node/kube), plus etcd and kube-apiserver from scripts/build-kube-harness.sh (same
-# Kubernetes version, same cache scheme). The node's runtime comes from Debian (containerd, runc,
+# Kubernetes version, same cache scheme), and Traefik (the ingress controller, with the Gateway
+# API CRDs) from tools/kube-node/traefik. The node's runtime comes from Debian (containerd, runc,
 # CNI plugins, iptables, socat, openssl): the missing ones are installed with apt-get.
 #
 # Output: $MLFLOW_STACK_TEST_CACHE/kube-node/bin when that variable is set, else
@@ -147,4 +148,58 @@ build_tool weed "$repo/tools/kube-node/seaweedfs" github.com/seaweedfs/seaweedfs
 # --- end CoreDNS and SeaweedFS ---------------------------------------------------------------
 
 link_harness
+
+# --- traefik: the node's ingress controller (tests/harness/node_ingress.py) ----------------------
+# Its own wrapper module (tools/kube-node/traefik), stamp and output, under the same lock. The
+# Gateway API CRDs it serves come from that module graph too: sigs.k8s.io/gateway-api's module zip
+# holds config/crd/standard/*.yaml, concatenated into $bin/gateway-api-crds.yaml (no vendored copy).
+build_traefik() {
+  local mod="$repo/tools/kube-node/traefik" version gw_version gw_dir ldflags stamp
+  local stamp_file="$bin/traefik.stamp" crds="$bin/gateway-api-crds.yaml"
+  # -mod=readonly: go.sum must already cover these (no network for anything not listed).
+  version=$(cd "$mod" && go list -m -f '{{.Version}}' github.com/traefik/traefik/v3)
+  gw_version=$(cd "$mod" && go list -m -f '{{.Version}}' sigs.k8s.io/gateway-api)
+  # What `traefik version` reports (else "dev").
+  ldflags="-s -w -X github.com/traefik/traefik/v3/pkg/version.Version=$version"
+  stamp=$(
+    cd "$mod"
+    { echo "go=$go_version traefik cgo=$CGO_ENABLED ldflags=$ldflags crds=$gw_version/standard"
+      sha256sum go.mod go.sum; } | sha256sum | cut -d' ' -f1
+  )
+  if [ -x "$bin/traefik" ] && [ -s "$crds" ] && [ -f "$stamp_file" ] \
+      && [ "$(cat "$stamp_file")" = "$stamp" ] && [ "${#force[@]}" = 0 ]; then
+    say "traefik $version, Gateway API $gw_version CRDs up to date ($bin)"
+    return 0
+  fi
+  say "building traefik $version ($go_version) into $bin ..."
+  local start=$SECONDS ticker rc=0
+  ticker=$(heartbeat traefik "$start")
+  (cd "$mod" && low_priority go build -trimpath -ldflags="$ldflags" -o "$bin/.traefik.tmp" \
+    github.com/traefik/traefik/v3/cmd/traefik) || rc=$?
+  kill "$ticker" 2>/dev/null || true
+  wait "$ticker" 2>/dev/null || true
+  if [ "$rc" != 0 ]; then
+    rm -f "$bin/.traefik.tmp"
+    say "building traefik FAILED (exit $rc) after $((SECONDS - start)) s"
+    exit "$rc"
+  fi
+  mv -f "$bin/.traefik.tmp" "$bin/traefik"
+  gw_dir=$(cd "$mod" && go mod download -json sigs.k8s.io/gateway-api \
+    | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p')
+  if [ -z "$gw_dir" ] || ! ls "$gw_dir"/config/crd/standard/*.yaml >/dev/null 2>&1; then
+    say "no config/crd/standard/*.yaml in sigs.k8s.io/gateway-api $gw_version ($gw_dir)"
+    exit 1
+  fi
+  local file
+  for file in "$gw_dir"/config/crd/standard/gateway.networking.k8s.io_*.yaml; do
+    echo "---"
+    cat "$file"
+  done >"$crds.tmp"
+  mv -f "$crds.tmp" "$crds"
+  echo "$stamp" >"$stamp_file"
+  say "built traefik $version in $((SECONDS - start)) s ($(du -h "$bin/traefik" | cut -f1));" \
+    "Gateway API $gw_version CRDs in $crds"
+}
+build_traefik
+
 echo "$bin"

@@ -425,6 +425,16 @@ class KubeNode:
 
     # -- stop ------------------------------------------------------------------------------------
 
+    def stop_process(self, name: str) -> None:
+        """Stop (by pid) and forget the node process `name` before the node stops: an add-on
+        such as traefik (harness/node_ingress.py) ends while the API server it watches still
+        runs. Unknown names are ignored."""
+        for proc in [p for p in self._procs if p.name == name]:
+            _stop_proc(proc.popen)
+            self._procs.remove(proc)
+        self._record()
+
+
     def stop(self) -> None:
         """Stop everything this node started, by pid, and remove its cgroups, network namespace
         and containerd/kubelet state. Idempotent; raises at the end if something could not be

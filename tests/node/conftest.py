@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from harness.keycloak import default_cache_dir, ensure_keycloak_dist
 from harness.node import NODE_IP, KubeNode
+from harness.node_ingress import Traefik, start_traefik
 from harness.node_platform import Deployed, deploy_reference
 from harness.node_services import CoreDNS, SeaweedFS, start_coredns, start_seaweedfs
 
@@ -64,3 +66,14 @@ def reference_platform(kube_node: KubeNode, node_dns: CoreDNS, node_s3: SeaweedF
     test_platform.py, test_platform_ha.py and test_uninstall.py use it in that order."""
     return deploy_reference(kube_node, node_s3, tmp_path_factory.mktemp("platform"),
                             ensure_keycloak_dist(default_cache_dir()))
+
+
+@pytest.fixture(scope="session")
+def traefik(kube_node: KubeNode) -> Iterator[Traefik]:
+    """Traefik (Ingress + Gateway API providers) on the session's node, started once and
+    stopped (by pid) before the node."""
+    controller = start_traefik(kube_node)
+    try:
+        yield controller
+    finally:
+        controller.stop()
