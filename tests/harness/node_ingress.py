@@ -71,8 +71,9 @@ class TlsPair:
         return ssl.create_default_context(cadata=self.ca_pem.decode())
 
 
-def example_tls(domain: str = DOMAIN) -> TlsPair:
-    """A throw-away CA and a `*.<domain>` serving cert it signs (EC P-256, 2 days)."""
+def example_tls(domain: str = DOMAIN, validity: dt.timedelta = CERT_VALIDITY) -> TlsPair:
+    """A throw-away CA and a `*.<domain>` serving cert it signs (EC P-256, 2 days unless
+    validity says otherwise: doctor calls a certificate with 14 days or less a problem)."""
     now = dt.datetime.now(dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{domain} test CA")])
@@ -82,7 +83,7 @@ def example_tls(domain: str = DOMAIN) -> TlsPair:
         .public_key(ca_key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + CERT_VALIDITY)
+        .not_valid_after(now + validity)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(digital_signature=True, key_encipherment=False,
@@ -102,7 +103,7 @@ def example_tls(domain: str = DOMAIN) -> TlsPair:
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + CERT_VALIDITY)
+        .not_valid_after(now + validity)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(x509.SubjectAlternativeName(

@@ -26,10 +26,6 @@ from typing import Any, TypeVar
 import httpx
 import psycopg
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from psycopg import sql
 
 from mlflow_stack.config.loader import load_config
@@ -37,7 +33,16 @@ from mlflow_stack.manifests.workload import image
 
 from .keycloak import admin_client, create_realm, create_user
 from .node import KubeNode
-from .node_backing import NodeKeycloak, NodePostgres, start_node_keycloak, start_node_postgres
+from .node_backing import (
+    KEYCLOAK_NAMESPACE,
+    KEYCLOAK_PORT,
+    KEYCLOAK_SERVICE,
+    NodeKeycloak,
+    NodePostgres,
+    start_node_keycloak,
+    start_node_postgres,
+)
+from .node_ingress import example_tls, tls_secret
 from .node_services import SeaweedFS
 
 CLI = [sys.executable, "-m", "mlflow_stack.cli.main"]
@@ -47,6 +52,7 @@ NAMESPACE = "mlflow"
 DOMAIN = "example.test"
 HOSTNAME = f"mlflow.{DOMAIN}"
 SERVICE_URL = f"http://mlflow.{NAMESPACE}.svc.cluster.local:5000"
+PUBLIC_URL = f"https://{HOSTNAME}"  # through the ingress controller (Traefik)
 # The deployer's secrets: never passed on to a data scientist's process.
 DEPLOYER_SECRETS = ("ADMIN_PASSWORD", "KEYCLOAK_ADMIN_PASSWORD", "HARBOR_ROBOT_TOKEN")
 
@@ -108,7 +114,7 @@ class Deployed:
     def token_url(self) -> str:
         return f"{self.keycloak.url}/realms/{REALM}/protocol/openid-connect/token"
 
-    def user_env(self, user: User | None = None, url: str = SERVICE_URL) -> dict[str, str]:
+    def user_env(self, user: User | None = None, url: str = PUBLIC_URL) -> dict[str, str]:
         """A data scientist's environment with the `keycloak` auth provider: the tracking URI,
         the token URL and client, and their own login; no S3 keys, no database password."""
         user = user or self.realm_admin
@@ -146,13 +152,17 @@ class Deployed:
         return user
 
     def token(self, user: User) -> str:
-        """A fresh access token for user (password grant on the mlflow client), fetched from
-        the cluster network: its issuer is the in-cluster Keycloak URL the server trusts."""
+        """A fresh access token for user (password grant on the mlflow client). Its issuer is
+        the in-cluster Keycloak URL the server trusts: the request goes to the Service's IP
+        with that URL's Host (this process resolves names with the host's resolver)."""
         secret = self.client_secret()
+        service = self.get(f"/api/v1/namespaces/{KEYCLOAK_NAMESPACE}/services/{KEYCLOAK_SERVICE}")
+        host = self.keycloak.url.removeprefix("http://")
+        url = self.token_url().replace(host, f"{service['spec']['clusterIP']}:{KEYCLOAK_PORT}")
 
         def fetch() -> str:
-            with httpx.Client(trust_env=False, timeout=30) as http:
-                response = http.post(self.token_url(), data={
+            with httpx.Client(trust_env=False, timeout=30, headers={"Host": host}) as http:
+                response = http.post(url, data={
                     "grant_type": "password", "client_id": "mlflow", "client_secret": secret,
                     "username": user.name, "password": user.password, "scope": "openid"})
                 response.raise_for_status()
@@ -208,25 +218,8 @@ def wait_for(check: Callable[[], T], what: str, timeout: float = 180.0,
         time.sleep(interval)
 
 
-def wildcard_certificate(domain: str) -> tuple[str, str]:
-    """A self-signed *.domain certificate and key (PEM): the reference's wildcard certificate."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"*.{domain}")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=90))
-            .add_extension(x509.SubjectAlternativeName(
-                [x509.DNSName(f"*.{domain}"), x509.DNSName(domain)]), critical=False)
-            .sign(key, hashes.SHA256()))
-    return (cert.public_bytes(serialization.Encoding.PEM).decode(),
-            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                              serialization.NoEncryption()).decode())
-
-
 def _base_env(home: Path) -> dict[str, str]:
-    keep = ("PATH", "LANG", "LC_ALL", "SSL_CERT", "REQUESTS_CA", "VIRTUAL_ENV")
+    keep = ("PATH", "LANG", "LC_ALL", "VIRTUAL_ENV")
     env = {k: v for k, v in os.environ.items() if k.startswith(keep)}
     return {**env, "HOME": str(home), "COLUMNS": "200",
             "MLFLOW_STACK_HOME": str(home / "state"),
@@ -249,15 +242,13 @@ def deploy_reference(node: KubeNode, s3: SeaweedFS, base: Path, keycloak_dist: P
     realm_admin = User(REALM_ADMIN, secrets.token_urlsafe(12), f"{REALM_ADMIN}@{DOMAIN}")
     create_user(keycloak.server, REALM, realm_admin.name, realm_admin.password,
                 realm_admin.email)
-    cert, key = wildcard_certificate(DOMAIN)
-    with node.api.admin_http() as http:
-        response = http.post("/api/v1/namespaces/default/secrets", json={
-            "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
-            "metadata": {"name": f"{DOMAIN.replace('.', '-')}-tls"},
-            "stringData": {"tls.crt": cert, "tls.key": key}})
-        assert response.status_code == 201, response.text
-    node.hostpath_volume("mlflow-storage-pv", "k8s-hostpath", "1Gi")
-    node.hostpath_volume("thinkube-models-pv", "juicefs-rwx", "500Gi",
+    # The wildcard certificate (signed by a test CA the users' machines trust) in `default`.
+    tls = example_tls(DOMAIN, validity=dt.timedelta(days=90))
+    tls_secret(node, "default", f"{DOMAIN.replace('.', '-')}-tls", tls)
+    ca_file = home / "ca.pem"
+    ca_file.write_bytes(tls.ca_pem)
+    node.hostpath_volume("platform-storage-pv", "k8s-hostpath", "1Gi")
+    node.hostpath_volume("platform-models-pv", "juicefs-rwx", "500Gi",
                          access_modes=("ReadWriteMany",))
 
     inventory = home / "inventory.yaml"
@@ -279,7 +270,8 @@ def deploy_reference(node: KubeNode, s3: SeaweedFS, base: Path, keycloak_dist: P
     }}}))
     # The registry the inventory names serves the image the node already holds.
     node.tag_image("server", image(load_config(inventory, require_secrets=False).settings))
-    env = {**_base_env(home), "ADMIN_PASSWORD": admin_password,
+    env = {**_base_env(home), "SSL_CERT_FILE": str(ca_file), "REQUESTS_CA_BUNDLE": str(ca_file),
+           "ADMIN_PASSWORD": admin_password,
            "KEYCLOAK_ADMIN_PASSWORD": keycloak.server.admin_password,
            "HARBOR_ROBOT_TOKEN": secrets.token_urlsafe(12)}
     deployed = Deployed(node, postgres, keycloak, s3, home, inventory, env, admin_password,

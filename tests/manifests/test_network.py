@@ -25,6 +25,7 @@ def test_ingress_reference(reference: Settings) -> None:
     assert ann["nginx.ingress.kubernetes.io/proxy-body-size"] == "0"
     assert ann["nginx.ingress.kubernetes.io/proxy-read-timeout"] == "3600"
     assert ann["nginx.ingress.kubernetes.io/proxy-send-timeout"] == "3600"
+    assert ann["traefik.ingress.kubernetes.io/router.tls"] == "true"  # Traefik serves `tls`
     spec = ing["spec"]
     assert spec["ingressClassName"] == "nginx"
     assert spec["tls"] == [{"hosts": ["mlflow.example.com"], "secretName": "mlflow-tls-secret"}]
@@ -49,7 +50,9 @@ def test_ingress_configured_values() -> None:
 def test_plain_http_has_no_tls() -> None:
     s = settings_with({"server": {"hostname": "mlflow.lan", "public_scheme": "http"}})
     rendered = render(s)
-    assert "tls" not in find(rendered.objects, "Ingress")["spec"]
+    ingress = find(rendered.objects, "Ingress")
+    assert "tls" not in ingress["spec"]
+    assert "traefik.ingress.kubernetes.io/router.tls" not in ingress["metadata"]["annotations"]
     assert "mlflow-tls-secret" not in [n.name for n in rendered.secrets_needed]
 
 

@@ -216,3 +216,15 @@ def test_no_migration_job_for_sqlite() -> None:
     rendered = render(Settings())
     assert "Job" not in [o["kind"] for o in rendered.objects]
     assert any("SQLite" in n for n in rendered.notes)
+
+
+def test_a_stopping_pod_keeps_serving_while_it_leaves_the_service(reference: Settings) -> None:
+    pod = find(render(reference).objects, "Deployment")["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["lifecycle"] == {"preStop": {"exec": {"command": ["sleep", "10"]}}}
+    assert pod["terminationGracePeriodSeconds"] == 40
+
+    off = settings_with({"kubernetes": {"drain_seconds": 0}})
+    pod = find(render(off).objects, "Deployment")["spec"]["template"]["spec"]
+    assert "lifecycle" not in pod["containers"][0]
+    assert pod["terminationGracePeriodSeconds"] == 30

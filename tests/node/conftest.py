@@ -61,7 +61,7 @@ def node_s3(kube_node: KubeNode) -> SeaweedFS:
 
 @pytest.fixture(scope="session")
 def reference_platform(kube_node: KubeNode, node_dns: CoreDNS, node_s3: SeaweedFS,
-                       tmp_path_factory: pytest.TempPathFactory) -> Deployed:
+                       traefik: Traefik, tmp_path_factory: pytest.TempPathFactory) -> Deployed:
     """The reference deployment applied on the node from nothing (harness.node_platform);
     test_platform.py, test_platform_ha.py and test_uninstall.py use it in that order."""
     return deploy_reference(kube_node, node_s3, tmp_path_factory.mktemp("platform"),

@@ -24,7 +24,7 @@ from mlflow_stack.manifests.workload import RUN_AS_UID
 
 pytestmark = pytest.mark.integration
 
-NAMESPACE = "mlflow"
+NAMESPACE = "mlflow-sqlite"  # the reference platform (test_platform.py) gets "mlflow"
 STORAGE_CLASS = "node-hostpath"
 
 

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from harness.node_platform import NAMESPACE, REALM_ADMIN, SERVICE_URL, Deployed, wait_for
+from harness.browser import CHROMIUM, CHROMIUM_ARGS
+from harness.node_platform import NAMESPACE, PUBLIC_URL, REALM, Deployed, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -48,14 +49,53 @@ def test_apply_brings_the_reference_platform_up_from_nothing(
           + ", ".join(f"{k} {v:.0f}" for k, v in reference_platform.node.memory().items()))
 
 
-def test_verify_passes_as_a_keycloak_user(reference_platform: Deployed) -> None:
-    env = reference_platform.user_env()
-    result = reference_platform.cli(
-        "verify", "--url", SERVICE_URL, timeout=600,
-        **{k: env[k] for k in env if k.startswith(("MLFLOW_KEYCLOAK", "MLFLOW_AUTH",
-                                                   "MLFLOW_CLIENT"))})
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert REALM_ADMIN in result.stdout + result.stderr
+def test_verify_passes_through_the_ingress_as_a_keycloak_user(
+        reference_platform: Deployed) -> None:
+    """`verify -c` as the engineer runs it after a deploy: the config's public URL (Traefik,
+    TLS with the wildcard certificate), a temporary Keycloak user with the user role."""
+    result = reference_platform.cli("verify", "-c", str(reference_platform.inventory),
+                                    timeout=600)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    assert PUBLIC_URL in out and "temporary Keycloak user" in out, out
+
+
+BROWSER = """
+import json, sys
+from playwright.sync_api import sync_playwright
+chromium, args, url, issuer, user, password = sys.argv[1:7]
+with sync_playwright() as pw:
+    browser = pw.chromium.launch(executable_path=chromium, args=json.loads(args))
+    # The test CA is not in Chromium's store; the CLI and clients check it (SSL_CERT_FILE).
+    context = browser.new_context(ignore_https_errors=True)
+    page = context.new_page()
+    page.goto(url + "/")
+    page.wait_for_url(issuer + "/**", timeout=60_000)
+    page.fill("#username", user)
+    page.fill("#password", password)
+    page.click("#kc-login")
+    page.wait_for_url(url + "/**", timeout=60_000)
+    page.wait_for_selector("text=Experiments", timeout=60_000)
+    status = page.request.get(url + "/auth/status").json()
+    print("RESULT " + json.dumps({"status": status, "title": page.title()}))
+    browser.close()
+"""
+
+
+def test_a_browser_logs_in_through_the_ingress_and_sees_the_ui(
+        reference_platform: Deployed) -> None:
+    platform = reference_platform
+    user = platform.realm_admin
+    # Keycloak is served over plain http inside the cluster here; its cookies are Secure, which
+    # Chromium keeps only for trustworthy origins.
+    args = [*CHROMIUM_ARGS,
+            f"--unsafely-treat-insecure-origin-as-secure={platform.keycloak.url}"]
+    result = platform.run_python(
+        BROWSER, str(CHROMIUM), json.dumps(args), PUBLIC_URL,
+        f"{platform.keycloak.url}/realms/{REALM}", user.name, user.password,
+        env=platform.user_env(), timeout=300)
+    assert result["status"]["authenticated"] is True, result
+    assert result["status"]["username"] == user.email, result
 
 
 def test_the_reference_client_examples_pass_with_keycloak_login(
@@ -103,7 +143,7 @@ def test_doctor_names_real_faults_with_their_fix(reference_platform: Deployed) -
 
     # The database down: its Service loses its endpoint (kube-proxy rejects connections).
     slice_path = ("/apis/discovery.k8s.io/v1/namespaces/postgres/endpointslices/"
-                  "postgresql-official-node")
+                  "postgresql-official")
     saved = platform.get(slice_path)
     with platform.node.api.admin_http() as http:
         assert http.delete(slice_path).status_code == 200

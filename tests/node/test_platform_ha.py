@@ -17,7 +17,6 @@ import httpx
 import psutil
 import pytest
 
-from harness.attacks import login_until_callback
 from harness.node import KubeNode
 from harness.node_platform import HOSTNAME, NAMESPACE, Deployed, wait_for
 
@@ -73,8 +72,9 @@ while step < limit and not os.path.exists(stop):
         client.log_metric(run_id, "load", float(step), step=step)
         acked.append(step)
     except Exception as exc:
+        text = str(exc)  # the cause (a status, a refused connection) is at its end
         failures.append([round(time.monotonic() - started, 1), type(exc).__name__,
-                         str(exc)[:200]])
+                         text[:120] + " ... " + text[-200:]])
     step += 1
     time.sleep(0.05)
 print("RESULT " + json.dumps({"run_id": run_id, "acked": acked, "failures": failures,
@@ -135,20 +135,47 @@ def _call(platform: Deployed, base: str, path: str, token: str | None = None,
     return platform.node.in_netns(send)
 
 
-def _session_through(platform: Deployed, base: str) -> str:
-    """Log in through one pod with Keycloak's login form (what a browser does); the server's
-    session cookie."""
-    user = platform.realm_admin
+SESSION_LOGIN = """
+import json, sys
+from urllib.parse import urlsplit
+import httpx
+sys.path.insert(0, sys.argv[1])
+from harness.attacks import login_until_callback
+base, host, user, password = sys.argv[2:6]
+pod = urlsplit(base).hostname
+jar = {}
+# What the Service hands the pod: the public Host. The session cookie is Secure (public scheme
+# https), which httpx keeps from plain http: carry the pod's cookies by hand, as attacks.py does
+# for Keycloak's.
+def to_pod(request):
+    if request.url.host == pod:
+        request.headers["Host"] = host
+        if jar:
+            request.headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in jar.items())
+def from_pod(response):
+    if response.request.url.host == pod:
+        for header in response.headers.get_list("set-cookie"):
+            name, _, rest = header.partition("=")
+            jar[name.strip()] = rest.split(";", 1)[0]
+with httpx.Client(trust_env=False, timeout=30,
+                  event_hooks={"request": [to_pod], "response": [from_pod]}) as http:
+    form = login_until_callback(http, base, user, password)
+    # Keycloak sends the browser to the public /callback; here it lands on the same pod.
+    callback = form.callback.replace("https://" + host, base)
+    done = http.get(callback, follow_redirects=False)
+    assert done.status_code in (302, 303), (done.status_code, done.text[:300])
+    print("RESULT " + json.dumps({"session": jar["session"]}))
+"""
 
-    def login() -> str:
-        with httpx.Client(trust_env=False, timeout=30, headers={"Host": HOSTNAME}) as http:
-            form = login_until_callback(http, base, user.name, user.password)
-            # Keycloak sends the browser to the public /callback; it lands on this pod.
-            callback = form.callback.replace(f"https://{HOSTNAME}", base)
-            done = http.get(callback, follow_redirects=False)
-            assert done.status_code in (302, 303), (done.status_code, done.text[:300])
-            return str(http.cookies["session"])
-    return platform.node.in_netns(login)
+
+def _session_through(platform: Deployed, base: str) -> str:
+    """Log in through one pod with Keycloak's login form, as a browser does (run on the cluster
+    network: the form is at the in-cluster Keycloak name); the server's session cookie."""
+    user = platform.realm_admin
+    tests = str(Path(__file__).resolve().parents[1])
+    result = platform.run_python(SESSION_LOGIN, tests, base, HOSTNAME, user.name, user.password,
+                                 env=platform.user_env())
+    return str(result["session"])
 
 
 def test_two_replicas_share_sessions_tokens_and_permissions(
@@ -177,6 +204,9 @@ def test_two_replicas_share_sessions_tokens_and_permissions(
     # A permission change made through one pod is enforced by the other.
     user = platform.new_user("replica-user")
     user_token = platform.token(user)
+    # The server learns of a user at their first request (grants need the account).
+    first_call = _call(platform, second, f"{API}/experiments/search?max_results=1", user_token)
+    assert first_call.status_code == 200, first_call.text
     created = _call(platform, first, f"{API}/experiments/create", admin_token, method="POST",
                     body={"name": f"shared-{int(time.time())}"})
     assert created.status_code == 200, created.text

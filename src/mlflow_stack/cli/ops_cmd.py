@@ -13,10 +13,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from mlflow_stack.cli.console import RichProgress, out, program
-from mlflow_stack.cli.deploy_cmd import Target, deploy_settings
+from mlflow_stack.cli.deploy_cmd import Target
 from mlflow_stack.cli.local_cmd import state_dir_for, state_dir_option
 from mlflow_stack.cli.options import ConfigOpt, Output, OutputOpt, StateDirOpt
-from mlflow_stack.config.loader import load_config
+from mlflow_stack.config.loader import check_secrets, load_config
 from mlflow_stack.local import backup as backups
 
 
@@ -101,9 +101,13 @@ def doctor(
     """
     from mlflow_stack.ops.doctor import checklist
     from mlflow_stack.ops.doctor.findings import Finding
+    from mlflow_stack.ops.doctor.settings import S3_SECRETS, resolve_for_doctor
 
-    # The S3 keys may come from the cluster; a missing client secret is doctor's to report.
-    settings = deploy_settings(config, target, client_secret="skip")
+    # The S3 keys may come from the cluster (their Secret missing is a finding); a missing
+    # client secret is the Keycloak check's to report.
+    loaded = load_config(config, require_secrets=False)
+    settings, early = resolve_for_doctor(loaded.settings, target.value)
+    check_secrets(settings, loaded.source, reported=S3_SECRETS if early else ())
     state = state_dir_for(state_dir)
     marks = {"ok": "[green]✓[/]", "problem": "[red]✗[/]", "skipped": "[dim]-[/]"}
 
@@ -113,7 +117,9 @@ def doctor(
             if f.fix:
                 out.print(f"    [yellow]fix:[/] {escape(f.fix)}")
 
-    findings = checklist.run(settings, state, on_finding=show, target=target.value)
+    for finding in early:
+        show(finding)
+    findings = [*early, *checklist.run(settings, state, on_finding=show, target=target.value)]
     if output == Output.json:
         out.print_json(json.dumps([asdict(f) for f in findings]))
     problems = [f for f in findings if f.status == "problem"]

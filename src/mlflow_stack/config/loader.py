@@ -91,8 +91,11 @@ def load_config(
     return loaded
 
 
-def check_secrets(settings: Settings, source: Path | None = None) -> None:
-    missing = settings.missing_secrets()
+def check_secrets(settings: Settings, source: Path | None = None,
+                  reported: tuple[str, ...] = ()) -> None:
+    """ConfigError naming every required secret that is missing, except the `reported` ones
+    (a caller that reports them itself)."""
+    missing = [m for m in settings.missing_secrets() if m[0] not in reported]
     if missing:
         where = f"{source}: " if source else ""
         lines = [f"{what}: set {names}" for what, names in missing]

@@ -262,6 +262,11 @@ class KubernetesSettings(_Section):
     proxy_timeout: int = Field(
         3600, ge=30, description="Seconds the ingress waits on one request (large artifacts)."
     )
+    drain_seconds: int = Field(
+        10, ge=0, le=300, description="Seconds a stopping pod keeps serving after it leaves the "
+        "Service (preStop), while kube-proxy and the ingress controller stop sending it "
+        "requests: rolling upgrades and drains then fail no request. 0: no wait."
+    )
     network_policy: bool = Field(True, description="Render a NetworkPolicy for the server.")
     metrics_namespace: NamespaceName | None = Field(
         None, description="Namespace whose pods may scrape /metrics on the server port "

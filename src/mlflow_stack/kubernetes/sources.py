@@ -51,6 +51,11 @@ def existing_secret_key(kube: Kube, settings: Settings) -> SecretStr | None:
     return SecretStr(value) if value else None
 
 
+class S3KeysNotFound(ConfigError):
+    """The S3 keys are in neither the environment nor the credentials Secret on the cluster
+    (doctor reports this as a finding; other commands stop on it)."""
+
+
 def s3_keys_from_cluster(kube: Kube, settings: Settings) -> tuple[SecretStr, SecretStr]:
     """(access key id, secret key) from the credentials Secret the config names
     (artifacts.credentials_secret)."""
@@ -58,7 +63,7 @@ def s3_keys_from_cluster(kube: Kube, settings: Settings) -> tuple[SecretStr, Sec
     namespace = a.credentials_namespace or settings.kubernetes.namespace
     data = read_secret(kube, namespace, str(a.credentials_secret))
     if data is None:
-        raise ConfigError(
+        raise S3KeysNotFound(
             f"S3 keys are not in the environment and Secret {namespace}/{a.credentials_secret} "
             "(artifacts.credentials_secret) does not exist",
             hint="Set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or fix the Secret's name.")
@@ -66,8 +71,10 @@ def s3_keys_from_cluster(kube: Kube, settings: Settings) -> tuple[SecretStr, Sec
         if data.get(key_id) and data.get(key_secret):
             return SecretStr(data[key_id]), SecretStr(data[key_secret])
     names = ", ".join(f"{i}/{k}" for i, k in _S3_KEYS)
-    raise ConfigError(f"Secret {namespace}/{a.credentials_secret} holds none of the key pairs "
-                      f"{names}")
+    raise S3KeysNotFound(f"Secret {namespace}/{a.credentials_secret} holds none of the key pairs "
+                         f"{names}",
+                         hint="Put the keys into the Secret, or set AWS_ACCESS_KEY_ID and "
+                              "AWS_SECRET_ACCESS_KEY.")
 
 
 def tls_source(settings: Settings) -> tuple[str, str] | None:

@@ -50,6 +50,9 @@ def ingress(settings: Settings, host: str) -> dict[str, Any]:
     }
     if uses_tls(settings):
         spec["tls"] = [{"hosts": [host], "secretName": k.tls_secret}]
+        # Traefik serves an Ingress's `tls` only on routers marked for TLS (or entry points
+        # configured with TLS by default); other controllers ignore the annotation.
+        annotations["traefik.ingress.kubernetes.io/router.tls"] = "true"
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "Ingress",

@@ -172,13 +172,19 @@ def deployment(settings: Settings, launch: ServerLaunch) -> dict[str, Any]:
         "securityContext": _container_security(),
         "volumeMounts": mounts,
     }
+    if k.drain_seconds:
+        # Endpoint removal reaches kube-proxy and the ingress controller a moment after the pod
+        # starts terminating: until then requests still arrive and must be served.
+        container["lifecycle"] = {"preStop": {"exec": {
+            "command": ["sleep", str(k.drain_seconds)]}}}
     pod_spec: dict[str, Any] = {
         "automountServiceAccountToken": False,  # the server never talks to the API server
         # A Service named `mlflow` would inject MLFLOW_PORT=tcp://... and friends into the pod,
         # which collide with MLflow's own MLFLOW_* settings.
         "enableServiceLinks": False,
         "securityContext": _pod_security(),
-        "terminationGracePeriodSeconds": 30,
+        # The drain wait, then up to 30 s for in-flight requests once the server is told to stop.
+        "terminationGracePeriodSeconds": k.drain_seconds + 30,
         "containers": [container],
         "volumes": volumes,
     }
