@@ -9,7 +9,8 @@ the admin. The AI Gateway is off by default (tests/server/test_surfaces.py cover
 
 The OTLP tests hold the patch of server/patches/otlp_ingest.py: without it a user with an
 experiment of their own appended spans to another user's trace and linked traces to another
-user's run.
+user's run. The link-to-run test holds server/patches/trace_links.py: without it any trace, even
+a hidden one, could be linked to a run of one's own.
 """
 
 from __future__ import annotations
@@ -331,6 +332,25 @@ def test_traces_cannot_be_linked_to_another_users_run(env: Env) -> None:
     # The same trace into the caller's own run is fine.
     assert post_otlp(env, "dave", exp, otlp_body(otlp_span(trace_hex, "mine")),
                      run_id=own_run).status_code == 200
+
+
+def test_only_readable_traces_can_be_linked_to_ones_own_run(env: Env) -> None:
+    o = make_owned(env, ("erin", "NO_PERMISSIONS"))
+    link = f"{API}/traces/link-to-run"
+    _, erins_run = own_experiment(env, "erin")
+    for body in ({"trace_ids": [o.trace_id], "run_id": erins_run},
+                 {"traceIds": [o.trace_id], "run_id": erins_run},  # the other spelling
+                 {"trace_ids": ["tr-" + "0" * 32], "run_id": erins_run}):  # unknown trace
+        r = env.call("erin", "POST", link, body)
+        assert r.status_code == 403, (body, r.status_code, r.text[:200])
+    # Not into someone else's run either (mlflow-oidc-auth's own check).
+    _, daves_run = own_experiment(env, "dave")
+    assert env.call("dave", "POST", link, {"trace_ids": [o.trace_id], "run_id": o.run_id}
+                    ).status_code == 403
+    # dave may read bob's trace (the default READ): he may link it to his own run, as MLflow's
+    # own auth allows; so may bob.
+    env.ok("dave", "POST", link, {"trace_ids": [o.trace_id], "run_id": daves_run})
+    env.ok("bob", "POST", link, {"trace_ids": [o.trace_id], "run_id": o.run_id})
 
 
 def test_owners_and_editors_still_ingest_into_existing_traces(env: Env) -> None:
