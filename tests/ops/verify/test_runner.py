@@ -258,7 +258,7 @@ def test_cli_table_and_json_on_the_sso_platform(plat: SsoPlatform, cli_env: dict
     assert code == 0, stdout + stderr
     for step in steps.STEPS:
         assert step in stdout
-    assert "0 failed, 0 skipped, 11 ok" in stdout
+    assert f"0 failed, 0 skipped, {len(steps.STEPS)} ok" in stdout
     assert f"verifying {plat.url} (local server of" in stderr
     secrets = [plat.keycloak.admin_password, plat.client_secret, plat.postgres.password,
                plat.s3.secret_key]
@@ -279,7 +279,7 @@ def test_cli_table_and_json_on_the_sso_platform(plat: SsoPlatform, cli_env: dict
 def test_cli_exit_1_on_a_failed_step(plat: SsoPlatform, cli_env: dict[str, str]) -> None:
     code, stdout, _ = invoke(["--url", plat.url])
     assert code == 1
-    assert "1 failed, 8 skipped, 2 ok" in stdout
+    assert f"1 failed, {len(steps.STEPS) - 3} skipped, 2 ok" in stdout
     code, stdout, _ = invoke(["--url", plat.url, "-o", "json"])
     assert code == 1
     data = json.loads(stdout)
