@@ -15,6 +15,8 @@ Security:
 - ``login_identity``: browser logins follow the same identity rule;
 - ``denial_reason``: a 401 says why, when the holder can act on it;
 - ``basic_auth``: mlflow-oidc-auth's own access tokens refused, or checked against Keycloak;
+- ``otlp_ingest``: OTLP trace ingestion writes only to traces and runs the caller may update;
+- ``trace_links``: linking traces to a run needs READ on the traces too;
 - ``cross_site``: state-changing requests from other origins refused on every route;
 - ``host_validation``: MLflow's Host header check on every route, not only Flask's;
 - ``metrics_scrape``: except exactly ``GET /metrics`` (Prometheus scrapes by pod IP);
@@ -46,18 +48,20 @@ from mlflow_stack.server.patches import (
     jwks_refresh,
     login_identity,
     metrics_scrape,
+    otlp_ingest,
     run_lookup,
+    trace_links,
     user_facts,
 )
 
 #: Applied before mlflow-oidc-auth builds its app, in this order.
 BEFORE_APP: tuple[BeforeApp, ...] = (
-    jwks_refresh, bearer_auth, user_facts, denial_reason, login_identity, flask_pool,
-    idle_middleware,
+    jwks_refresh, bearer_auth, user_facts, denial_reason, login_identity, otlp_ingest,
+    flask_pool, idle_middleware,
 )
 #: Applied to the built app, in this order (the middleware added last runs outermost).
-ON_APP: tuple[OnApp, ...] = (run_lookup, flask_first, basic_auth, cross_site, host_validation,
-                             metrics_scrape)
+ON_APP: tuple[OnApp, ...] = (run_lookup, trace_links, flask_first, basic_auth, cross_site,
+                             host_validation, metrics_scrape)
 
 _PATCHED = False
 

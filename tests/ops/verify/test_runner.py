@@ -79,6 +79,12 @@ def assert_cleaned_up(p: SsoPlatform, results: dict[str, steps.StepResult],
                             (name,)).fetchone() == (0,)
         assert conn.execute("SELECT count(*) FROM model_versions WHERE name = %s",
                             (name,)).fetchone() == (0,)
+        for table in ("registered_models", "model_versions"):  # the prompt
+            assert conn.execute(f"SELECT count(*) FROM {table} WHERE name = %s",
+                                (f"{name}-prompt",)).fetchone() == (0,)
+        for table in ("trace_info", "spans"):
+            assert conn.execute(f"SELECT count(*) FROM {table} WHERE experiment_id = %s",
+                                (experiment_id,)).fetchone() == (0,), table
         runs = conn.execute("SELECT lifecycle_stage FROM runs WHERE experiment_id = %s",
                             (experiment_id,)).fetchall()
         assert runs and {r[0] for r in runs} == {"deleted"}
@@ -111,7 +117,11 @@ def test_healthy_sso_platform_passes_every_step_and_cleans_up(plat: SsoPlatform)
     assert "20 MB" in results[steps.ARTIFACT].detail
     assert "answered 403" in results[steps.ROLE].detail
     assert "answered 401" in results[steps.ANONYMOUS].detail
+    assert "-prompt version 1 registered and loaded" in results[steps.PROMPT].detail
+    assert "2 spans read back" in results[steps.TRACE].detail
     assert "Keycloak user mlflow-verify-" in results[steps.CLEANUP].detail
+    assert "prompt mlflow-verify-" in results[steps.CLEANUP].detail
+    assert "trace deleted" in results[steps.CLEANUP].detail
     assert_cleaned_up(plat, results)
 
 
@@ -248,7 +258,7 @@ def test_cli_table_and_json_on_the_sso_platform(plat: SsoPlatform, cli_env: dict
     assert code == 0, stdout + stderr
     for step in steps.STEPS:
         assert step in stdout
-    assert "0 failed, 0 skipped, 11 ok" in stdout
+    assert f"0 failed, 0 skipped, {len(steps.STEPS)} ok" in stdout
     assert f"verifying {plat.url} (local server of" in stderr
     secrets = [plat.keycloak.admin_password, plat.client_secret, plat.postgres.password,
                plat.s3.secret_key]
@@ -269,7 +279,7 @@ def test_cli_table_and_json_on_the_sso_platform(plat: SsoPlatform, cli_env: dict
 def test_cli_exit_1_on_a_failed_step(plat: SsoPlatform, cli_env: dict[str, str]) -> None:
     code, stdout, _ = invoke(["--url", plat.url])
     assert code == 1
-    assert "1 failed, 8 skipped, 2 ok" in stdout
+    assert f"1 failed, {len(steps.STEPS) - 3} skipped, 2 ok" in stdout
     code, stdout, _ = invoke(["--url", plat.url, "-o", "json"])
     assert code == 1
     data = json.loads(stdout)

@@ -4,12 +4,13 @@ One pass, one result per step (ok / failed / skipped, what happened, seconds):
 
     server health, token, create experiment, log params and metrics, artifact round trip
     (20 MB up and down through MLflow's client, sha256 compared), log model, register model,
-    alias and stage, mlflow-user refused an admin-only call, anonymous call refused, clean-up
+    alias and stage, register and load a prompt, log a trace (over OTLP) and read it back,
+    mlflow-user refused an admin-only call, anonymous call refused, clean-up
 
 A step whose prerequisite failed is skipped and says which one. Clean-up always runs and is its
-own step: the registered model, the artifacts, the logged model, the run and the experiment are
-deleted (MLflow keeps a deleted experiment in its "deleted" lifecycle until `mlflow gc`), and the
-temporary Keycloak user is removed whatever happened before.
+own step: the registered model, the prompt, the trace, the artifacts, the logged model, the run
+and the experiment are deleted (MLflow keeps a deleted experiment in its "deleted" lifecycle
+until `mlflow gc`), and the temporary Keycloak user is removed whatever happened before.
 
 Who verifies (SSO on):
 - With a config and the Keycloak admin password: a temporary realm user `mlflow-verify-<hex>`
@@ -31,5 +32,5 @@ Modules: runner (the steps in order), target (which server), steps (the step nam
 results), context (one run's state and step bookkeeping), mlflow_scope (MLflow's process-wide
 settings for the run), credentials (who verifies) and sign_in (the token step), access (health, the
 role and anonymous checks), tracking (experiment, params and metrics), artifact_round_trip,
-model_registry (log, register, alias and stage), cleanup.
+model_registry (log, register, alias and stage), genai (prompt, trace), cleanup.
 """

@@ -1,7 +1,7 @@
 # MLflow's client API is unannotated.
 # mypy: disable-error-code="no-untyped-call"
-"""Clean-up: what the run created is deleted (registered model, artifacts, logged models, run,
-experiment), and the temporary Keycloak user is removed whatever happened before."""
+"""Clean-up: what the run created is deleted (registered model, prompt, traces, artifacts, logged
+models, run, experiment), and the temporary Keycloak user is removed whatever happened before."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from mlflow_stack.ops.verify.steps import CLEANUP
 def cleanup(v: Verification) -> None:
     """Remove what the run created; always runs, and always removes the temporary user.
 
-    Failed when the experiment, run, logged or registered model or the temporary user
-    cannot be deleted. Artifacts are deleted too (MLflow itself keeps them until
+    Failed when the experiment, run, trace, prompt, logged or registered model or the
+    temporary user cannot be deleted. Artifacts are deleted too (MLflow itself keeps them until
     `mlflow gc`); artifacts the server cannot delete are named in the detail as left
     behind, without failing the step.
     """
@@ -43,7 +43,7 @@ def cleanup(v: Verification) -> None:
 
 
 def cleanup_mlflow(v: Verification, done: list[str], problems: list[str], left: list[str]) -> None:
-    if v.experiment_id is None and not v.registered:
+    if v.experiment_id is None and not v.registered and v.prompt_version is None:
         return
     client = v.client()
 
@@ -77,8 +77,20 @@ def cleanup_mlflow(v: Verification, done: list[str], problems: list[str], left: 
     ) and attempt(f"registered model {name}",
                   lambda: expect_gone(lambda: client.get_registered_model(name))):
         done.append(f"registered model {name} deleted")
+    prompt, prompt_version = v.prompt_name, v.prompt_version
+    if prompt_version is not None and attempt(
+            f"delete prompt version {prompt}/{prompt_version}",
+            lambda: client.delete_prompt_version(prompt, prompt_version)
+    ) and attempt(f"delete prompt {prompt}", lambda: client.delete_prompt(prompt)) and attempt(
+            f"prompt {prompt}", lambda: expect_gone(lambda: client.get_registered_model(prompt))):
+        done.append(f"prompt {prompt} deleted")
     models: list[Any] = []
     experiment_id = v.experiment_id
+    trace_id = v.trace_id
+    if experiment_id is not None and trace_id is not None and attempt(
+            f"delete trace {trace_id}",
+            lambda: client.delete_traces(experiment_id, trace_ids=[trace_id])):
+        done.append("trace deleted")
     if experiment_id is not None:
         attempt("list logged models", lambda: models.extend(
             client.search_logged_models(experiment_ids=[experiment_id])))

@@ -101,7 +101,14 @@ class Verification:
     model_id: str | None = None
     version: str | None = None
     registered: bool = False
+    prompt_version: str | None = None  # set once the prompt exists
+    trace_id: str | None = None
     artifact_attempted: bool = False
+
+    @property
+    def prompt_name(self) -> str:
+        """The prompt's name (prompts are registered models: not the model's name)."""
+        return f"{self.name}-prompt"
 
     # -- step bookkeeping ------------------------------------------------------------------------
 

@@ -21,6 +21,8 @@ _MLFLOW_ENV = {
     "MLFLOW_REGISTRY_URI": None,
     "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    # A trace is sent before its step reads it back (and before the token may change).
+    "MLFLOW_ENABLE_ASYNC_TRACE_LOGGING": "false",
     # Fail a verify in seconds, not after MLflow's default minutes of back-off.
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",

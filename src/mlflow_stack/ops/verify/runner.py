@@ -18,6 +18,7 @@ from mlflow_stack.ops.verify import (
     access,
     artifact_round_trip,
     cleanup,
+    genai,
     model_registry,
     sign_in,
     tracking,
@@ -32,10 +33,12 @@ from mlflow_stack.ops.verify.steps import (
     EXPERIMENT,
     HEALTH,
     MODEL,
+    PROMPT,
     REGISTER,
     ROLE,
     RUN,
     TOKEN,
+    TRACE,
     StepResult,
 )
 from mlflow_stack.ops.verify.target import check_url
@@ -74,6 +77,8 @@ def run(url: str, settings: Settings | None = None, *,
                 v.step(MODEL, model_registry.model, needs=(RUN,))
                 v.step(REGISTER, model_registry.register, needs=(MODEL,))
                 v.step(ALIAS_STAGE, model_registry.alias_and_stage, needs=(REGISTER,))
+                v.step(PROMPT, genai.prompt, needs=after_token)
+                v.step(TRACE, genai.trace, needs=(EXPERIMENT,))
                 v.step(ROLE, access.role_refused, needs=after_token)
                 v.step(ANONYMOUS, access.anonymous, needs=after_token)
             finally:

@@ -15,11 +15,13 @@ ARTIFACT = "artifact round trip"
 MODEL = "log model"
 REGISTER = "register model"
 ALIAS_STAGE = "alias and stage"
+PROMPT = "register and load prompt"
+TRACE = "log and read trace"
 ROLE = "mlflow-user refused admin call"
 ANONYMOUS = "anonymous call refused"
 CLEANUP = "clean-up"
-STEPS = (HEALTH, TOKEN, EXPERIMENT, RUN, ARTIFACT, MODEL, REGISTER, ALIAS_STAGE, ROLE,
-         ANONYMOUS, CLEANUP)
+STEPS = (HEALTH, TOKEN, EXPERIMENT, RUN, ARTIFACT, MODEL, REGISTER, ALIAS_STAGE, PROMPT, TRACE,
+         ROLE, ANONYMOUS, CLEANUP)
 
 
 @dataclass(frozen=True)
