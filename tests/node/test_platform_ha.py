@@ -212,8 +212,9 @@ def test_two_replicas_share_sessions_tokens_and_permissions(
     assert created.status_code == 200, created.text
     exp = created.json()["experiment_id"]
     grant = f"{API}/permissions/users/{user.email}/experiments/{exp}"
-    for permission, expected in (("NO_PERMISSIONS", 403), ("READ", 200)):
-        changed = _call(platform, first, grant, admin_token, method="POST",
+    for method, permission, expected in (("POST", "NO_PERMISSIONS", 403),
+                                         ("PATCH", "READ", 200)):
+        changed = _call(platform, first, grant, admin_token, method=method,
                         body={"permission": permission})
         assert changed.status_code in (200, 201), changed.text
         started = time.monotonic()
