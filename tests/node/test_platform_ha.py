@@ -16,8 +16,11 @@ from typing import Any
 import httpx
 import psutil
 import pytest
+import yaml
 
-from harness.node import KubeNode
+from harness.node import NODE_IP, KubeNode
+from harness.node_ingress import GATEWAY
+from harness.node_ingress import NAMESPACE as INGRESS_NAMESPACE
 from harness.node_platform import HOSTNAME, NAMESPACE, Deployed, wait_for
 
 pytestmark = pytest.mark.integration
@@ -344,3 +347,37 @@ def test_a_pod_killed_under_load_is_restarted_and_loses_nothing(
     assert not lost, f"acknowledged writes lost: {lost[:20]}"
     print(f"\npod kill: Ready again after {back:.0f} s; {len(outcome['acked'])} writes "
           f"acknowledged, {len(outcome['failures'])} failed: {outcome['failures'][:5]}")
+
+
+def test_the_platform_serves_through_a_gateway_api_httproute(
+        reference_platform: Deployed) -> None:
+    """kubernetes.route: httproute on the real Gateway API CRDs: Traefik accepts the platform's
+    route and serves it; back to the Ingress afterwards (the tests after this use it)."""
+    platform = reference_platform
+    current = yaml.safe_load(platform.config.read_text())
+    routed = platform.home / "httproute.yaml"
+    routed.write_text(yaml.safe_dump({**current, "kubernetes": {
+        **current["kubernetes"], "route": "httproute", "gateway_name": GATEWAY,
+        "gateway_namespace": INGRESS_NAMESPACE}}))
+    result = platform.cli("apply", "-c", str(routed))
+    assert result.returncode == 0, result.stdout + result.stderr
+    try:
+        route = f"/apis/gateway.networking.k8s.io/v1/namespaces/{NAMESPACE}/httproutes/mlflow"
+
+        def accepted() -> bool:
+            parents = platform.get(route).get("status", {}).get("parents", [])
+            return any(c["type"] == "Accepted" and c["status"] == "True"
+                       for p in parents for c in p.get("conditions", []))
+        wait_for(accepted, "the HTTPRoute Accepted by the Gateway", timeout=60, interval=1)
+        ingresses = platform.get(f"/apis/networking.k8s.io/v1/namespaces/{NAMESPACE}/ingresses")
+        assert not ingresses["items"], "the Ingress is pruned when the route replaces it"
+
+        def health() -> bool:
+            def get() -> httpx.Response:
+                with httpx.Client(trust_env=False, timeout=10) as http:
+                    return http.get(f"http://{NODE_IP}/health", headers={"Host": HOSTNAME})
+            return platform.node.in_netns(get).status_code == 200
+        wait_for(health, "/health through the Gateway's listener", timeout=60, interval=1)
+    finally:
+        back = platform.cli("apply", "-c", str(platform.config))
+        assert back.returncode == 0, back.stdout + back.stderr
