@@ -61,9 +61,11 @@ def test_verify_passes_through_the_ingress_as_a_keycloak_user(
 
 
 BROWSER = """
-import json, sys
+import json, os, sys
 from playwright.sync_api import sync_playwright
-chromium, args, url, issuer, user, password = sys.argv[1:7]
+chromium, args, url, issuer = sys.argv[1:5]
+# The login comes from the environment, as the client plugin reads it (never from argv).
+user, password = os.environ["MLFLOW_AUTH_USERNAME"], os.environ["MLFLOW_AUTH_PASSWORD"]
 with sync_playwright() as pw:
     browser = pw.chromium.launch(executable_path=chromium, args=json.loads(args))
     # The test CA is not in Chromium's store; the CLI and clients check it (SSL_CERT_FILE).
@@ -92,8 +94,7 @@ def test_a_browser_logs_in_through_the_ingress_and_sees_the_ui(
             f"--unsafely-treat-insecure-origin-as-secure={platform.keycloak.url}"]
     result = platform.run_python(
         BROWSER, str(CHROMIUM), json.dumps(args), PUBLIC_URL,
-        f"{platform.keycloak.url}/realms/{REALM}", user.name, user.password,
-        env=platform.user_env(), timeout=300)
+        f"{platform.keycloak.url}/realms/{REALM}", env=platform.user_env(user), timeout=300)
     assert result["status"]["authenticated"] is True, result
     assert result["status"]["username"] == user.email, result
 

@@ -139,12 +139,14 @@ def _call(platform: Deployed, base: str, path: str, token: str | None = None,
 
 
 SESSION_LOGIN = """
-import json, sys
+import json, os, sys
 from urllib.parse import urlsplit
 import httpx
 sys.path.insert(0, sys.argv[1])
 from harness.attacks import login_until_callback
-base, host, user, password = sys.argv[2:6]
+base, host = sys.argv[2:4]
+# The login comes from the environment, as the client plugin reads it (never from argv).
+user, password = os.environ["MLFLOW_AUTH_USERNAME"], os.environ["MLFLOW_AUTH_PASSWORD"]
 pod = urlsplit(base).hostname
 jar = {}
 # What the Service hands the pod: the public Host. The session cookie is Secure (public scheme
@@ -176,8 +178,8 @@ def _session_through(platform: Deployed, base: str) -> str:
     network: the form is at the in-cluster Keycloak name); the server's session cookie."""
     user = platform.realm_admin
     tests = str(Path(__file__).resolve().parents[1])
-    result = platform.run_python(SESSION_LOGIN, tests, base, HOSTNAME, user.name, user.password,
-                                 env=platform.user_env())
+    result = platform.run_python(SESSION_LOGIN, tests, base, HOSTNAME,
+                                 env=platform.user_env(user))
     return str(result["session"])
 
 
