@@ -56,7 +56,8 @@ def test_a_failing_step_stops_the_run() -> None:
 
 
 def test_registry_order_and_every_system_implements_the_protocol() -> None:
-    assert [e.name for e in SYSTEMS] == ["keycloak", "postgres", "bucket", "kubernetes"]
+    assert [e.name for e in SYSTEMS] == ["keycloak", "postgres", "bucket", "kubernetes",
+                                            "permissions"]
     for entry in SYSTEMS:
         system = entry.system
         assert system.name == entry.name
@@ -71,3 +72,10 @@ def test_skip_reasons_follow_the_config() -> None:
     pg = Settings.model_validate({"database": {"backend": "postgresql", "host": "db"}})
     assert [e.name for e in SYSTEMS if e.skip_reason(pg) is None] == ["postgres"]
     assert [e.name for e in SYSTEMS if e.local] == ["postgres", "bucket"]
+    grants = {"grants": [{"group": "g", "experiment": "x", "permission": "READ"}]}
+    sso_pg = Settings.model_validate({
+        "database": {"backend": "postgresql", "host": "db"}, "permissions": grants,
+        "auth": {"provider": "keycloak", "keycloak_url": "https://kc.example.test"}})
+    assert "permissions" in [e.name for e in SYSTEMS if e.skip_reason(sso_pg) is None]
+    sso_sqlite = sso_pg.model_copy(update={"database": Settings().database})
+    assert "permissions" not in [e.name for e in SYSTEMS if e.skip_reason(sso_sqlite) is None]

@@ -41,6 +41,7 @@ def test_keycloak_env_and_secrets() -> None:
     assert plain["OIDC_USERS_DB_URI"] == "sqlite:////s/data/auth.db"
     assert plain["SESSION_COOKIE_SECURE"] == "true"
     assert plain["DEFAULT_LANDING_PAGE_IS_PERMISSIONS"] == "false"
+    assert plain["PERMISSION_CACHE_TTL_SECONDS"] == "30"
     secret = env["OIDC_CLIENT_SECRET"].secret
     assert secret is not None and (secret.secret_name, secret.key) == (
         "oauth2-proxy-secret", "client-secret")

@@ -18,6 +18,7 @@ from mlflow_stack.cli import (
     kube_cmd,
     local_cmd,
     ops_cmd,
+    permissions_cmd,
     upgrade_cmd,
     verify_cmd,
 )
@@ -63,6 +64,7 @@ for panel, commands in COMMANDS:
     for command in commands:
         app.command(cls=help.Command, rich_help_panel=panel)(command)
 app.add_typer(config_cmd.app, name="config", rich_help_panel=help.CONFIG)
+app.add_typer(permissions_cmd.app, name="permissions", rich_help_panel=help.PROVISIONING)
 
 
 def run() -> None:

@@ -49,4 +49,11 @@ SYSTEMS: tuple[Entry, ...] = (
           _unless(names_cluster, "the config names no cluster (kubernetes.kubeconfig or "
                   "kubernetes.context); --target kubernetes uses the default kubeconfig"),
           local=False),
+    # After Kubernetes: its migration Job creates the SSO schema the grants live in. The local
+    # platform's sqlite grants are applied by `up` (local/platform.py).
+    Entry("permissions", "mlflow_stack.components.permissions",
+          _unless(lambda s: s.sso and s.permissions.managed
+                  and s.database.backend == "postgresql",
+                  "no permissions.grants (or no SSO on PostgreSQL: `up` applies a local "
+                  "platform's)"), local=False),
 )

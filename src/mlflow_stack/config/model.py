@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mlflow_stack import MLFLOW_VERSION, __version__
+from mlflow_stack.config.permissions import PermissionsSettings
 from mlflow_stack.config.secrets import Secrets
 from mlflow_stack.config.types import (
     BucketName,
@@ -189,6 +190,11 @@ class AuthSettings(_Section):
         30, ge=1, le=60, description="How stale Keycloak's answer about an access-token user "
         "may be (per server process) before it is asked again.",
     )
+    permission_cache_seconds: int = Field(
+        30, ge=1, le=3600, description="How long each server process reuses a permission "
+        "decision: a grant changed by `apply` or in the database (not through the "
+        "permissions UI) takes effect within this many seconds.",
+    )
     lock_identity_attribute: bool = Field(
         True, description="apply makes the realm's `email` attribute (the MLflow identity) "
         "editable by administrators only, so users cannot set someone else's address.",
@@ -302,6 +308,7 @@ class Settings(_Section):
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
     kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
     discovery: DiscoverySettings = Field(default_factory=DiscoverySettings)
+    permissions: PermissionsSettings = Field(default_factory=PermissionsSettings)
     secrets: Secrets = Field(default_factory=Secrets.none, exclude=True)
 
     @model_validator(mode="after")
@@ -315,6 +322,9 @@ class Settings(_Section):
                 "kubernetes.metrics_namespace lets a namespace scrape /metrics, but "
                 "server.prometheus is false (nothing serves /metrics): turn server.prometheus "
                 "on or remove kubernetes.metrics_namespace")
+        if self.permissions.managed and not self.sso:
+            raise ValueError("permissions.grants need single sign-on (auth.provider: keycloak): "
+                             "without it MLflow has no users or grants")
         return self
 
     # Derived values, computed in one place so local and Kubernetes targets agree.

@@ -74,6 +74,9 @@ def oidc_launch(settings: Settings, paths: ServerPaths) -> OidcLaunch:
         # most this many seconds old (server/access_tokens.py).
         EnvVar("MLFLOW_STACK_ACCESS_TOKENS", _bool(a.access_tokens)),
         EnvVar("MLFLOW_STACK_REVOCATION_SECONDS", str(a.revocation_seconds)),
+        # mlflow-oidc-auth's per-process cache of permission decisions: the bound on how
+        # long a grant written to the database directly (permissions as code) waits.
+        EnvVar("PERMISSION_CACHE_TTL_SECONDS", str(a.permission_cache_seconds)),
         EnvVar("OIDC_GROUP_DETECTION_PLUGIN", settings.auth.group_plugin),
         EnvVar("MLFLOW_KEYCLOAK_CLIENT_ROLES", _bool(a.include_client_roles)),
         EnvVar("AUTOMATIC_LOGIN_REDIRECT", _bool(a.automatic_login_redirect)),

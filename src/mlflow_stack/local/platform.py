@@ -108,6 +108,9 @@ def up(settings: Settings, state: StateDir, progress: Progress, *,
     schema.migrate(settings, state, launch, progress,
                    backup_to=schema.default_backup_dir(state) if behind else None,
                    serving="No server was started.")
+    if settings.sso and settings.permissions.managed:
+        with progress.step("permissions"):
+            changes += _grants(settings, state, progress)
     if settings.artifacts.models_dir is not None:
         # The reference's shared models volume: made available, never used as artifact store.
         settings.artifacts.models_dir.mkdir(parents=True, exist_ok=True)
@@ -139,6 +142,21 @@ def up(settings: Settings, state: StateDir, progress: Progress, *,
             raise
         progress.detail(f"{settings.local_url}/health answered")
     return UpResult(record, stale_removed=lookup.stale_removed, changes=changes, process=proc)
+
+
+def _grants(settings: Settings, state: StateDir, progress: Progress) -> list[Change]:
+    """The config's grants, before the server starts (the migrations made the SSO schema)."""
+    from mlflow_stack.components import permissions
+
+    client = permissions.open_local(settings, str(state.data_dir))
+    try:
+        done = permissions.reconcile(client, settings, progress)
+    finally:
+        client.close()
+    for c in done:
+        if not c.is_change:  # the changes were steps of their own
+            progress.detail(f"{c.target}: {c.detail}")
+    return done
 
 
 def _create_time(pid: int) -> float:
