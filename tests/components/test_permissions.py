@@ -252,3 +252,20 @@ def test_up_applies_a_local_sqlite_platforms_grants(
         assert p.can_read("bob", "Default")
         assert not p.can_read("carol", "Default")
         assert not p.can_write("bob", "Default")
+
+
+def test_a_first_apply_plans_the_grants_before_the_database_exists(
+        postgres_server: PostgresServer) -> None:
+    """apply plans every system before the first write: the SSO database PostgreSQL's step
+    will create does not exist yet, and the grants wait for it in one step."""
+    missing = f"mlflow_auth_{uuid.uuid4().hex[:8]}"
+    settings = Settings.model_validate({
+        "database": {"backend": "postgresql", "host": postgres_server.host,
+                     "port": postgres_server.port, "user": postgres_server.superuser,
+                     "auth_name": missing},
+        "auth": {"provider": "keycloak", "keycloak_url": "http://127.0.0.1:9"},
+        "permissions": {"grants": list(GRANTS)},
+    }).model_copy(update={"secrets": Secrets.model_construct(
+        db_password=SecretStr(postgres_server.password))})
+    assert [(c.action, c.target, c.detail) for c in plan_system(SYSTEM, settings)] == [
+        ("create", f"{len(GRANTS)} declared grant(s)", "once the SSO schema exists")]

@@ -116,8 +116,14 @@ class AuthDb:
         self.tracking.dispose()
 
     def has_schema(self) -> bool:
-        """False until the server or the migration Job has created the SSO tables."""
-        return sqlalchemy.inspect(self.auth).has_table("groups")
+        """False until the server or the migration Job has created the SSO tables (or, on a
+        first `apply`, until PostgreSQL's step has created the database itself)."""
+        try:
+            return sqlalchemy.inspect(self.auth).has_table("groups")
+        except sqlalchemy.exc.OperationalError as exc:
+            if "does not exist" in str(exc.orig):
+                return False
+            raise
 
     @contextmanager
     def session(self) -> Iterator[Session]:
