@@ -17,7 +17,8 @@ from mlflow_stack.launch.spec import ServerPaths
 PATHS = ServerPaths(data_dir=PurePosixPath("/state/data"),
                     artifacts_dir=PurePosixPath("/state/artifacts"),
                     prometheus_dir=PurePosixPath("/state/run/prometheus"),
-                    tmp_dir=PurePosixPath("/state/run/tmp"))
+                    tmp_dir=PurePosixPath("/state/run/tmp"),
+                    audit_log="/state/logs/audit.log")
 SECRETS = Secrets.model_construct(admin_password=SecretStr("pg-secret-1"),
                                   s3_access_key_id=SecretStr("AKIA-1"),
                                   s3_secret_access_key=SecretStr("s3-secret-1"))

@@ -12,7 +12,7 @@ from mlflow_stack.launch.command import PLAIN_APP, build_server_launch
 from mlflow_stack.launch.spec import ServerPaths
 
 PATHS = ServerPaths(PurePosixPath("/s/data"), PurePosixPath("/s/art"), PurePosixPath("/s/p"),
-                    PurePosixPath("/s/t"))
+                    PurePosixPath("/s/t"), "/s/logs/audit.log")
 
 
 def _settings(**extra: object) -> Settings:
@@ -42,6 +42,8 @@ def test_keycloak_env_and_secrets() -> None:
     assert plain["SESSION_COOKIE_SECURE"] == "true"
     assert plain["DEFAULT_LANDING_PAGE_IS_PERMISSIONS"] == "false"
     assert plain["PERMISSION_CACHE_TTL_SECONDS"] == "30"
+    assert (plain["AUDIT_LOG_ENABLED"], plain["MLFLOW_STACK_AUDIT_LOG"]) == (
+        "true", "/s/logs/audit.log")
     secret = env["OIDC_CLIENT_SECRET"].secret
     assert secret is not None and (secret.secret_name, secret.key) == (
         "oauth2-proxy-secret", "client-secret")

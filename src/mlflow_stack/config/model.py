@@ -190,6 +190,11 @@ class AuthSettings(_Section):
         30, ge=1, le=60, description="How stale Keycloak's answer about an access-token user "
         "may be (per server process) before it is asked again.",
     )
+    audit_log: bool = Field(
+        True, description="The audit trail: sign-ins, refused requests, permission and user "
+        "changes, deletions, as JSON lines (a file beside the server log locally, stdout in a "
+        "pod).",
+    )
     permission_cache_seconds: int = Field(
         30, ge=1, le=3600, description="How long each server process reuses a permission "
         "decision: a grant changed by `apply` or in the database (not through the "

@@ -88,6 +88,9 @@ def oidc_launch(settings: Settings, paths: ServerPaths) -> OidcLaunch:
         EnvVar("OIDC_TRUST_BEARER_GROUP_CLAIMS", "true"),
         EnvVar("OIDC_VERIFY_SSL", _bool(a.verify_tls)),
         EnvVar("OIDC_USERS_DB_URI", auth_db_uri(settings, paths)),
+        # The audit trail (server/audit.py): its own file locally, stdout in a pod.
+        EnvVar("AUDIT_LOG_ENABLED", _bool(a.audit_log)),
+        EnvVar("MLFLOW_STACK_AUDIT_LOG", paths.audit_log),
         EnvVar("OIDC_ALEMBIC_VERSION_TABLE", AUTH_ALEMBIC_TABLE),
         # Identical on every worker and replica, and across restarts: sessions stay valid.
         EnvVar("SECRET_KEY", secret=SecretRef(SECRET_KEY_SECRET, SECRET_KEY_KEY, s.secret_key)),

@@ -47,6 +47,7 @@ class ServerPaths:
     artifacts_dir: PurePosixPath  # local artifact store when not using S3
     prometheus_dir: PurePosixPath
     tmp_dir: PurePosixPath
+    audit_log: str  # the audit trail's file, or "-" for stdout (server/audit.py)
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,11 @@ class StateDir:
         return self.root / "logs" / "server.log"
 
     @property
+    def audit_log(self) -> Path:
+        """The audit trail (JSON lines), apart from the server log."""
+        return self.root / "logs" / "audit.log"
+
+    @property
     def data_dir(self) -> Path:
         return self.root / "data"
 
@@ -67,6 +72,7 @@ class StateDir:
             artifacts_dir=PurePosixPath(self.artifacts_dir),
             prometheus_dir=PurePosixPath(self.root / "run" / "prometheus"),
             tmp_dir=PurePosixPath(self.root / "run" / "tmp"),
+            audit_log=str(self.audit_log),
         )
 
     def prepare(self) -> None:

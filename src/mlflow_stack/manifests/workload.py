@@ -28,6 +28,7 @@ POD_PATHS = ServerPaths(
     artifacts_dir=LOCAL_MOUNT / "artifacts",
     prometheus_dir=PurePosixPath("/mlflow/prometheus"),
     tmp_dir=PurePosixPath("/tmp"),
+    audit_log="-",  # stdout: the cluster's log collector takes it (lines carry "log": "audit")
 )
 MIGRATE_MODULE = "mlflow_stack.server.migrate_job"
 

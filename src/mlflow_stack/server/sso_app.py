@@ -90,5 +90,9 @@ hardening.install(app)  # request bounds, strict Host, artifact paths, listings,
 from mlflow_stack.server import surfaces  # noqa: E402
 
 surfaces.install(app)  # assistant, AI gateway, telemetry notice
+from mlflow_stack.server import audit  # noqa: E402
+
+audit.configure()
+app.add_middleware(audit.AuditTrail)  # outermost: sees every final status
 
 __all__ = ["BEFORE_APP", "ON_APP", "app", "install"]
