@@ -80,3 +80,13 @@ def test_no_prints(capsys: pytest.CaptureFixture[str]) -> None:
     kg.get_user_groups("x")
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err == ""
+
+
+def test_a_server_refuses_to_start_without_its_group_plugin(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(kg.PLUGIN_ENV, "mlflow_no_such_groups")
+    with pytest.raises(RuntimeError, match=r"'mlflow_no_such_groups'.*cannot be imported.*"
+                       r"Install mlflow-stack"):
+        kg.require_configured_plugin()
+    monkeypatch.setenv(kg.PLUGIN_ENV, "mlflow_keycloak_groups")
+    kg.require_configured_plugin()  # the one we ship

@@ -19,6 +19,7 @@ Environment (read on each call, so tests and operators can change it without a r
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 from collections.abc import Mapping
@@ -101,3 +102,23 @@ def get_user_groups(
         client_id=os.environ.get("OIDC_CLIENT_ID") or "mlflow",
         include_client_roles=_truthy(os.environ.get("MLFLOW_KEYCLOAK_CLIENT_ROLES")),
     )
+
+
+PLUGIN_ENV = "OIDC_GROUP_DETECTION_PLUGIN"
+
+
+def require_configured_plugin() -> None:
+    """Refuse to start a server whose group plugin cannot be imported (mlflow-oidc-auth loads it
+    at each sign-in): every sign-in would fail, one at a time, and from outside a pod nobody
+    could tell why. A pod that cannot start shows in `doctor`'s pods check, with this message in
+    its log."""
+    name = os.environ.get(PLUGIN_ENV)
+    if not name:
+        return
+    try:
+        importlib.import_module(name)
+    except ImportError as exc:
+        raise RuntimeError(
+            f"the group plugin {name!r} ({PLUGIN_ENV}, auth.group_plugin) cannot be imported "
+            f"by this server: {exc}. Install mlflow-stack into the server's environment (it "
+            "ships mlflow_keycloak_groups) or fix auth.group_plugin.") from None

@@ -34,6 +34,7 @@ mlflow-oidc-auth runs log-metric at ~0.5x the requests/s of no auth; this app at
 
 from __future__ import annotations
 
+from mlflow_stack.server import group_plugin
 from mlflow_stack.server.patches import (
     BeforeApp,
     OnApp,
@@ -71,6 +72,7 @@ def install() -> None:
     global _PATCHED
     if _PATCHED:
         return
+    group_plugin.require_configured_plugin()
     for patch in BEFORE_APP:
         patch.apply()
     _PATCHED = True

@@ -24,7 +24,7 @@ from mlflow_stack.ops.doctor.data import (
 )
 from mlflow_stack.ops.doctor.findings import Finding
 from mlflow_stack.ops.doctor.server_process import check_allowed_host, check_server
-from mlflow_stack.ops.doctor.sso import check_group_plugin
+from mlflow_stack.ops.doctor.sso import check_group_plugin, check_group_plugin_deployed
 
 Check = Callable[[Settings, StateDir], list[Finding]]
 OneCheck = Callable[[Settings, StateDir], Finding]
@@ -66,7 +66,7 @@ def checks_for(settings: Settings, target: Target = "auto") -> list[Check]:
         on_cluster[TLS],
         _one(check_database_deployed if settings.database.backend == "postgresql"
              else check_database_in_pod),
-        *systems, *plugin,
+        *systems, *([_stateless(check_group_plugin_deployed)] if settings.sso else []),
         *([_one(check_artifacts_on_volume)] if local_art else []),
         on_cluster[ALLOWED_HOST],
     ]

@@ -8,7 +8,7 @@ import importlib.util
 
 from mlflow_stack.config.model import Settings
 from mlflow_stack.local.state import StateDir
-from mlflow_stack.ops.doctor.findings import Finding, ok, problem
+from mlflow_stack.ops.doctor.findings import Finding, ok, problem, skipped
 
 
 def check_group_plugin(settings: Settings, state: StateDir) -> Finding:
@@ -23,3 +23,10 @@ def check_group_plugin(settings: Settings, state: StateDir) -> Finding:
                        "install mlflow-stack into the server's environment (it ships "
                        "mlflow_keycloak_groups) or fix auth.group_plugin")
     return ok(name, f"{module} importable")
+
+
+def check_group_plugin_deployed(settings: Settings) -> Finding:
+    """Deployed, the plugin must be in the image, not where doctor runs: the server checks it
+    at start and a pod without it never becomes ready (the pods check names it)."""
+    return skipped("group plugin", f"{settings.auth.group_plugin} is checked by the server in "
+                   "its pod at start: a pod without it does not start (see pods and its log)")
