@@ -486,18 +486,22 @@ def _kill(proc: Proc) -> None:
         proc.popen.wait(timeout=10)
 
 
-def _private_tmp(base_dir: Path) -> list[str]:
+def _private_tmp(base_dir: Path, bin_dir: Path) -> list[str]:
     """A prefix that runs a command with its own empty /tmp (in a private mount namespace),
-    base_dir still reachable at its path. weed puts Unix sockets for its in-process gRPC at fixed
+    base_dir and bin_dir still reachable at their paths (either may be under /tmp: pytest's
+    base temp, a test cache there). weed puts Unix sockets for its in-process gRPC at fixed
     paths (/tmp/seaweedfs-<service>-grpc-<port>.sock, no flag for it) and dials them instead of
     TCP: on the shared /tmp, a second node's weed would take over the first one's sockets
-    (allocating volumes on the wrong server). The shell keeps base_dir as its cwd across the
-    tmpfs mount and binds it back by /proc/self/cwd (not canonicalized: that path would name
-    the new, empty directory); exec keeps the pid weed's."""
-    script = ('cd "$0" && mount -t tmpfs -o size=16m,mode=1777 node-tmp /tmp && mkdir -p "$0" '
-              '&& mount --no-canonicalize --bind /proc/self/cwd "$0" && cd "$0" && exec "$@"')
+    (allocating volumes on the wrong server). The shell holds base_dir as its cwd and bin_dir
+    open as fd 3 across the tmpfs mount and binds both back by /proc/self/cwd and
+    /proc/self/fd/3 (not canonicalized: those paths would name the new, empty directories);
+    exec keeps the pid weed's."""
+    script = ('cd "$0" && exec 3<"$1" && mount -t tmpfs -o size=16m,mode=1777 node-tmp /tmp '
+              '&& mkdir -p "$0" "$1" && mount --no-canonicalize --bind /proc/self/cwd "$0" '
+              '&& mount --no-canonicalize --bind /proc/self/fd/3 "$1" && exec 3<&- '
+              '&& cd "$0" && shift && exec "$@"')
     return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script,
-            str(base_dir)]
+            str(base_dir), str(bin_dir)]
 
 
 def start_seaweedfs(node: KubeNode, access_key: str, secret_key: str) -> SeaweedFS:
@@ -519,7 +523,8 @@ def start_seaweedfs(node: KubeNode, access_key: str, secret_key: str) -> Seaweed
         "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
         "actions": ["Admin", "Read", "List", "Tagging", "Write"]}]}, indent=1))
     identities.chmod(0o600)
-    proc = node._spawn("seaweedfs", [*_private_tmp(node.base_dir), str(binary), "server",
+    private_tmp = _private_tmp(node.base_dir, binary.parent)
+    proc = node._spawn("seaweedfs", [*private_tmp, str(binary), "server",
         "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-s3.ip.bind={NODE_IP}",
         f"-dir={data}", f"-master.dir={meta}",
         f"-master.port={WEED_MASTER_PORT}", f"-volume.port={WEED_VOLUME_PORT}",

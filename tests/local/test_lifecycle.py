@@ -38,8 +38,12 @@ def outside_the_venv(state_home: Path) -> dict[str, str]:
 
 def test_foreground_up_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     port = free_port()
+    # stderr (progress, more of it on a slow machine) goes to a file: an unread pipe that
+    # fills up would block `up` on a write, and it could not stop on Ctrl-C.
+    progress = (tmp_path.parent / f"{tmp_path.name}-stderr.log").open("w")
     proc = subprocess.Popen([*CLI, "up", "--port", str(port), "--state-dir", str(tmp_path)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=progress, text=True)
+    progress.close()
     assert proc.stdout is not None
     deadline = time.monotonic() + 240
     seen = ""
