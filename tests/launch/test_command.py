@@ -132,12 +132,3 @@ def test_workspaces_switch_reaches_mlflow_and_the_sso_layer() -> None:
     assert "--enable-workspaces" in on.argv
     assert on.env_dict()["MLFLOW_ENABLE_WORKSPACES"] == "true"
 
-
-def test_declared_workspaces_need_the_switch_and_sso() -> None:
-    spec = {"workspaces": [{"name": "team-a", "groups": {"team-a": "EDIT"}}]}
-    with pytest.raises(pydantic.ValidationError, match="server.workspaces is false"):
-        Settings.model_validate(spec)
-    with pytest.raises(pydantic.ValidationError, match="single sign-on"):
-        Settings.model_validate({**spec, "server": {"workspaces": True}})
-    with pytest.raises(pydantic.ValidationError, match="MLflow's rule"):
-        Settings.model_validate({"workspaces": [{"name": "Team_A"}]})

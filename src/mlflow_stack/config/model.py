@@ -12,7 +12,6 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mlflow_stack import MLFLOW_VERSION, __version__
 from mlflow_stack.config.permissions import PermissionsSettings
-from mlflow_stack.config.workspaces import WorkspaceSpec, check_workspaces
 from mlflow_stack.config.secrets import Secrets
 from mlflow_stack.config.types import (
     BucketName,
@@ -33,6 +32,7 @@ from mlflow_stack.config.types import (
     StorageClassName,
     quantity_bytes,
 )
+from mlflow_stack.config.workspaces import WorkspaceSpec, check_workspaces
 
 
 class _Section(BaseModel):
