@@ -27,7 +27,7 @@ from harness.sso import ADMIN_ROLE, USER_ROLE, SsoRealm, provision_realm, runnin
 from mlflow_stack.components.permissions import SYSTEM
 from mlflow_stack.config.model import Settings
 from mlflow_stack.config.secrets import Secrets
-from mlflow_stack.deploy import plan_system
+from mlflow_stack.deploy import apply_system, plan_system
 
 pytestmark = pytest.mark.integration
 API = "/api/2.0/mlflow"
@@ -35,7 +35,8 @@ CACHE_SECONDS = 2
 PROMPT_TAG = {"key": "mlflow.prompt.is_prompt", "value": "true"}
 WORKSPACES = [
     {"name": "team-a", "description": "Team A", "groups": {"team-a": "EDIT"}},
-    {"name": "team-b", "description": "Team B", "groups": {"team-b": "EDIT"}},
+    # MANAGE: members may also create in it (EDIT may not, see the test below).
+    {"name": "team-b", "description": "Team B", "groups": {"team-b": "MANAGE"}},
 ]
 
 
@@ -202,7 +203,7 @@ def test_a_team_sees_and_edits_its_workspace_only(platform: Platform, kind: str)
         found = platform.search(who, mine, kind)
         assert found is not None and own in found and other not in found, (who, found)
         assert platform.get(who, mine, kind, own) == 200
-        assert platform.update(who, mine, kind, own) == 200  # EDIT on the workspace
+        assert platform.update(who, mine, kind, own) == 200  # EDIT/MANAGE on the workspace
 
         # The other team's workspace: nothing listed, nothing read or written.
         found = platform.search(who, theirs, kind)
@@ -231,3 +232,51 @@ def test_an_admin_sees_both(platform: Platform, kind: str) -> None:
         found = platform.search("alice", ws, kind)
         assert found is not None and f"{ws}-{kind}" in found
         assert platform.get("alice", ws, kind, f"{ws}-{kind}") == 200
+
+
+
+def test_creating_in_a_workspace_takes_manage_on_it(platform: Platform) -> None:
+    """mlflow-oidc-auth gates creation by header (hooks/before_request.py): EDIT works on what
+    is there, MANAGE (team-b's) creates; a header-less create lands in default."""
+    p = platform
+    for kind, path in (("experiment", "experiments/create"),
+                       ("model", "registered-models/create")):
+        r = p.call("bob", "POST", f"{API}/{path}", {"name": f"bob-{kind}-a"}, "team-a")
+        assert r.status_code == 403, r.text
+        r = p.call("carol", "POST", f"{API}/{path}", {"name": f"carol-{kind}-b"}, "team-b")
+        assert r.status_code == 200, r.text
+    assert "carol-experiment-b" not in (p.search("bob", "team-a", "experiment") or set())
+    r = p.call("bob", "POST", f"{API}/experiments/create", {"name": "bob-no-header"})
+    assert r.status_code == 200, r.text
+    assert "bob-no-header" in (p.search("alice", "default", "experiment") or set())
+
+
+def test_without_the_default_grant_users_find_nothing_in_default(platform: Platform) -> None:
+    """Why apply grants auth.user_role on default: oidc-auth lets a non-admin search a
+    workspace only with READ on it, header or not. Removed by hand, plan shows it and apply
+    puts it back."""
+    import sqlalchemy
+
+    p = platform
+    db, password = p.settings.database, p.settings.secrets.effective_db_password
+    assert db.host is not None and password is not None
+    engine = sqlalchemy.create_engine(sqlalchemy.URL.create(
+        "postgresql+psycopg", username=db.user, password=password.get_secret_value(),
+        host=db.host, port=db.port, database=db.auth_name))
+    try:
+        with engine.begin() as conn:
+            conn.execute(sqlalchemy.text(
+                "DELETE FROM workspace_group_permissions WHERE workspace = 'default'"))
+    finally:
+        engine.dispose()
+    time.sleep(CACHE_SECONDS + 0.5)
+    for header in (None, "default"):
+        assert p.search("bob", header, "experiment") == set()
+    assert p.get("bob", "default", "experiment", "legacy-experiment") == 403
+    drift = [(c.action, c.target, c.detail) for c in plan_system(SYSTEM, p.settings)
+             if c.is_change]
+    assert drift == [("create", "group mlflow-user: workspace 'default'", "READ")]
+    apply_system(SYSTEM, p.settings)
+    time.sleep(CACHE_SECONDS + 0.5)
+    found = p.search("bob", "default", "experiment")
+    assert found is not None and "legacy-experiment" in found
