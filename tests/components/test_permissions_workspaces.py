@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -280,3 +281,29 @@ def test_without_the_default_grant_users_find_nothing_in_default(platform: Platf
     time.sleep(CACHE_SECONDS + 0.5)
     found = p.search("bob", "default", "experiment")
     assert found is not None and "legacy-experiment" in found
+
+
+def test_a_new_local_sqlite_platform_starts_with_its_workspaces(
+        keycloak: KeycloakServer, tmp_path: Path) -> None:
+    """`up` reconciles before the server has ever run: MLflow's schema (where the workspaces
+    live) is created first, as the server would."""
+    port = free_port()
+    realm = provision_realm(keycloak, f"ws-local-{uuid.uuid4().hex[:8]}",
+                            f"http://127.0.0.1:{port}",
+                            users={"alice": [ADMIN_ROLE], "bob": [USER_ROLE]})
+    admin_client(keycloak, realm.realm).create_realm_role({"name": "team-a"})
+    realm.set_roles("bob", [USER_ROLE, "team-a"])
+    settings = Settings.model_validate({
+        "server": {"port": port, "workers": 1, "workspaces": True},
+        "auth": {"provider": "keycloak", "keycloak_url": realm.server.url, "realm": realm.realm,
+                 "client_id": realm.client_id, "permission_cache_seconds": CACHE_SECONDS},
+        "workspaces": [{"name": "team-a", "groups": {"team-a": "MANAGE"}}],
+    })
+    settings = settings.model_copy(update={"secrets": Secrets.model_construct(
+        oidc_client_secret=SecretStr(realm.client_secret))})
+    with running(settings, tmp_path / "state") as server:
+        p = Platform(realm, server.url, settings)
+        p.create("bob", "team-a", "experiment", "bob-a")
+        assert p.search("bob", "team-a", "experiment") == {"bob-a"}
+        assert "bob-a" not in (p.search("bob", None, "experiment") or set())
+        assert "Default" in (p.search("bob", None, "experiment") or set())

@@ -157,10 +157,11 @@ class PermissionsSystem:
     def plan(self, client: AuthDb, settings: Settings, observed: Observed) -> list[Step]:
         if observed.live is None:
             n = len(settings.permissions.grants)
-            what = f"{n} declared grant(s)"
+            what, when = f"{n} declared grant(s)", "once the SSO schema exists"
             if settings.server.workspaces and settings.sso:
                 what += f", {len(settings.workspaces)} declared workspace(s)"
-            return [Step(Change(SYSTEM_NAME, "create", what, "once the schemas exist"),
+                when = "once the SSO and MLflow schemas exist"
+            return [Step(Change(SYSTEM_NAME, "create", what, when),
                          run=lambda _p: _run_all(client, settings))]
         live = observed.live
         changes, report = grant_changes(settings, live)
@@ -205,10 +206,17 @@ SYSTEM = PermissionsSystem()
 
 
 def open_local(settings: Settings, data_dir: str) -> AuthDb:
-    """The client for a local platform: its PostgreSQL, else its sqlite files in `data_dir`."""
-    if settings.database.backend == "postgresql":
-        return open_postgres(settings)
-    return open_sqlite(f"{data_dir}/auth.db", f"{data_dir}/mlflow.db")
+    """The client for a local platform: its PostgreSQL, else its sqlite files in `data_dir`.
+    With workspaces, a new MLflow database gets its schema now (the workspaces live in it)."""
+    client = (open_postgres(settings) if settings.database.backend == "postgresql"
+              else open_sqlite(f"{data_dir}/auth.db", f"{data_dir}/mlflow.db"))
+    if ws.desired(settings) and not ws.has_workspace_table(client.tracking):
+        url = (client.tracking.url if settings.database.backend == "postgresql"
+               else sqlalchemy.make_url(f"sqlite:///{data_dir}/mlflow.db"))
+        client.close()
+        ws.ensure_schema(url)
+        return open_local(settings, data_dir)
+    return client
 
 
 def reconcile(client: AuthDb, settings: Settings, progress: Progress) -> list[Change]:

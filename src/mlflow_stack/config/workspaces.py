@@ -2,9 +2,9 @@
 `apply` / `up` (permissions/workspaces.py) when `server.workspaces` is on.
 
 A group is a Keycloak realm role, which the SSO layer sees as a group. The level is
-mlflow-oidc-auth's: READ lets members see the workspace and read what nobody granted them
-otherwise, EDIT/USE write, MANAGE also creates experiments and models *by header* in it and
-manages the workspace's grants.
+mlflow-oidc-auth's, on everything in the workspace nobody granted otherwise: READ reads (and
+lets members search the workspace at all), USE uses, EDIT writes, MANAGE also deletes, creates
+experiments, models and prompts in the workspace (by header) and manages grants.
 """
 
 from __future__ import annotations

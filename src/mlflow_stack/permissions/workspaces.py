@@ -117,6 +117,20 @@ def has_workspace_table(tracking: sqlalchemy.Engine) -> bool:
     return sqlalchemy.inspect(tracking).has_table("workspaces")
 
 
+def ensure_schema(tracking_url: sqlalchemy.URL) -> None:
+    """Create MLflow's schema in a new database, as the server does on its first start (`up`
+    reconciles before starting it, and MLflow's schema holds the workspaces): MLflow's
+    workspace store initialises the tables when it opens a database that has none."""
+    engine = sqlalchemy.create_engine(tracking_url)
+    try:
+        if has_workspace_table(engine):
+            return
+        store = _store(engine)
+        store._engine.dispose()  # type: ignore[attr-defined]
+    finally:
+        engine.dispose()
+
+
 def _store(tracking: sqlalchemy.Engine) -> object:
     """MLflow's own SQL workspace store on the tracking database (its validation, its
     `RESOURCE_ALREADY_EXISTS`); the password stays inside the URL handed to it."""
