@@ -78,9 +78,12 @@ class Platform:
             key = "experiments"
         else:
             # MLflow leaves prompts out of a model search unless the filter names them.
-            flt = {"filter": "tags.`mlflow.prompt.is_prompt` = 'true'"} if kind == "prompt" else {}
-            r = self.call(who, "GET", f"{API}/registered-models/search", workspace=workspace,
-                          max_results="1000", **flt)
+            path = f"{API}/registered-models/search"
+            if kind == "prompt":
+                r = self.call(who, "GET", path, workspace=workspace, max_results="1000",
+                              filter="tags.`mlflow.prompt.is_prompt` = 'true'")
+            else:
+                r = self.call(who, "GET", path, workspace=workspace, max_results="1000")
             key = "registered_models"
         if r.status_code == 403:
             return None
