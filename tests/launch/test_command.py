@@ -120,3 +120,15 @@ def test_what_mlflow_turns_on_by_itself_is_off_unless_asked() -> None:
     assert env["MLFLOW_STACK_ASSISTANT"] == "true"
     assert env["MLFLOW_ENABLE_REMOTE_ASSISTANT"] == "false"  # MLflow's remote mode stays off
     assert "MLFLOW_ENABLE_ASSISTANT_SANDBOX" not in env  # MLflow's own default
+
+
+def test_workspaces_switch_reaches_mlflow_and_the_sso_layer() -> None:
+    """server.workspaces: MLflow's flag, and the one env switch its workers and mlflow-oidc-auth
+    both read (the pod gets the same launch)."""
+    off = build_server_launch(Settings(), PATHS)
+    assert "--enable-workspaces" not in off.argv
+    assert off.env_dict()["MLFLOW_ENABLE_WORKSPACES"] == "false"
+    on = build_server_launch(Settings.model_validate({"server": {"workspaces": True}}), PATHS)
+    assert "--enable-workspaces" in on.argv
+    assert on.env_dict()["MLFLOW_ENABLE_WORKSPACES"] == "true"
+

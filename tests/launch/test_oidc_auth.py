@@ -42,6 +42,8 @@ def test_keycloak_env_and_secrets() -> None:
     assert plain["SESSION_COOKIE_SECURE"] == "true"
     assert plain["DEFAULT_LANDING_PAGE_IS_PERMISSIONS"] == "false"
     assert plain["PERMISSION_CACHE_TTL_SECONDS"] == "30"
+    assert plain["WORKSPACE_CACHE_TTL_SECONDS"] == "30"  # workspace grants: the same bound
+    assert plain["MLFLOW_ENABLE_WORKSPACES"] == "false"
     assert (plain["AUDIT_LOG_ENABLED"], plain["MLFLOW_STACK_AUDIT_LOG"]) == (
         "true", "/s/logs/audit.log")
     secret = env["OIDC_CLIENT_SECRET"].secret
@@ -68,3 +70,14 @@ def test_no_sso_adds_no_oidc() -> None:
     assert launch.argv[launch.argv.index("--app-name") + 1] == PLAIN_APP
     assert not any(v.name.startswith("OIDC_") for v in launch.env)
 
+
+
+def test_workspaces_on_with_sso() -> None:
+    s = _settings(server={"workspaces": True}, auth={
+        "provider": "keycloak", "keycloak_url": "https://kc.example.com",
+        "permission_cache_seconds": 5})
+    launch = build_server_launch(s, PATHS)
+    plain = launch.env_dict()
+    assert "--enable-workspaces" in launch.argv
+    assert plain["MLFLOW_ENABLE_WORKSPACES"] == "true"  # read by mlflow-oidc-auth too
+    assert plain["WORKSPACE_CACHE_TTL_SECONDS"] == "5"

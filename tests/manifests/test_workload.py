@@ -228,3 +228,16 @@ def test_a_stopping_pod_keeps_serving_while_it_leaves_the_service(reference: Set
     pod = find(render(off).objects, "Deployment")["spec"]["template"]["spec"]
     assert "lifecycle" not in pod["containers"][0]
     assert pod["terminationGracePeriodSeconds"] == 30
+
+
+def test_workspaces_reach_the_pod(reference: Settings) -> None:
+    """server.workspaces: the pod runs the same flag and env as a local server."""
+    on = reference.model_copy(update={"server": reference.server.model_copy(
+        update={"workspaces": True})})
+    c = container(find(render(on).objects, "Deployment", "mlflow"))
+    assert "--enable-workspaces" in c["args"]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["MLFLOW_ENABLE_WORKSPACES"] == "true"
+    assert env["WORKSPACE_CACHE_TTL_SECONDS"] == str(on.auth.permission_cache_seconds)
+    off = container(find(render(reference).objects, "Deployment", "mlflow"))
+    assert "--enable-workspaces" not in off["args"]

@@ -1,5 +1,7 @@
 """Permissions as code: the config's `permissions.grants` reconciled with mlflow-oidc-auth's
-live grants (its database, which every server replica reads on each request).
+live grants (its database, which every server replica reads on each request), and, with
+`server.workspaces`, the config's `workspaces` (permissions/workspaces.py): the workspaces in
+MLflow's database, then their group grants in the same transaction as the other grants.
 
 It runs after Kubernetes, whose migration Job creates the SSO schema; when the schema is not
 there yet at plan time, the one step waits for it and reads the grants again when it runs.
@@ -18,6 +20,7 @@ from mlflow_stack.components.base import Change
 from mlflow_stack.components.protocol import Finding, Step, ok, problem
 from mlflow_stack.config.model import Settings
 from mlflow_stack.errors import ConfigError, ServiceUnreachable, StackError
+from mlflow_stack.permissions import workspaces as ws
 from mlflow_stack.permissions.auth_db import AuthDb, LiveGrants
 from mlflow_stack.permissions.grants import Grant, GrantChange, desired, diff
 from mlflow_stack.progress import Progress
@@ -66,14 +69,38 @@ def open_sqlite(auth_db: str, tracking_db: str) -> AuthDb:
 class Observed:
     live: LiveGrants | None  # None: the SSO schema does not exist yet
     notes: list[str] = field(default_factory=list)
+    # None: no workspaces to reconcile, or MLflow's schema does not exist yet (then `live`
+    # is None too: one deferred step does everything)
+    workspaces: ws.LiveWorkspaces | None = None
 
 
-def observe(client: AuthDb) -> Observed:
-    if not client.has_schema():
-        return Observed(None, ["the SSO database has no schema yet: the grants are applied "
-                               "once the server or the migration Job has created it"])
+def observe(client: AuthDb, settings: Settings | None = None) -> Observed:
+    wanted = ws.desired(settings) if settings is not None else []
+    if not client.has_schema() or (wanted and not ws.has_workspace_table(client.tracking)):
+        return Observed(None, ["the SSO or MLflow database has no schema yet: the grants are "
+                               "applied once the server or the migration Job has created it"])
     live = client.read()
-    return Observed(live, [f"left alone: {o}" for o in live.orphans])
+    workspaces = None
+    if wanted:
+        with client.session() as s:
+            workspaces = ws.read(client.tracking, s, [w.name for w in wanted])
+    return Observed(live, [f"left alone: {o}" for o in live.orphans], workspaces)
+
+
+def workspace_changes(settings: Settings, observed: Observed) -> list[ws.WorkspaceChange]:
+    if observed.workspaces is None:
+        return []
+    return ws.diff(ws.desired(settings), observed.workspaces)
+
+
+def _write(client: AuthDb, changes: list[GrantChange], live: LiveGrants,
+           workspace_changes: list[ws.WorkspaceChange]) -> None:
+    """Workspaces in MLflow first (idempotent on a retry), then every grant in one SSO
+    database transaction: a failure leaves the grants as they were."""
+    ws.write_workspaces(client.tracking, workspace_changes)
+    with client.session() as s:
+        client.write_in(s, changes, live.experiments)
+        ws.write_grants(s, workspace_changes)
 
 
 def _waiting(grant: Grant, live: LiveGrants) -> str | None:
@@ -105,13 +132,13 @@ def grant_changes(settings: Settings, live: LiveGrants) -> tuple[list[GrantChang
 
 
 def _run_all(client: AuthDb, settings: Settings) -> None:
-    observed = observe(client)
+    observed = observe(client, settings)
     if observed.live is None:
-        raise StackError(f"the SSO database {client.where} still has no schema",
+        raise StackError(f"the SSO database {client.where} (or MLflow's) still has no schema",
                          hint="Start the server once (`up`, or the Deployment's migration "
                               "Job), then apply again.")
     changes, _ = grant_changes(settings, observed.live)
-    client.write(changes, observed.live.experiments)
+    _write(client, changes, observed.live, workspace_changes(settings, observed))
 
 
 class PermissionsSystem:
@@ -125,24 +152,32 @@ class PermissionsSystem:
         return open_postgres(settings)
 
     def observe(self, client: AuthDb, settings: Settings) -> Observed:
-        return observe(client)
+        return observe(client, settings)
 
     def plan(self, client: AuthDb, settings: Settings, observed: Observed) -> list[Step]:
         if observed.live is None:
             n = len(settings.permissions.grants)
-            return [Step(Change(SYSTEM_NAME, "create", f"{n} declared grant(s)",
-                                "once the SSO schema exists"),
+            what, when = f"{n} declared grant(s)", "once the SSO schema exists"
+            if settings.server.workspaces and settings.sso:
+                what += f", {len(settings.workspaces)} declared workspace(s)"
+                when = "once the SSO and MLflow schemas exist"
+            return [Step(Change(SYSTEM_NAME, "create", what, when),
                          run=lambda _p: _run_all(client, settings))]
         live = observed.live
         changes, report = grant_changes(settings, live)
+        wchanges = workspace_changes(settings, observed)
 
-        # One transaction for all of them, run by the first step: nothing half-changed.
+        # All of them run by the first step: nothing half-changed.
         def run(_progress: Progress) -> None:
-            client.write(changes, live.experiments)
+            _write(client, changes, live, wchanges)
 
-        return [Step(Change(SYSTEM_NAME, c.action, c.grant.describe(), c.detail),
-                     run=run if i == 0 else None)
-                for i, c in enumerate(changes)] + [Step(c) for c in report]
+        shown = ([Change(SYSTEM_NAME, c.action, c.describe(), c.detail) for c in wchanges]
+                 + [Change(SYSTEM_NAME, c.action, c.grant.describe(), c.detail)
+                    for c in changes])
+        if observed.workspaces is not None and not wchanges:
+            report.append(Change(SYSTEM_NAME, "unchanged", "workspaces", "as declared"))
+        return ([Step(c, run=run if i == 0 else None) for i, c in enumerate(shown)]
+                + [Step(c) for c in report])
 
     def teardown(self, client: AuthDb, settings: Settings, *, purge: bool) -> list[Step]:
         return [Step(Change(SYSTEM_NAME, "unchanged", "grants",
@@ -171,14 +206,22 @@ SYSTEM = PermissionsSystem()
 
 
 def open_local(settings: Settings, data_dir: str) -> AuthDb:
-    """The client for a local platform: its PostgreSQL, else its sqlite files in `data_dir`."""
-    if settings.database.backend == "postgresql":
-        return open_postgres(settings)
-    return open_sqlite(f"{data_dir}/auth.db", f"{data_dir}/mlflow.db")
+    """The client for a local platform: its PostgreSQL, else its sqlite files in `data_dir`.
+    With workspaces, a new MLflow database gets its schema now (the workspaces live in it)."""
+    client = (open_postgres(settings) if settings.database.backend == "postgresql"
+              else open_sqlite(f"{data_dir}/auth.db", f"{data_dir}/mlflow.db"))
+    if ws.desired(settings) and not ws.has_workspace_table(client.tracking):
+        url = (client.tracking.url if settings.database.backend == "postgresql"
+               else sqlalchemy.make_url(f"sqlite:///{data_dir}/mlflow.db"))
+        client.close()
+        ws.ensure_schema(url)
+        return open_local(settings, data_dir)
+    return client
 
 
 def reconcile(client: AuthDb, settings: Settings, progress: Progress) -> list[Change]:
     """Plan and run in one go (`up`, after its migrations)."""
     from mlflow_stack.components.protocol import run_steps
 
-    return run_steps(SYSTEM_NAME, SYSTEM.plan(client, settings, observe(client)), progress)
+    return run_steps(SYSTEM_NAME, SYSTEM.plan(client, settings, observe(client, settings)),
+                     progress)

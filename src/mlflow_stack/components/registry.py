@@ -52,8 +52,8 @@ SYSTEMS: tuple[Entry, ...] = (
     # After Kubernetes: its migration Job creates the SSO schema the grants live in. The local
     # platform's sqlite grants are applied by `up` (local/platform.py).
     Entry("permissions", "mlflow_stack.components.permissions",
-          _unless(lambda s: s.sso and s.permissions.managed
+          _unless(lambda s: s.sso and (s.permissions.managed or s.server.workspaces)
                   and s.database.backend == "postgresql",
-                  "no permissions.grants (or no SSO on PostgreSQL: `up` applies a local "
-                  "platform's)"), local=False),
+                  "no permissions.grants nor server.workspaces (or no SSO on PostgreSQL: "
+                  "`up` applies a local platform's)"), local=False),
 )

@@ -32,6 +32,7 @@ from mlflow_stack.config.types import (
     StorageClassName,
     quantity_bytes,
 )
+from mlflow_stack.config.workspaces import WorkspaceSpec, check_workspaces
 
 
 class _Section(BaseModel):
@@ -85,6 +86,12 @@ class ServerSettings(_Section):
     )
     telemetry: bool = Field(
         False, description="MLflow's usage telemetry (server and UI) to mlflow.org's collector.",
+    )
+    workspaces: bool = Field(
+        False, description="MLflow's workspaces (`--enable-workspaces`): experiments, "
+        "registered models and prompts live in one workspace each, chosen per request by the "
+        "X-MLFLOW-WORKSPACE header; with SSO, access to a workspace is granted per group "
+        "(top-level `workspaces`). Existing objects are in the `default` workspace.",
     )
 
 
@@ -314,6 +321,9 @@ class Settings(_Section):
     kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
     discovery: DiscoverySettings = Field(default_factory=DiscoverySettings)
     permissions: PermissionsSettings = Field(default_factory=PermissionsSettings)
+    workspaces: list[WorkspaceSpec] = Field(
+        default_factory=list, description="Workspaces and the groups (Keycloak roles) granted "
+        "each, reconciled by apply/up (needs server.workspaces and SSO).")
     secrets: Secrets = Field(default_factory=Secrets.none, exclude=True)
 
     @model_validator(mode="after")
@@ -330,6 +340,7 @@ class Settings(_Section):
         if self.permissions.managed and not self.sso:
             raise ValueError("permissions.grants need single sign-on (auth.provider: keycloak): "
                              "without it MLflow has no users or grants")
+        check_workspaces(self.workspaces, enabled=self.server.workspaces, sso=self.sso)
         return self
 
     # Derived values, computed in one place so local and Kubernetes targets agree.

@@ -79,6 +79,8 @@ def build_server_launch(
     ]
     if s.server.prometheus:
         argv += ["--expose-prometheus", str(paths.prometheus_dir)]
+    if s.server.workspaces:
+        argv.append("--enable-workspaces")
 
     env = [
         # The job runner costs ~1.9 GiB and ~7 s of start-up; off unless asked for.
@@ -86,6 +88,9 @@ def build_server_launch(
         # Nothing phones home from the platform (MLflow's usage telemetry is on by default).
         EnvVar("MLFLOW_DISABLE_TELEMETRY", str(not s.server.telemetry).lower()),
         *surface_env(s),
+        # MLflow's workers and mlflow-oidc-auth (config.py) both read this one switch; set
+        # either way so an inherited value cannot turn workspaces on behind the config.
+        EnvVar("MLFLOW_ENABLE_WORKSPACES", str(s.server.workspaces).lower()),
         EnvVar("MLFLOW_SERVER_ALLOWED_HOSTS", ",".join(allowed_hosts(s, internal_hosts or []))),
         EnvVar("TMPDIR", str(paths.tmp_dir)),
         EnvVar("MLFLOW_TMP_DIR", str(paths.tmp_dir)),

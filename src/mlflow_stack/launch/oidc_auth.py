@@ -77,6 +77,9 @@ def oidc_launch(settings: Settings, paths: ServerPaths) -> OidcLaunch:
         # mlflow-oidc-auth's per-process cache of permission decisions: the bound on how
         # long a grant written to the database directly (permissions as code) waits.
         EnvVar("PERMISSION_CACHE_TTL_SECONDS", str(a.permission_cache_seconds)),
+        # Its cache of workspace grants (default 300 s) has the same bound, so a workspace
+        # grant written by apply also takes effect within permission_cache_seconds.
+        EnvVar("WORKSPACE_CACHE_TTL_SECONDS", str(a.permission_cache_seconds)),
         EnvVar("OIDC_GROUP_DETECTION_PLUGIN", settings.auth.group_plugin),
         EnvVar("MLFLOW_KEYCLOAK_CLIENT_ROLES", _bool(a.include_client_roles)),
         EnvVar("AUTOMATIC_LOGIN_REDIRECT", _bool(a.automatic_login_redirect)),

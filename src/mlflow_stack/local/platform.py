@@ -108,7 +108,7 @@ def up(settings: Settings, state: StateDir, progress: Progress, *,
     schema.migrate(settings, state, launch, progress,
                    backup_to=schema.default_backup_dir(state) if behind else None,
                    serving="No server was started.")
-    if settings.sso and settings.permissions.managed:
+    if settings.sso and (settings.permissions.managed or settings.server.workspaces):
         with progress.step("permissions"):
             changes += _grants(settings, state, progress)
     if settings.artifacts.models_dir is not None:

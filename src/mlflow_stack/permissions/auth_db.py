@@ -170,8 +170,14 @@ class AuthDb:
     def write(self, changes: list[GrantChange], experiments: dict[str, str]) -> None:
         """All the changes in one transaction: a failure leaves the grants as they were."""
         with self.session() as s:
-            for change in changes:
-                _write_one(s, change, experiments)
+            self.write_in(s, changes, experiments)
+
+    def write_in(self, s: Session, changes: list[GrantChange],
+                 experiments: dict[str, str]) -> None:
+        """The changes in the caller's transaction (with workspace grants, see
+        components/permissions.py)."""
+        for change in changes:
+            _write_one(s, change, experiments)
 
 
 def _write_one(s: Session, change: GrantChange, experiments: dict[str, str]) -> None:
