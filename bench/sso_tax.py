@@ -9,9 +9,12 @@ request count and a time limit. Prints rps(auth) / rps(no auth) per workload, an
 CPU time per request (its whole process tree), which other load on the machine disturbs less.
 
     .venv/bin/python bench/sso_tax.py [--rounds 4] [--seconds 6] [--threads 4] [--plain]
+                                      [--workspaces]
 
 ``--plain`` adds plain mlflow-oidc-auth (``auth.app_name: oidc-auth``) as a third side, to show
-what our app (``mlflow-stack-sso``) saves; the run then takes ~50 % longer.
+what our app (``mlflow-stack-sso``) saves; the run then takes ~50 % longer. ``--workspaces`` adds
+our app with ``server.workspaces: true`` (requests without the header, in ``default``, which
+``up`` grants the user role) as another side.
 """
 
 from __future__ import annotations
@@ -197,10 +200,11 @@ def run_phase(target: Target, workload: str, threads: int, max_requests: int,
 
 
 def settings_for(pg: PostgresServer, port: int, realm: SsoRealm | None,
-                 app_name: str | None = None) -> Settings:
-    """Identical settings but for `auth`: same PostgreSQL server and database, default workers."""
+                 app_name: str | None = None, workspaces: bool = False) -> Settings:
+    """Identical settings but for `auth` (and workspaces): same PostgreSQL server and database,
+    default workers."""
     data: dict[str, Any] = {
-        "server": {"port": port},
+        "server": {"port": port, "workspaces": workspaces},
         "database": {"backend": "postgresql", "host": pg.host, "port": pg.port,
                      "user": pg.superuser, "name": "mlflow_bench",
                      "auth_name": "mlflow_bench_auth"},
@@ -264,6 +268,8 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds per side")
     parser.add_argument("--plain", action="store_true",
                         help="also run plain mlflow-oidc-auth (app oidc-auth) as a third side")
+    parser.add_argument("--workspaces", action="store_true",
+                        help="also run our app with server.workspaces on as another side")
     args = parser.parse_args()
 
     began = time.perf_counter()
@@ -274,7 +280,7 @@ def main() -> int:
         print("starting PostgreSQL and Keycloak ...", flush=True)
         pg = start_postgres(root / "pg")
         keycloak = start_keycloak(root / "kc", ensure_keycloak_dist(default_cache_dir()))
-        ports = [free_port() for _ in range(3)]
+        ports = [free_port() for _ in range(4)]
         realm = provision_realm(keycloak, f"bench-{uuid.uuid4().hex[:6]}",
                                 f"http://127.0.0.1:{ports[1]}", users={"bench": [USER_ROLE]})
         user = realm.users["bench"]
@@ -288,6 +294,9 @@ def main() -> int:
         if args.plain:
             contenders.append(("oidc-auth", settings_for(pg, ports[2], realm, "oidc-auth"),
                                tokens))
+        if args.workspaces:
+            contenders.append(("sso+workspaces",
+                               settings_for(pg, ports[3], realm, workspaces=True), tokens))
         with contextlib.ExitStack() as stack:
             sides = [Target(name, *stack.enter_context(platform_up(settings, root / name)),
                             source) for name, settings, source in contenders]
