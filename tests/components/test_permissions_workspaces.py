@@ -239,6 +239,51 @@ def test_an_admin_sees_both(platform: Platform, kind: str) -> None:
 
 
 
+def _ui_experiments(page: Any, url: str, workspace: str) -> tuple[str | None, set[str], str]:
+    """Open the UI's experiment list with `workspace` active (the UI keeps it in localStorage
+    and sends it as X-MLFLOW-WORKSPACE): the header its search carried, the names the server
+    answered, and the page's text once the list is drawn."""
+    page.evaluate("ws => localStorage.setItem('mlflow.activeWorkspace', ws)", workspace)
+    page.goto(f"{url}/#/experiments")
+    with page.expect_response(lambda r: "mlflow/experiments/search" in r.url,
+                              timeout=60_000) as answer:
+        page.reload()  # a fresh app: nothing answered from an earlier search's cache
+    response = answer.value
+    assert response.status == 200, response.text()
+    names = {str(e["name"]) for e in response.json().get("experiments", [])}
+    page.wait_for_load_state("networkidle")
+    return response.request.headers.get("x-mlflow-workspace"), names, page.inner_text("body")
+
+
+@pytest.mark.parametrize(("who", "mine", "theirs"), [("bob", "team-a", "team-b"),
+                                                     ("carol", "team-b", "team-a")])
+def test_the_ui_shows_a_team_its_workspace_only(platform: Platform, chromium: Any, who: str,
+                                                mine: str, theirs: str) -> None:
+    """The same isolation in the real UI (Chromium, signed in through Keycloak's form)."""
+    context = chromium.new_context()
+    try:
+        page = context.new_page()
+        page.goto(f"{platform.url}/")  # automatic login redirect: Keycloak's form
+        page.wait_for_url(f"{platform.realm.issuer}/**", timeout=30_000)
+        user = platform.realm.users[who]
+        page.fill("#username", user.username)
+        page.fill("#password", user.password)
+        page.click("#kc-login")
+        page.wait_for_url(f"{platform.url}/**", timeout=30_000)
+
+        header, names, text = _ui_experiments(page, platform.url, mine)
+        assert header == mine
+        assert f"{mine}-experiment" in names and f"{theirs}-experiment" not in names
+        assert f"{mine}-experiment" in text
+
+        # The other team's workspace chosen by hand: the UI's search finds nothing of theirs.
+        header, names, text = _ui_experiments(page, platform.url, theirs)
+        assert f"{theirs}-experiment" not in names, (header, names)
+        assert f"{theirs}-experiment" not in text
+    finally:
+        context.close()
+
+
 def test_creating_in_a_workspace_takes_manage_on_it(platform: Platform) -> None:
     """mlflow-oidc-auth gates creation by header (hooks/before_request.py): EDIT works on what
     is there, MANAGE (team-b's) creates; a header-less create lands in default."""
