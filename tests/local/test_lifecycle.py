@@ -41,29 +41,39 @@ def test_foreground_up_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     # stderr (progress, more of it on a slow machine) goes to a file: an unread pipe that
     # fills up would block `up` on a write, and it could not stop on Ctrl-C.
     progress = (tmp_path.parent / f"{tmp_path.name}-stderr.log").open("w")
+    # Ctrl-C as from a terminal, even when this run inherited SIGINT ignored (a suite started
+    # in the background by a non-interactive shell): Python then never raises
+    # KeyboardInterrupt and `up` would wait for its server for ever.
     proc = subprocess.Popen([*CLI, "up", "--port", str(port), "--state-dir", str(tmp_path)],
-                            stdout=subprocess.PIPE, stderr=progress, text=True)
+                            stdout=subprocess.PIPE, stderr=progress, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     progress.close()
     assert proc.stdout is not None
-    deadline = time.monotonic() + 240
-    seen = ""
-    while time.monotonic() < deadline and "Press Ctrl-C" not in seen:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        seen += line
-    assert f"MLflow is up: UI http://127.0.0.1:{port}" in seen, seen
-    assert f"export MLFLOW_TRACKING_URI=http://127.0.0.1:{port}" in seen
-    record = json.loads((tmp_path / "server.json").read_text())
-    server = psutil.Process(record["pid"])
-    tree = [server, *server.children(recursive=True)]
-    assert httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200
+    try:
+        deadline = time.monotonic() + 240
+        seen = ""
+        while time.monotonic() < deadline and "Press Ctrl-C" not in seen:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            seen += line
+        assert f"MLflow is up: UI http://127.0.0.1:{port}" in seen, seen
+        assert f"export MLFLOW_TRACKING_URI=http://127.0.0.1:{port}" in seen
+        record = json.loads((tmp_path / "server.json").read_text())
+        server = psutil.Process(record["pid"])
+        tree = [server, *server.children(recursive=True)]
+        assert httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200
 
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=60) == 0
-    _gone, alive = psutil.wait_procs(tree, timeout=10)
-    assert not alive, f"left running: {alive}"
-    assert not (tmp_path / "server.json").exists()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0
+        _gone, alive = psutil.wait_procs(tree, timeout=10)
+        assert not alive, f"left running: {alive}"
+        assert not (tmp_path / "server.json").exists()
+    finally:  # a failed check leaves nothing running
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        cli("down", "--state-dir", str(tmp_path))
 
 
 def test_detach_second_up_status_logs_down(tmp_path: Path) -> None:
