@@ -241,3 +241,15 @@ def test_workspaces_reach_the_pod(reference: Settings) -> None:
     assert env["WORKSPACE_CACHE_TTL_SECONDS"] == str(on.auth.permission_cache_seconds)
     off = container(find(render(reference).objects, "Deployment", "mlflow"))
     assert "--enable-workspaces" not in off["args"]
+
+
+def test_the_audit_trail_goes_to_the_pods_stdout(reference: Settings) -> None:
+    """In a pod the audit trail is stdout, for the cluster's log collector (each line carries
+    "log": "audit")."""
+    c = container(find(render(reference).objects, "Deployment", "mlflow"))
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert (env["AUDIT_LOG_ENABLED"], env["MLFLOW_STACK_AUDIT_LOG"]) == ("true", "-")
+    off = reference.model_copy(update={"auth": reference.auth.model_copy(
+        update={"audit_log": False})})
+    c = container(find(render(off).objects, "Deployment", "mlflow"))
+    assert {e["name"]: e.get("value") for e in c["env"]}["AUDIT_LOG_ENABLED"] == "false"
