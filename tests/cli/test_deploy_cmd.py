@@ -96,11 +96,12 @@ def test_plan_apply_deploy_keycloak_only(tmp_path: Path, keycloak: KeycloakServe
 
     planned = json.loads(ok(run_cli("plan", "-o", "json", cwd=tmp_path, env=env)).stdout)
     assert [s["system"] for s in planned["systems"]] == [
-        "keycloak", "postgres", "bucket", "kubernetes"]
+        "keycloak", "postgres", "bucket", "kubernetes", "permissions"]
     assert planned["systems"][0]["where"] == f"realm {realm} at {keycloak.url}"
     assert [s["skipped"] for s in planned["systems"][1:3]] == [
         "database.backend is not postgresql", "artifacts.backend is not s3"]
     assert "names no cluster" in planned["systems"][3]["skipped"]
+    assert "no permissions.grants" in planned["systems"][4]["skipped"]
     assert planned["summary"] == {"create": 13, "update": 1, "delete": 0, "unchanged": 0}
 
     applied = ok(run_cli("apply", "-c", str(config), cwd=tmp_path, env=env))
@@ -145,7 +146,9 @@ def test_all_three_systems_in_order(tmp_path: Path, keycloak: KeycloakServer,
     planned = json.loads(ok(run_cli("plan", "-c", str(config), "-o", "json", cwd=tmp_path,
                                     env=env)).stdout)
     systems = {s["system"]: s for s in planned["systems"]}
-    assert list(systems) == ["keycloak", "postgres", "bucket", "kubernetes"]
+    assert list(systems) == ["keycloak", "postgres", "bucket", "kubernetes", "permissions"]
+    # Nothing declared: the grants system stays out of the way.
+    assert "no permissions.grants" in systems["permissions"]["skipped"]
     assert [(c["action"], c["target"]) for c in systems["postgres"]["changes"]] == [
         ("create", f"database mlflow_{suffix}"), ("create", f"database mlflow_auth_{suffix}")]
     assert [(c["action"], c["target"]) for c in systems["bucket"]["changes"]] == [
