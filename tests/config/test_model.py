@@ -31,7 +31,8 @@ def test_public_host_defaults_from_domain() -> None:
     assert s.public_url == "https://experiments.example.com"
 
 
-@pytest.mark.parametrize(("limit", "workers"), [("512Mi", 1), ("1Gi", 2), ("2Gi", 4), ("4Gi", 4)])
+@pytest.mark.parametrize(("limit", "workers"),
+                         [("256Mi", 1), ("512Mi", 1), ("768Mi", 3), ("1Gi", 4), ("4Gi", 4)])
 def test_workers_follow_memory_limit(limit: str, workers: int) -> None:
     s = Settings.model_validate({"server": {"memory_limit": limit}})
     assert s.effective_workers == workers

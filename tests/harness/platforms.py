@@ -59,13 +59,14 @@ class SsoPlatform:
 
 @contextmanager
 def sso_platform(base_dir: Path, name: str, keycloak: KeycloakServer,
-                 postgres: PostgresServer, s3: S3Server) -> Iterator[SsoPlatform]:
+                 postgres: PostgresServer, s3: S3Server,
+                 workers: int | None = None) -> Iterator[SsoPlatform]:
     """A running SSO platform named name (lower case letters/digits), stopped on exit."""
     realm = f"{name}-{uuid.uuid4().hex[:6]}"
     create_realm(keycloak, realm)
     create_user(keycloak, realm, ADMIN_USER, ADMIN_PASSWORD, f"{ADMIN_USER}@example.com")
     settings = Settings.model_validate({
-        "server": {"port": free_port()},
+        "server": {"port": free_port(), **({"workers": workers} if workers else {})},
         "database": {"backend": "postgresql", "host": "127.0.0.1", "port": postgres.port,
                      "name": f"mlflow_{name}", "auth_name": f"mlflow_{name}_auth",
                      "user": postgres.superuser},

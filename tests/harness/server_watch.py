@@ -178,15 +178,11 @@ class ServerWatch:
 # so transfers are measured from a baseline taken after every worker has paid it.
 
 def workers(pid: int) -> list[psutil.Process]:
-    """The server's request workers (uvicorn spawns them with multiprocessing)."""
-    found = []
-    for proc in tree(pid):
-        try:
-            if "spawn_main" in " ".join(proc.cmdline()):
-                found.append(proc)
-        except psutil.Error:
-            continue
-    return found
+    """The server's request workers: the children gunicorn forks (server/gunicorn_conf.py)."""
+    try:
+        return list(psutil.Process(pid).children())
+    except psutil.Error:
+        return []
 
 
 def _uss(proc: psutil.Process) -> int:

@@ -31,9 +31,11 @@ def arg(argv: list[str], flag: str) -> str:
 def test_embedded_defaults() -> None:
     launch = build_server_launch(Settings(), PATHS)
     argv, env = launch.argv, launch.env_dict()
-    assert argv[:2] == ["mlflow", "server"]
+    assert argv[:2] == ["mlflow-stack-server", "server"]
+    # One import of the app, forked into uvicorn h11 workers (server/gunicorn_conf.py).
+    assert arg(argv, "--gunicorn-opts") == "-c python:mlflow_stack.server.gunicorn_conf"
     assert arg(argv, "--host") == "127.0.0.1" and arg(argv, "--port") == "5000"
-    assert arg(argv, "--workers") == "2"  # fits the 1Gi default budget
+    assert arg(argv, "--workers") == "4"  # fits the 1Gi default budget
     assert arg(argv, "--backend-store-uri") == "sqlite:////state/data/mlflow.db"
     assert arg(argv, "--artifacts-destination") == "/state/artifacts"
     assert "--serve-artifacts" in argv and arg(argv, "--app-name") == "mlflow-stack"

@@ -12,17 +12,20 @@ Registry store URI not provided. Using backend store URI.
 2026/12/03 17:37:29 INFO mlflow.store.db.utils: Updating database tables
 2026/12/03 17:37:29 INFO alembic.runtime.migration: Running upgrade 451a -> 90e6, add user column
 [MLflow] Security middleware enabled. Allowed hosts: localhost, localhost:*, 127.0.0.1, and 1 more.
-2026/12/03 17:37:31 INFO:     Uvicorn running on http://127.0.0.1:5066 (Press CTRL+C to quit)
-2026/12/03 17:37:31 INFO:     Started parent process [20204]
 /venv/lib/python3.11/site-packages/mlflow/server/fastapi_app.py:23: DeprecationWarning: x
   from starlette.middleware.wsgi import WSGIResponder, build_environ
-2026/12/03 17:37:37 INFO:     Started server process [20206]
-2026/12/03 17:37:37 INFO:     Waiting for application startup.
-2026/12/03 17:37:37 INFO:     Started server process [20207]
-2026/12/03 17:37:38 INFO:     Application startup complete.
-2026/12/03 17:37:38 ERROR mlflow.server: something broke while starting
-2026/12/03 17:37:38 INFO:     Application startup complete.
-2026/12/03 17:37:38 INFO:     127.0.0.1:56532 - "GET /health HTTP/1.1" 200 OK
+2026/12/04 09:28:37 INFO: Starting gunicorn 23.0.0
+2026/12/04 09:28:37 INFO: Listening at: http://127.0.0.1:5066 (19428)
+2026/12/04 09:28:37 INFO: Using worker: uvicorn.workers.UvicornH11Worker
+2026/12/04 09:28:37 INFO: Booting worker with pid: 19672
+2026/12/04 09:28:37 INFO: Started server process [19672]
+2026/12/04 09:28:37 INFO: Waiting for application startup.
+2026/12/04 09:28:37 INFO: Booting worker with pid: 19673
+2026/12/04 09:28:37 INFO: Started server process [19673]
+2026/12/04 09:28:37 INFO: Application startup complete.
+2026/12/04 09:28:38 ERROR mlflow.server: something broke while starting
+2026/12/04 09:28:38 INFO: Application startup complete.
+2026/12/04 09:28:38 INFO: 127.0.0.1:33916 - "GET /health HTTP/1.1" 200
 """
 
 

@@ -33,10 +33,11 @@ def test_deployment_runs_the_shared_command_line(reference: Settings) -> None:
     objects = render(reference).objects
     c = container(find(objects, "Deployment", "mlflow"))
     expected = build_server_launch(
-        reference, workload.POD_PATHS, executable=["mlflow"], bind_host="0.0.0.0",
+        reference, workload.POD_PATHS, bind_host="0.0.0.0",
         internal_hosts=workload.internal_hosts(reference))
     assert c["command"] + c["args"] == expected.argv
-    assert c["command"] == ["mlflow"]
+    # `mlflow server` whose gunicorn master replaces it (server/serve.py): PID 1 is the server.
+    assert c["command"] == ["mlflow-stack-server"]
     assert c["args"][:5] == ["server", "--host", "0.0.0.0", "--port", "5000"]
     # Same env, secrets by reference only.
     assert [e["name"] for e in c["env"]] == [v.name for v in expected.env]

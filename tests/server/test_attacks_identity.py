@@ -296,7 +296,7 @@ def after_the_bound(status: Callable[[], int], changed_at: float) -> set[int]:
     server process keeps Keycloak's answer up to REVOCATION_SECONDS, so one early refusal from
     one worker says nothing about the others. (The wait is the behaviour under test.)"""
     time.sleep(max(0.0, changed_at + REVOCATION_SECONDS + 1.0 - time.monotonic()))
-    return {status() for _ in range(8)}  # 2 workers: every one of them is asked
+    return {status() for _ in range(24)}  # 4 workers: every one of them is asked
 
 
 def test_minted_token_follows_role_removal_and_regrant(env: Env) -> None:

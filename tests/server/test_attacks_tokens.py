@@ -94,7 +94,8 @@ def env(keycloak: KeycloakServer, postgres_server: PostgresServer,
     suffix = uuid.uuid4().hex[:8]
     pg = postgres_server
     settings = Settings.model_validate({
-        "server": {"port": port, "hostname": PUBLIC_HOST},  # default worker count (2)
+        # Two workers: the kill test below takes down each of them in turn.
+        "server": {"port": port, "hostname": PUBLIC_HOST, "workers": 2},
         "database": {"backend": "postgresql", "host": pg.host, "port": pg.port,
                      "user": pg.superuser, "name": f"mlflow_atk_{suffix}",
                      "auth_name": f"mlflow_atk_auth_{suffix}"},
@@ -357,7 +358,7 @@ def test_no_acknowledged_write_is_lost_when_workers_are_killed(env: Env) -> None
             os.kill(victim.pid, signal.SIGKILL)  # a worker of our own server, by pid
             killed.append((victim.pid, time.monotonic()))
             _wait(partial(_replaced, server_pid, victim.pid), 90,
-                  "uvicorn replaced the killed worker")
+                  "gunicorn replaced the killed worker")
 
     writes = _write_metrics(env, token, run_id, range(450), threads=3, during=kill_workers,
                             deadline=time.monotonic() + 240)

@@ -378,14 +378,17 @@ class Settings(_Section):
     def effective_workers(self) -> int:
         """Workers that fit 3/4 of the memory budget (the rest is headroom for requests).
 
-        USS of the whole tree, job runner off, MLflow 3.17.2: at rest 1 worker 364 MiB, 2: 564,
-        3: 742, 4: 920; after each worker's first artifact/S3 requests (boto3, ORM loaded)
-        ~270 MiB per worker -> sized with ~200 MiB base + 270 MiB per worker (1Gi -> 2).
+        Workers are forked from one import (server/gunicorn_conf.py), so what a pod's cgroup
+        is charged is the tree's PSS (shared pages once). bench/workers.py, SSO, S3 artifacts,
+        job runner off, MLflow 3.17.2: master + 1 worker ~335 MiB PSS once it has served
+        runs, metrics and artifacts; each further worker ~110 MiB (mostly pages its objects'
+        reference counts un-share) -> sized with 225 MiB base + 110 MiB per worker, at most 4
+        (1Gi -> 4, 768Mi -> 3, 512Mi -> 1).
         """
         if self.server.workers:
             return self.server.workers
         mib = quantity_bytes(self.server.memory_limit) / 2**20
-        return max(1, min(4, int((0.75 * mib - 200) // 270)))
+        return max(1, min(4, int((0.75 * mib - 225) // 110)))
 
     def missing_secrets(self) -> list[tuple[str, str]]:
         """(what, variables) for each secret the configured backends need but don't have."""

@@ -23,6 +23,11 @@ from mlflow_stack.launch.stores import artifacts_destination, backend_store_uri
 # The mlflow.app entry point of a platform without SSO (server/plain_app.py).
 PLAIN_APP = "mlflow-stack"
 
+# The server's gunicorn settings: preloaded app, uvicorn's h11 workers.
+GUNICORN_CONF = "mlflow_stack.server.gunicorn_conf"
+# `mlflow server` whose server replaces it instead of running under it (server/serve.py).
+SERVER_COMMAND = ["mlflow-stack-server"]
+
 MAX_REQUEST_BODY_ENV = "MLFLOW_STACK_MAX_REQUEST_BODY"
 # Tunables the server runtime reads from its environment (sso_app and the modules it installs);
 # a local server inherits these from `up`'s environment, nothing else of ours (see
@@ -61,12 +66,12 @@ def build_server_launch(
 ) -> ServerLaunch:
     """`mlflow server` argv and env for these settings.
 
-    `executable` is how to invoke mlflow (default `mlflow`); `bind_host` overrides the configured
-    listen address (the pod listens on 0.0.0.0).
+    `executable` is how to invoke `mlflow server` (default `mlflow-stack-server`, the same
+    CLI); `bind_host` overrides the configured listen address (the pod listens on 0.0.0.0).
     """
     s = settings
     argv = [
-        *(executable or ["mlflow"]),
+        *(executable or SERVER_COMMAND),
         "server",
         "--host", bind_host or s.server.bind_host,
         "--port", str(s.server.port),
@@ -74,8 +79,8 @@ def build_server_launch(
         "--backend-store-uri", backend_store_uri(s, paths),
         "--serve-artifacts",
         "--artifacts-destination", artifacts_destination(s, paths),
-        # h11 whatever else is installed: the request-head timeout patches its protocol.
-        "--uvicorn-opts", "--http h11",
+        # One import of the app, forked into the workers (server/gunicorn_conf.py).
+        "--gunicorn-opts", f"-c python:{GUNICORN_CONF}",
     ]
     if s.server.prometheus:
         argv += ["--expose-prometheus", str(paths.prometheus_dir)]

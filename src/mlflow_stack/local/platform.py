@@ -62,7 +62,7 @@ def describe(settings: Settings, paths: ServerPaths) -> tuple[str, str, str]:
 def server_launch(settings: Settings, state: StateDir) -> ServerLaunch:
     # Run mlflow from the interpreter we are installed in, not whatever `mlflow` is on PATH.
     return build_server_launch(settings, state.server_paths(),
-                               executable=[sys.executable, "-m", "mlflow"])
+                               executable=[sys.executable, "-m", "mlflow_stack.server.serve"])
 
 
 def with_sso_secrets(settings: Settings, state: StateDir) -> Settings:

@@ -1,9 +1,10 @@
 """What a starting server is doing, read from its log while `up` waits for /health.
 
 The first start on a new database creates MLflow's schema (and, with SSO, the SSO tables) before
-any worker starts; every start then boots one uvicorn worker process after another, each
-importing MLflow. Those are the slow parts; this turns the log lines that mark them into short
-progress texts ("creating the database schema (first start only)", "worker 2 of 2 ready").
+any worker starts; every start then imports MLflow and the app once and forks the workers
+(server/gunicorn_conf.py). Those are the slow parts; this turns the log lines that mark them
+into short progress texts ("creating the database schema (first start only)",
+"worker 2 of 2 ready").
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import re
 from pathlib import Path
 
 # "2026/12/03 17:37:29 INFO mlflow.store.db.utils: Creating ..." (MLflow) and
-# "2026/12/03 17:37:31 INFO:     Uvicorn running on ..." (uvicorn).
+# "2026/12/04 09:28:37 INFO: Listening at: http://..." (gunicorn and its uvicorn workers).
 _RECORD = re.compile(
     r"^\d{4}[/-]\d\d[/-]\d\d[ T]\d\d:\d\d:\d\d(?:[,.]\d+)?\s+(?P<level>[A-Z]+):?\s+"
     r"(?:(?P<logger>[\w.]+): )?(?P<msg>.*)$")
@@ -24,12 +25,13 @@ _KNOWN: tuple[tuple[re.Pattern[str], str], ...] = (
      "creating the database schema (first start only)"),
     (re.compile(r"Updating database tables"), "bringing the database schema up to date"),
     (re.compile(r"Running upgrade \S+ -> \S+,?\s*(?P<what>.*)"), "migration: {what}"),
-    (re.compile(r"Uvicorn running on (?P<url>\S+)"), "listening on {url}; starting workers"),
+    (re.compile(r"Listening at: (?P<url>\S+)"), "listening on {url}; starting workers"),
 )
 _WORKER_STARTED = re.compile(r"Started server process")
 _WORKER_READY = re.compile(r"Application startup complete")
 # Lines that say nothing about progress.
-_NOISE = re.compile(r"Waiting for application startup|Started parent process|"
+_NOISE = re.compile(r"Waiting for application startup|Starting gunicorn|Using worker:|"
+                    r"Booting worker|"
                     r"Registry store URI not provided|Security middleware|\"GET /health")
 
 

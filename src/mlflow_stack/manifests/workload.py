@@ -14,7 +14,7 @@ from typing import Any
 from mlflow_stack import MLFLOW_VERSION
 from mlflow_stack.config.model import Settings
 from mlflow_stack.errors import ConfigError
-from mlflow_stack.launch.command import build_server_launch
+from mlflow_stack.launch.command import SERVER_COMMAND, build_server_launch
 from mlflow_stack.launch.spec import ServerLaunch, ServerPaths
 from mlflow_stack.manifests import labels as lb
 
@@ -46,7 +46,7 @@ def internal_hosts(settings: Settings) -> list[str]:
 
 
 def server_launch(settings: Settings) -> ServerLaunch:
-    return build_server_launch(settings, POD_PATHS, executable=["mlflow"], bind_host="0.0.0.0",
+    return build_server_launch(settings, POD_PATHS, executable=SERVER_COMMAND, bind_host="0.0.0.0",
                                internal_hosts=internal_hosts(settings))
 
 

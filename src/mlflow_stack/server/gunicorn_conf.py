@@ -1,0 +1,170 @@
+"""How the server's workers run: gunicorn imports the app once, then forks them.
+
+``mlflow server`` uses ``--gunicorn-opts "-c python:mlflow_stack.server.gunicorn_conf"``
+(launch/command.py). uvicorn's own ``--workers`` spawns fresh interpreters that each import
+MLflow, mlflow-oidc-auth and their dependencies (~180 MiB USS apiece) one after another; here the
+master imports the app (``preload_app``) and forks the workers, which share those pages
+copy-on-write. The workers are uvicorn's, on h11 (the request-head timeout of
+server/request_limits.py patches its protocol), so requests are served exactly as before.
+
+Fork safety, checked by tests/server/test_gunicorn_conf.py and the whole suite running on it:
+the master serves no requests; it closes the database connections its import made before it
+forks (``when_ready``), and a worker never uses a connection another process opened
+(``_guard_pools``; a shared session breaks both, e.g. psycopg's "prepared statement already
+exists"). Threads do not survive a fork: the master warns if its import started any.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib
+import logging
+import os
+import threading
+import weakref
+from typing import Any
+
+FORK_HAZARD = "fork hazard"
+
+# uvicorn's worker class for gunicorn, with the asyncio loop and h11.
+worker_class = "uvicorn.workers.UvicornH11Worker"
+preload_app = True
+# uvicorn's default; gunicorn's is 2 s (MLflow's client and browsers reuse connections).
+keepalive = 5
+# A worker whose event loop has not checked in for this long is replaced. Requests run on
+# threads (Flask on a pool), so only a wedged loop trips it.
+timeout = 120
+graceful_timeout = 30
+# What MLflow's uvicorn log config did: the servers' lines on stderr and one line per request
+# on stdout, in MLflow's format ("2026/12/04 09:50:00 INFO: ..."), which local/startup.py reads
+# for `up`'s progress. The root logger stays as Python leaves it (gunicorn's default would
+# print every library's INFO lines).
+logconfig_dict: dict[str, Any] = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "root": {"level": "WARNING", "handlers": []},
+    "filters": {"orderly_stop": {"()": f"{__name__}.OrderlyStop"}},
+    "formatters": {"default": {"format": "%(asctime)s %(levelname)s: %(message)s",
+                               "datefmt": "%Y/%m/%d %H:%M:%S"}},
+    "handlers": {
+        "stderr": {"class": "logging.StreamHandler", "formatter": "default",
+                   "stream": "ext://sys.stderr", "filters": ["orderly_stop"]},
+        "stdout": {"class": "logging.StreamHandler", "formatter": "default",
+                   "stream": "ext://sys.stdout"},
+    },
+    "loggers": {
+        "gunicorn.error": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
+        "gunicorn.access": {"handlers": ["stdout"], "level": "INFO", "propagate": False},
+    },
+}
+
+
+class OrderlyStop(logging.Filter):
+    """gunicorn reports a worker that ended by SIGTERM as an ERROR, but SIGTERM only ever comes
+    from the master stopping it (uvicorn re-raises the signal once it has shut down cleanly):
+    an INFO line, so that every `down` does not leave errors in the log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.ERROR and str(record.msg).endswith("was sent SIGTERM!"):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+# Engines used in this process, so that the master can close their connections before it forks.
+_ENGINES: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def _guard_pools() -> None:
+    """Before the app is imported: SQLAlchemy's recipe for pools across fork (a connection
+    opened in another process is discarded at checkout, never used: two processes on one
+    session corrupt both, e.g. psycopg's "prepared statement already exists"), and a note of
+    every engine that connects."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+    from sqlalchemy.pool import Pool
+
+    if not event.contains(Pool, "connect", _remember_pid):
+        event.listen(Pool, "connect", _remember_pid)
+        event.listen(Pool, "checkout", _refuse_foreign)
+        event.listen(Engine, "engine_connect", _remember_engine)
+
+
+def _remember_pid(dbapi_connection: Any, record: Any) -> None:
+    record.info["pid"] = os.getpid()
+
+
+def _refuse_foreign(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+    from sqlalchemy import exc
+
+    if record.info.get("pid") != os.getpid():
+        # Forget it without closing: closing would end the other process's session.
+        record.dbapi_connection = proxy.dbapi_connection = None
+        raise exc.DisconnectionError("connection opened in another process")
+
+
+def _remember_engine(connection: Any) -> None:
+    _ENGINES.add(connection.engine)
+
+
+# gunicorn reads this module before it imports the app (preload_app): the guard is in place
+# for every connection the import makes.
+_guard_pools()
+
+
+# What every worker imports on its first requests (a worker's sys.modules after serving runs,
+# metrics, artifacts, against the master's): imported once in the master instead, shared.
+WARM_MODULES = (
+    "anyio._backends._asyncio", "starlette.middleware.wsgi", "uvicorn.lifespan.on",
+    "uvicorn.loops.asyncio", "uvicorn.protocols.websockets.auto", "mlflow.server.fastapi_app",
+    "mlflow.server.artifact_router", "mlflow.server.server_info_api", "mlflow.tracing.export",
+    "mlflow.tracing.processor.otel", "mlflow.store.tracking.sqlalchemy_workspace_store",
+)
+S3_MODULES = ("boto3", "botocore", "s3transfer", "mlflow.store.artifact.s3_artifact_repo",
+              "mlflow_stack.server.s3_repository")
+# Set by `mlflow server` for its server (mlflow/server/constants.py).
+ARTIFACTS_DESTINATION_ENV = "_MLFLOW_SERVER_ARTIFACT_DESTINATION"
+
+
+def warm(log: Any) -> None:
+    """Import what the workers would each import on first use; with S3 artifacts, also load
+    the S3 client's service model into boto3's default session (what MLflow's S3 repository
+    creates its clients from). Nothing here connects anywhere."""
+    s3 = os.environ.get(ARTIFACTS_DESTINATION_ENV, "").startswith("s3://")
+    for name in WARM_MODULES + (S3_MODULES if s3 else ()):
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:  # a later MLflow may have moved it: only memory is lost
+            log.warning("not preloaded (each worker imports it on first use): %s: %s", name, exc)
+    if s3:
+        import boto3
+
+        # Explicit dummy keys and region: the credential chain and region lookup stay unused.
+        if boto3.DEFAULT_SESSION is None:
+            boto3.setup_default_session()
+        session = boto3.DEFAULT_SESSION
+        assert session is not None
+        session.client("s3", region_name="us-east-1", aws_access_key_id="warm",
+                       aws_secret_access_key="warm")
+
+
+def when_ready(server: Any) -> None:
+    """In the master, app imported, before the first fork: everything it allocated goes to a
+    generation the collector never scans, so collections in the workers do not write to (and
+    un-share) those pages."""
+    others = sorted(t.name for t in threading.enumerate() if t is not threading.main_thread())
+    if others:  # a thread's work would silently not happen in the workers
+        server.log.warning("%s: threads running in the master before the workers fork: %s",
+                           FORK_HAZARD, ", ".join(others))
+    warm(server.log)
+    for engine in list(_ENGINES):  # the master serves nothing: no session to share
+        engine.dispose()
+    gc.collect()
+    gc.freeze()
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """A worker is gone: its live gauges leave /metrics (Prometheus multiprocess mode)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
