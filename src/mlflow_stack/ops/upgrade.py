@@ -250,16 +250,19 @@ def kubernetes_rollback_hint(settings: Settings, backup: Path | None) -> str:
 
 def apply_guarded(settings: Settings, state: StateDir, progress: Progress, *,
                   target: Target = "auto", backup_dir: Path | None = None,
-                  skip_backup: bool = False) -> tuple[list[SystemResult], Path | None]:
+                  skip_backup: bool = False, check: Callable[[Settings], None] | None = None,
+                  ) -> tuple[list[SystemResult], Path | None]:
     """deploy.apply with the upgrade guard: a backup first when the server image changes, and
-    a failed migration Job reported with where the backup is and what still serves."""
+    a failed migration Job reported with where the backup is and what still serves.
+    `check`: as deploy.apply's."""
     from mlflow_stack.kubernetes.wait import MigrationFailed
 
     taken: list[Path] = []
     hook = (backup_before_image_change(state, backup_dir, skip_backup, taken)
             if deploy.includes_kubernetes(settings, target) else None)
     try:
-        results = deploy.apply(settings, progress, target=target, before_writes=hook)
+        results = deploy.apply(settings, progress, target=target, before_writes=hook,
+                               check=check)
     except MigrationFailed as exc:
         hint = f"{exc.hint} {kubernetes_rollback_hint(settings, taken[0] if taken else None)}"
         raise UpgradeFailed(exc.message, hint=hint) from None
