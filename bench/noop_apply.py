@@ -30,6 +30,7 @@ import io
 import os
 import pstats
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -159,16 +160,25 @@ class Cli:
     def env(self, setup: Setup) -> dict[str, str]:
         return {**setup.env, "PYTHONPATH": str(self.src)}
 
-    def apply(self, setup: Setup, timeout: float = 600) -> tuple[float, str, str]:
+    def apply(self, setup: Setup, timeout: float = 600) -> tuple[float, float, str, str]:
+        """(wall s, CPU s of the CLI process, stdout, stderr) of one `apply`."""
         args = [sys.executable, "-m", "mlflow_stack.cli.main", "apply", "-c", str(setup.config),
                 "--state-dir", str(setup.state_dir)]
+        before = _children_cpu()
         start = time.perf_counter()
         done = subprocess.run(args, cwd=setup.config.parent, env=self.env(setup),
                               capture_output=True, text=True, timeout=timeout, check=False)
         took = time.perf_counter() - start
         if done.returncode != 0:
             raise RuntimeError(f"{self.name}: apply exited {done.returncode}:\n{done.stderr}")
-        return took, done.stdout, done.stderr
+        return took, _children_cpu() - before, done.stdout, done.stderr
+
+
+def _children_cpu() -> float:
+    """User + system CPU s of the waited-for children so far: less disturbed by other load on
+    the machine than wall time (the services' own CPU is not in it)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def baseline_cli(rev: str, root: Path) -> Cli:
@@ -184,7 +194,7 @@ def baseline_cli(rev: str, root: Path) -> Cli:
 def converge(cli: Cli, setup: Setup, kube: KubeAPIServer) -> None:
     with FakeControllers(kube, setup.namespace):
         for _ in range(3):
-            _, out, _ = cli.apply(setup)
+            out = cli.apply(setup)[2]
             if "No changes" in out:
                 return
     raise RuntimeError(f"apply did not converge:\n{out}")
@@ -198,6 +208,7 @@ def count_keycloak(server: KeycloakServer) -> int:
 @dataclass
 class Runs:
     seconds: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
     keycloak_requests: list[int] = field(default_factory=list)
     steps: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
 
@@ -211,11 +222,12 @@ def time_noop(clis: list[Cli], setup: Setup, kc: KeycloakServer, runs: int) -> d
     for _ in range(runs):
         for cli in clis:
             before = count_keycloak(kc)
-            took, out, err = cli.apply(setup)
+            took, cpu, out, err = cli.apply(setup)
             if "No changes" not in out:
                 raise RuntimeError(f"{cli.name}: not a no-op apply:\n{out}")
             r = result[cli.name]
             r.seconds.append(took)
+            r.cpu.append(cpu)
             r.keycloak_requests.append(count_keycloak(kc) - before)
             for line in err.splitlines():
                 m = _STEP.match(line.strip())
@@ -422,14 +434,18 @@ def main() -> int:
             timed = time_noop(clis, setup, s.keycloak, args.runs)
             for cli in clis:
                 r = timed[cli.name]
-                print(f"{cli.name:>22}: {_stats(r.seconds)}   Keycloak requests/run "
+                print(f"{cli.name:>22}: wall {_stats(r.seconds)}\n{'':>24}CPU  "
+                      f"{_stats(r.cpu)}   Keycloak requests/run "
                       f"{statistics.median(r.keycloak_requests):.0f}")
                 for step, values in r.steps.items():
                     print(f"{'':>24}{step:<28} median {statistics.median(values):4.1f} s")
             if len(clis) > 1:
-                new, old = (statistics.median(timed[c.name].seconds) for c in clis[:2])
-                print(f"{'ratio':>22}: this checkout / {clis[1].name} = {new / old:.2f}x "
-                      f"({old:.2f} s -> {new:.2f} s, medians of runs alternated in this run)")
+                for what in ("seconds", "cpu"):
+                    new, old = (statistics.median(getattr(timed[c.name], what))
+                                for c in clis[:2])
+                    print(f"{'ratio':>22}: {'wall' if what == 'seconds' else 'CPU '} this "
+                          f"checkout / {clis[1].name} = {new / old:.2f}x ({old:.2f} s -> "
+                          f"{new:.2f} s, medians of runs alternated in this run)")
 
             print("\n== CLI start ==")
             for cli in clis:
