@@ -201,8 +201,9 @@ def converge(cli: Cli, setup: Setup, kube: KubeAPIServer) -> None:
 
 
 def count_keycloak(server: KeycloakServer) -> int:
+    """Requests Keycloak has answered so far, not counting the log-sync markers."""
     server.sync_access_log()
-    return len(server.access_log_lines())
+    return sum(1 for line in server.access_log_lines() if "access-log-marker" not in line)
 
 
 @dataclass
@@ -236,16 +237,38 @@ def time_noop(clis: list[Cli], setup: Setup, kc: KeycloakServer, runs: int) -> d
     return result
 
 
+def system_imports(cli: Cli, setup: Setup, repeat: int = 5) -> list[tuple[str, float]]:
+    """CPU s each step adds in one fresh interpreter, in the order apply takes them: the CLI,
+    then each system's module (its client library mostly), then building a boto3 S3 client.
+    The least of `repeat` interpreters, step by step."""
+    steps = ["import mlflow_stack.cli.main",
+             *(f"import mlflow_stack.components.{name}" for name in
+               ("keycloak", "postgres", "bucket", "kubernetes")),
+             "mlflow_stack.components.bucket.boto3.client('s3', region_name='us-east-1', "
+             "aws_access_key_id='k', aws_secret_access_key='s', endpoint_url='http://127.0.0.1:9')"]
+    lines = ["import time", "last = time.process_time()"]
+    for step in steps:
+        lines += [step, "now = time.process_time()", "print(now - last)", "last = now"]
+    best = [float("inf")] * len(steps)
+    for _ in range(repeat):
+        out = subprocess.run([sys.executable, "-c", "\n".join(lines)], env=cli.env(setup),
+                             check=True, capture_output=True, text=True).stdout.split()
+        best = [min(b, float(o)) for b, o in zip(best, out, strict=True)]
+    names = [*steps[:-1], "build a boto3 S3 client"]
+    return list(zip(names, best, strict=True))
+
+
 def import_times(cli: Cli, setup: Setup, repeat: int = 3) -> tuple[float, float, Counter[str]]:
-    """(bare interpreter s, `import mlflow_stack.cli.main` s, µs of import by top package)."""
-    def wall(code: str) -> float:
-        start = time.perf_counter()
+    """(bare interpreter CPU s, `import mlflow_stack.cli.main` CPU s, µs of import by top
+    package), the least of `repeat` runs."""
+    def cpu(code: str) -> float:
+        before = _children_cpu()
         subprocess.run([sys.executable, "-c", code], env=cli.env(setup), check=True,
                        capture_output=True)
-        return time.perf_counter() - start
+        return _children_cpu() - before
 
-    bare = min(wall("pass") for _ in range(repeat))
-    cli_import = min(wall("import mlflow_stack.cli.main") for _ in range(repeat))
+    bare = min(cpu("pass") for _ in range(repeat))
+    cli_import = min(cpu("import mlflow_stack.cli.main") for _ in range(repeat))
     trace = subprocess.run([sys.executable, "-X", "importtime", "-c",
                             "import mlflow_stack.cli.main"], env=cli.env(setup), check=True,
                            capture_output=True, text=True).stderr
@@ -293,8 +316,11 @@ class Phases:
 
     def request(self, service: str) -> None:
         stack = self._stack()
+        # A pool thread a phase started has no phase of its own: name it by its pool.
+        where = stack[-1] if stack else \
+            f"(threads {threading.current_thread().name.rsplit('_', 1)[0]})"
         with self._lock:
-            self.requests[(stack[-1] if stack else "(outside)", service)] += 1
+            self.requests[(where, service)] += 1
 
 
 @contextlib.contextmanager
@@ -375,14 +401,17 @@ def instrumented(phases: Phases, port_names: dict[int, str]) -> Iterator[None]:
 
 
 def in_process_apply(setup: Setup) -> list[Any]:
-    """The CLI's apply, minus printing: settings resolved, then the guarded apply."""
-    from mlflow_stack.cli.deploy_cmd import Target, deploy_settings
+    """The CLI's apply (cli/deploy_cmd.py), minus printing: the guarded apply resolves the
+    settings, checks the secrets, reads every system, then writes."""
     from mlflow_stack.cli.local_cmd import state_dir_for
+    from mlflow_stack.config.loader import check_secrets, load_config
     from mlflow_stack.ops import upgrade
     from mlflow_stack.progress import NullProgress
 
-    settings = deploy_settings(setup.config, Target.auto)
-    results, _ = upgrade.apply_guarded(settings, state_dir_for(setup.state_dir), NullProgress())
+    loaded = load_config(setup.config, require_secrets=False)
+    results, _ = upgrade.apply_guarded(
+        loaded.settings, state_dir_for(setup.state_dir), NullProgress(),
+        check=lambda settings: check_secrets(settings, loaded.source))
     return results
 
 
@@ -451,9 +480,13 @@ def main() -> int:
             for cli in clis:
                 bare, cli_import, packages = import_times(cli, setup)
                 top = ", ".join(f"{name} {us / 1e6:.2f}" for name, us in packages.most_common(8))
-                print(f"{cli.name:>22}: python alone {bare:.2f} s; import mlflow_stack.cli.main "
-                      f"{cli_import:.2f} s ({cli_import - bare:.2f} s more)\n{'':>24}import s "
+                print(f"{cli.name:>22}: CPU of python alone {bare:.2f} s; of import "
+                      f"mlflow_stack.cli.main {cli_import:.2f} s\n{'':>24}import s "
                       f"by package (self time, -X importtime): {top}")
+
+            print(f"\n== CPU of a fresh interpreter's imports, step by step ({clis[0].name}) ==")
+            for what, seconds in system_imports(clis[0], setup):
+                print(f"  {what:<58} {seconds:5.2f} s")
 
             print("\n== one no-op apply in-process (this checkout), by phase ==")
             ports = {s.keycloak.port: "keycloak", s.postgres.port: "postgres",
