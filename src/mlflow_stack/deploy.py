@@ -217,14 +217,15 @@ def plan(settings: Settings, progress: Progress | None = None,
 def apply(settings: Settings, progress: Progress | None = None,
           entries: Sequence[Entry] | None = None,
           target: Target = "auto",
-          before_writes: Callable[[Settings, Progress], None] | None = None,
+          before_writes: Callable[[Settings, Progress, Clients], None] | None = None,
           check: Callable[[Settings], None] | None = None,
           ) -> list[SystemResult]:
     """Make every enabled system match the config, in dependency order. Idempotent.
 
     Every system is observed once and planned before the first write, so a refusal anywhere (a
     wrong password, an unreachable service, a Secret whose values are unknown) changes nothing.
-    `before_writes` runs after those checks and before the first write (the upgrade backup).
+    `before_writes` runs after those checks and before the first write (the upgrade backup),
+    with the run's clients.
     No system's plan depends on another's writes: what they share (the OIDC client secret, the
     S3 keys) is resolved before any of them is observed. `check` gets the resolved settings
     before any system is read (the CLI's check that every secret is known).
@@ -242,7 +243,7 @@ def apply(settings: Settings, progress: Progress | None = None,
         for p in planned.values():
             refuse_blocked(p.steps)
         if before_writes is not None:
-            before_writes(settings, progress)
+            before_writes(settings, progress, clients)
         for entry in chosen:
             reason = entry.skip_reason(settings)
             if reason is not None:
