@@ -251,15 +251,22 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-def _read_all(read: Callable[[T], R], what: Sequence[T]) -> list[R]:
+def _read_all(read: Callable[[T], R], what: Sequence[T], *, first_alone: bool = True
+              ) -> list[R]:
     """`read` of each, `_READERS` at a time (one request each costs a round trip; the API
     server answers them in parallel). Results in `what`'s order; the first failure in that
-    order is raised. Reads only: nothing here may write."""
-    if len(what) < 2:
-        return [read(w) for w in what]
-    with ThreadPoolExecutor(max_workers=min(_READERS, len(what)),
+    order is raised. Reads only: nothing here may write.
+
+    The first one runs alone unless the client made a request already (`first_alone`): a
+    kubeconfig's exec plugin is run by the first request that needs credentials, and would be
+    run by each of several at once."""
+    done = [read(w) for w in what[:1 if first_alone else 0]]
+    rest = what[len(done):]
+    if len(rest) < 2:
+        return [*done, *(read(w) for w in rest)]
+    with ThreadPoolExecutor(max_workers=min(_READERS, len(rest)),
                             thread_name_prefix="mlflow-stack-kube") as pool:
-        return list(pool.map(read, what))
+        return [*done, *pool.map(read, rest)]
 
 
 def _key(obj: dict[str, Any]) -> tuple[str, str, str | None]:
@@ -279,10 +286,12 @@ def _plan_items(kube: Kube, settings: Settings, want: Desired) -> list[Item]:
     for patch in want.patches:
         reads.append(functools.partial(_observe, kube, {**patch.body, "kind": patch.kind},
                                        patch=True))
-    # The objects are read (and dry-run) a few at a time, the labelled ones listed alongside.
+    # The objects are read (and dry-run) a few at a time, the labelled ones listed alongside,
+    # once the first read has the credentials (see _read_all).
+    first = reads[0]()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-stack-kube") as pool:
         listing = pool.submit(owned, kube, settings)
-        items = _read_all(lambda read: read(), reads)
+        items = [first, *_read_all(lambda read: read(), reads[1:], first_alone=False)]
         listed = listing.result()
     wanted = {_key(i.obj) for i in items}
     for obj in listed:
