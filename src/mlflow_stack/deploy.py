@@ -5,9 +5,13 @@ teardown), in the registry's order (components.registry: keycloak -> postgres ->
 kubernetes, which includes discovery). The settings are resolved once first (resolve.py). The
 CLI only prints what plan()/apply()/uninstall() return.
 
-apply() first plans every enabled system after the first (reads only: logins, realms, users,
-buckets are checked; the first checks itself before its first write), so a wrong password or an
-unreachable service in a later system stops the run before anything is written to an earlier one.
+apply() first plans every enabled system (reads only: logins, realms, users, buckets are
+checked), so a wrong password or an unreachable service in a later system stops the run before
+anything is written to an earlier one. The systems are independent to read, so their reads run
+concurrently, one thread each; progress still reports them one line each in the registry's
+order, and an error is the first one in that order. The writes then run one system after the
+other, in that order. Each system is connected once per run: the Keycloak login that resolves
+the OIDC client secret is the one the keycloak system reads and writes with.
 
 Which systems run (`target`):
 - "auto" (default): every external system the config enables, and Kubernetes when the config
@@ -22,7 +26,9 @@ uninstall() runs the enabled systems in reverse order and keeps data unless `pur
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -38,7 +44,7 @@ from mlflow_stack.components.protocol import (
 from mlflow_stack.components.registry import SYSTEMS, Entry
 from mlflow_stack.config.model import Settings
 from mlflow_stack.progress import NullProgress, Progress
-from mlflow_stack.resolve import ClientSecret, resolve
+from mlflow_stack.resolve import ClientSecret, Connect, resolve
 
 
 @dataclass
@@ -79,10 +85,17 @@ def includes_kubernetes(settings: Settings, target: Target = "auto") -> bool:
 
 
 def resolve_for(settings: Settings, target: Target = "auto", *,
-                client_secret: ClientSecret = "create") -> Settings:
+                client_secret: ClientSecret = "create", connect: Connect | None = None
+                ) -> Settings:
     """The settings every system of this target works from (resolve.resolve)."""
     return resolve(settings, cluster=includes_kubernetes(settings, target),
-                   client_secret=client_secret)
+                   client_secret=client_secret, connect=connect)
+
+
+def _close(client: Any) -> None:
+    close: Callable[[], None] | None = getattr(client, "close", None)
+    if callable(close):
+        close()
 
 
 @contextlib.contextmanager
@@ -92,9 +105,32 @@ def connected(system: System, settings: Settings) -> Iterator[Any]:
     try:
         yield client
     finally:
-        close: Callable[[], None] | None = getattr(client, "close", None)
-        if callable(close):
-            close()
+        _close(client)
+
+
+class Clients:
+    """Each system's client for one plan or apply, connected on first use and closed with
+    `stack`: resolving the OIDC client secret logs in to Keycloak, and the keycloak system
+    then reads and writes with that session instead of logging in again.
+
+    What connect uses (URLs, admin logins, the kubeconfig) is the same before and after
+    resolution, which only adds secrets the systems write (the OIDC client secret, S3 keys)."""
+
+    def __init__(self, stack: contextlib.ExitStack) -> None:
+        self._stack = stack
+        self._open: dict[str, Any] = {}
+        self._lock = threading.Lock()  # reads connect from their own threads
+
+    def connect(self, system: System, settings: Settings) -> Any:
+        with self._lock:
+            if system.name in self._open:
+                return self._open[system.name]
+        # Not under the lock: systems connect concurrently (one thread each, so never twice).
+        client = system.connect(settings)
+        with self._lock:
+            self._open[system.name] = client
+            self._stack.callback(_close, client)
+        return client
 
 
 @dataclass
@@ -110,61 +146,104 @@ class _Planned:
         return run_steps(self.system.name, self.steps, progress)
 
 
+def _read(system: System, settings: Settings, clients: Clients) -> _Planned:
+    """Connect (once per run), observe and plan one system. Reads only."""
+    client = clients.connect(system, settings)
+    observed = system.observe(client, settings)
+    steps = system.plan(client, settings, observed)
+    return _Planned(system, system.where(settings), steps,
+                    list(getattr(observed, "notes", ())))
+
+
 def _plan_one(system: System, settings: Settings, stack: contextlib.ExitStack,
               progress: Progress) -> _Planned:
     """Observe and plan one system; its client stays open (on `stack`) for the steps."""
-    where = system.where(settings)
-    with progress.step(f"{system.name}: read {where}"):
-        client = stack.enter_context(connected(system, settings))
-        observed = system.observe(client, settings)
-        steps = system.plan(client, settings, observed)
-    return _Planned(system, where, steps, list(getattr(observed, "notes", ())))
+    with progress.step(f"{system.name}: read {system.where(settings)}"):
+        return _read(system, settings, Clients(stack))
+
+
+def _plan_all(entries: Sequence[Entry], settings: Settings, clients: Clients,
+              progress: Progress) -> dict[str, _Planned]:
+    """Observe and plan every system concurrently (their reads are independent); report them
+    in `entries`' order, each step ending when that system's read has, and raise the first
+    failure in that order. Each client stays open (on the run's stack) for the steps."""
+    # Each module is imported here, one after the other: imports made by several threads at
+    # once can deadlock on circular imports.
+    systems = [entry.system for entry in entries]
+    planned: dict[str, _Planned] = {}
+    with ThreadPoolExecutor(max_workers=max(len(systems), 1),
+                            thread_name_prefix="mlflow-stack-read") as pool:
+        futures: list[Future[_Planned]] = [pool.submit(_read, system, settings, clients)
+                                           for system in systems]
+        try:
+            for system, future in zip(systems, futures, strict=True):
+                with progress.step(f"{system.name}: read {system.where(settings)}"):
+                    planned[system.name] = future.result()
+        except BaseException:
+            for future in futures:
+                future.cancel()  # reads not started yet; the running ones end on their own
+            raise
+    return planned
 
 
 def plan(settings: Settings, progress: Progress | None = None,
          entries: Sequence[Entry] | None = None,
-         target: Target = "auto") -> list[SystemResult]:
-    """What apply would change in each system, in apply's order. Reads only."""
+         target: Target = "auto",
+         check: Callable[[Settings], None] | None = None) -> list[SystemResult]:
+    """What apply would change in each system, in apply's order. Reads only.
+
+    `check` gets the resolved settings before any system is read (the CLI's check that every
+    secret is known)."""
     progress = progress or NullProgress()
-    settings = resolve_for(settings, target)
-    results: list[SystemResult] = []
+    chosen = entries_for(target, entries)
     with contextlib.ExitStack() as stack:
-        for entry in entries_for(target, entries):
-            reason = entry.skip_reason(settings)
-            if reason is not None:
-                results.append(SystemResult(entry.name, "", skipped=reason))
-                continue
-            planned = _plan_one(entry.system, settings, stack, progress)
-            results.append(SystemResult(entry.name, planned.where, changes(planned.steps)))
+        clients = Clients(stack)
+        settings = resolve_for(settings, target, connect=clients.connect)
+        if check is not None:
+            check(settings)
+        planned = _plan_all([e for e in chosen if e.skip_reason(settings) is None], settings,
+                            clients, progress)
+    results: list[SystemResult] = []
+    for entry in chosen:
+        reason = entry.skip_reason(settings)
+        if reason is not None:
+            results.append(SystemResult(entry.name, "", skipped=reason))
+            continue
+        p = planned[entry.name]
+        results.append(SystemResult(entry.name, p.where, changes(p.steps)))
     return results
 
 
 def apply(settings: Settings, progress: Progress | None = None,
           entries: Sequence[Entry] | None = None,
           target: Target = "auto",
-          before_writes: Callable[[Settings, Progress], None] | None = None,
+          before_writes: Callable[[Settings, Progress, Clients], None] | None = None,
+          check: Callable[[Settings], None] | None = None,
           ) -> list[SystemResult]:
     """Make every enabled system match the config, in dependency order. Idempotent.
 
     Every system is observed once and planned before the first write, so a refusal anywhere (a
     wrong password, an unreachable service, a Secret whose values are unknown) changes nothing.
-    `before_writes` runs after those checks and before the first write (the upgrade backup).
+    `before_writes` runs after those checks and before the first write (the upgrade backup),
+    with the run's clients.
     No system's plan depends on another's writes: what they share (the OIDC client secret, the
-    S3 keys) is resolved before any of them is observed.
+    S3 keys) is resolved before any of them is observed. `check` gets the resolved settings
+    before any system is read (the CLI's check that every secret is known).
     """
     progress = progress or NullProgress()
-    settings = resolve_for(settings, target)
     chosen = entries_for(target, entries)
     results: list[SystemResult] = []
     with contextlib.ExitStack() as stack:
-        planned: dict[str, _Planned] = {}
-        for entry in chosen:
-            if entry.skip_reason(settings) is None:
-                planned[entry.name] = _plan_one(entry.system, settings, stack, progress)
+        clients = Clients(stack)
+        settings = resolve_for(settings, target, connect=clients.connect)
+        if check is not None:
+            check(settings)
+        planned = _plan_all([e for e in chosen if e.skip_reason(settings) is None], settings,
+                            clients, progress)
         for p in planned.values():
             refuse_blocked(p.steps)
         if before_writes is not None:
-            before_writes(settings, progress)
+            before_writes(settings, progress, clients)
         for entry in chosen:
             reason = entry.skip_reason(settings)
             if reason is not None:

@@ -17,38 +17,54 @@ state (the local state directory, or the Kubernetes Secret the kubernetes system
 from __future__ import annotations
 
 import secrets as random
-from typing import Literal
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import SecretStr
 
 from mlflow_stack.config.model import Settings
 from mlflow_stack.errors import ConfigError
 
+if TYPE_CHECKING:
+    from mlflow_stack.components.protocol import System
+
 # What a command needs of the OIDC client secret: "create" (plan, apply: a missing client
 # gets a new secret), "read" (the client must exist: up, verify), "skip" (uninstall).
 ClientSecret = Literal["create", "read", "skip"]
+# How a system's client is had: by default a new connection; `deploy` passes its run's own, so
+# the systems reuse the Keycloak session and the cluster client opened here.
+Connect = Callable[["System", Settings], Any]
 
 
-def resolve(settings: Settings, *, cluster: bool, client_secret: ClientSecret) -> Settings:
-    """`cluster`: the command works on Kubernetes (S3 keys may come from a Secret there)."""
+def _new_connection(system: System, settings: Settings) -> Any:
+    return system.connect(settings)
+
+
+def resolve(settings: Settings, *, cluster: bool, client_secret: ClientSecret,
+            connect: Connect | None = None) -> Settings:
+    """`cluster`: the command works on Kubernetes (S3 keys may come from a Secret there).
+    `connect` gives a system's client (default: a new connection each time)."""
+    connect = connect or _new_connection
     update: dict[str, SecretStr] = {}
     a, s = settings.artifacts, settings.secrets
     if cluster and a.backend == "s3" and a.credentials_secret and (
             s.s3_access_key_id is None or s.s3_secret_access_key is None):
-        from mlflow_stack.kubernetes import client, sources
+        from mlflow_stack.components import kubernetes
+        from mlflow_stack.kubernetes import sources
 
-        key_id, key = sources.s3_keys_from_cluster(client.connect(settings), settings)
+        key_id, key = sources.s3_keys_from_cluster(connect(kubernetes.SYSTEM, settings),
+                                                   settings)
         update["s3_access_key_id"] = s.s3_access_key_id or key_id
         update["s3_secret_access_key"] = s.s3_secret_access_key or key
     if settings.sso and s.oidc_client_secret is None and client_secret != "skip":
         update["oidc_client_secret"] = _oidc_client_secret(
-            settings, provision=client_secret == "create")
+            settings, provision=client_secret == "create", connect=connect)
     if not update:
         return settings
     return settings.model_copy(update={"secrets": s.model_copy(update=update)})
 
 
-def _oidc_client_secret(settings: Settings, *, provision: bool) -> SecretStr:
+def _oidc_client_secret(settings: Settings, *, provision: bool, connect: Connect) -> SecretStr:
     # To create the client, apply needs the admin login anyway: connect's error says so.
     if settings.secrets.effective_keycloak_admin_password is None and not provision:
         raise ConfigError(
@@ -58,7 +74,7 @@ def _oidc_client_secret(settings: Settings, *, provision: bool) -> SecretStr:
         )
     from mlflow_stack.components import keycloak  # python-keycloak only when needed
 
-    session = keycloak.SYSTEM.connect(settings)
+    session = connect(keycloak.SYSTEM, settings)
     value = keycloak.read_client_secret(session, settings)
     if value is not None:
         return value

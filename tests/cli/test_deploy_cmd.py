@@ -28,6 +28,7 @@ pytestmark = pytest.mark.integration
 
 # The real entry point (main.run: exit codes, error printing).
 CLI = [sys.executable, "-m", "mlflow_stack.cli.main"]
+TOKEN_PATH = r"^/realms/master/protocol/openid-connect/token$"
 
 
 def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None,
@@ -161,8 +162,13 @@ def test_all_three_systems_in_order(tmp_path: Path, keycloak: KeycloakServer,
     order = [applied.stderr.index(step) for step in steps]
     assert order == sorted(order), applied.stderr
     assert "Applied: 16 created" in applied.stdout
+    keycloak.sync_access_log()
+    logins = keycloak.count_requests(TOKEN_PATH, "POST")
     again = ok(run_cli("apply", "-c", str(config), "-o", "json", cwd=tmp_path, env=env))
     assert summary(again) == {"create": 0, "update": 0, "delete": 0, "unchanged": 17}
+    # Reading the client secret and reading the realm share one admin login.
+    keycloak.sync_access_log()
+    assert keycloak.count_requests(TOKEN_PATH, "POST") - logins == 1
 
     with psycopg.connect(postgres_server.dsn()) as conn:
         names = {r[0] for r in conn.execute("SELECT datname FROM pg_database").fetchall()}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -57,6 +58,13 @@ def deploy_settings(config: Path | None, target: Target,
     settings = deploy_lib.resolve_for(loaded.settings, target.value, client_secret=client_secret)
     check_secrets(settings, loaded.source)
     return settings
+
+
+def _unresolved(config: Path | None) -> tuple[Settings, Callable[[Settings], None]]:
+    """The config's settings, and the secrets check plan/apply run once they resolved them
+    (in the same run that reads the systems: one Keycloak login for both)."""
+    loaded = load_config(config, require_secrets=False)
+    return loaded.settings, lambda settings: check_secrets(settings, loaded.source)
 
 _STYLE = {"create": ("+", "green"), "update": ("~", "yellow"), "delete": ("-", "red"),
           "unchanged": ("=", "dim")}
@@ -129,8 +137,9 @@ def plan(config: ConfigOpt = None, output: OutputOpt = Output.text,
 
     Example:  ADMIN_PASSWORD=... mlflow-stack plan -c inventory.yaml --output json
     """
-    settings = deploy_settings(config, target)
-    _print("plan", deploy_lib.plan(settings, RichProgress(), target=target.value), output)
+    settings, check = _unresolved(config)
+    _print("plan", deploy_lib.plan(settings, RichProgress(), target=target.value, check=check),
+           output)
 
 
 def apply(config: ConfigOpt = None, output: OutputOpt = Output.text,
@@ -152,10 +161,10 @@ def apply(config: ConfigOpt = None, output: OutputOpt = Output.text,
     """
     from mlflow_stack.ops import upgrade
 
-    settings = deploy_settings(config, target)
+    settings, check = _unresolved(config)
     results, backup = upgrade.apply_guarded(
         settings, state_dir_for(state_dir), RichProgress(), target=target.value,
-        backup_dir=backup_dir, skip_backup=no_backup)
+        backup_dir=backup_dir, skip_backup=no_backup, check=check)
     _print("apply", results, output)
     if backup is not None and output == Output.text:
         out.print(f"Databases backed up before the upgrade to {escape(str(backup))}")

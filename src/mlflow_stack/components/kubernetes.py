@@ -16,8 +16,11 @@ replicas went back to 1) are pruned; PVCs and the namespace never are.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx2
 from lightkube import ApiError
@@ -57,6 +60,9 @@ _KEEP = {"PersistentVolumeClaim", "Namespace"}  # data and the namespace: only -
 # Kinds apply may have created, listed by label to find what it no longer renders.
 _PRUNABLE: tuple[Any, ...] = (ConfigMap, Secret, Job, Deployment, Service, Ingress, HTTPRoute,
                               NetworkPolicy, PodDisruptionBudget)
+# Requests in flight at once while observing: enough to hide the round trips of a remote API
+# server, few next to its limit (--max-requests-inflight, 400 by default).
+_READERS = 8
 
 
 def rollout_timeout(settings: Settings) -> float:
@@ -215,6 +221,20 @@ def _selector(settings: Settings) -> dict[str, Any]:
             "app.kubernetes.io/instance": settings.kubernetes.namespace}
 
 
+def _list_owned(kube: Kube, settings: Settings, ns: str, res: Any) -> list[dict[str, Any]]:
+    with call(kube, f"list {res.__name__} in {ns}"):
+        info = api_info(res).resource
+        version = f"{info.group}/{info.version}" if info.group else info.version
+        try:
+            # List items come without kind/apiVersion: put them back.
+            return [{**as_dict(o), "apiVersion": version, "kind": info.kind}
+                    for o in kube.client.list(res, namespace=ns, labels=_selector(settings))]
+        except httpx2.HTTPStatusError as exc:  # ApiError, or a 404 without a Status
+            if exc.response.status_code != 404:  # 404: e.g. no Gateway API CRDs
+                raise
+            return []
+
+
 def owned(kube: Kube, settings: Settings) -> list[dict[str, Any]]:
     """Objects carrying this installation's labels (in its namespace and code-server's)."""
     # In code-server's namespace we only ever create a Secret and a ConfigMap.
@@ -222,21 +242,31 @@ def owned(kube: Kube, settings: Settings) -> list[dict[str, Any]]:
     d = settings.discovery
     if d.enabled and d.code_server:
         where.setdefault(d.code_server_namespace, (Secret, ConfigMap))
-    found: list[dict[str, Any]] = []
-    for ns, kinds in where.items():
-        for res in kinds:
-            with call(kube, f"list {res.__name__} in {ns}"):
-                info = api_info(res).resource
-                version = f"{info.group}/{info.version}" if info.group else info.version
-                try:
-                    # List items come without kind/apiVersion: put them back.
-                    found += [{**as_dict(o), "apiVersion": version, "kind": info.kind}
-                              for o in kube.client.list(res, namespace=ns,
-                                                        labels=_selector(settings))]
-                except httpx2.HTTPStatusError as exc:  # ApiError, or a 404 without a Status
-                    if exc.response.status_code != 404:  # 404: e.g. no Gateway API CRDs
-                        raise
-    return found
+    lists = [(ns, res) for ns, kinds in where.items() for res in kinds]
+    found = _read_all(lambda nr: _list_owned(kube, settings, *nr), lists)
+    return [obj for objects in found for obj in objects]
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def _read_all(read: Callable[[T], R], what: Sequence[T], *, first_alone: bool = True
+              ) -> list[R]:
+    """`read` of each, `_READERS` at a time (one request each costs a round trip; the API
+    server answers them in parallel). Results in `what`'s order; the first failure in that
+    order is raised. Reads only: nothing here may write.
+
+    The first one runs alone unless the client made a request already (`first_alone`): a
+    kubeconfig's exec plugin is run by the first request that needs credentials, and would be
+    run by each of several at once."""
+    done = [read(w) for w in what[:1 if first_alone else 0]]
+    rest = what[len(done):]
+    if len(rest) < 2:
+        return [*done, *(read(w) for w in rest)]
+    with ThreadPoolExecutor(max_workers=min(_READERS, len(rest)),
+                            thread_name_prefix="mlflow-stack-kube") as pool:
+        return [*done, *pool.map(read, rest)]
 
 
 def _key(obj: dict[str, Any]) -> tuple[str, str, str | None]:
@@ -245,19 +275,26 @@ def _key(obj: dict[str, Any]) -> tuple[str, str, str | None]:
 
 
 def _plan_items(kube: Kube, settings: Settings, want: Desired) -> list[Item]:
-    items: list[Item] = []
-    kept_done = False
+    reads: list[Callable[[], Item]] = []  # in apply order
+    kept = [functools.partial(_kept_item, kube, need) for need in want.kept]
     for obj in want.objects:
-        if not kept_done and obj["kind"] not in ("Namespace", "Secret"):
-            items += [_kept_item(kube, need) for need in want.kept]
-            kept_done = True
-        items.append(_observe(kube, obj))
-    if not kept_done:
-        items += [_kept_item(kube, need) for need in want.kept]
+        if kept and obj["kind"] not in ("Namespace", "Secret"):
+            reads += kept
+            kept = []
+        reads.append(functools.partial(_observe, kube, obj))
+    reads += kept
     for patch in want.patches:
-        items.append(_observe(kube, {**patch.body, "kind": patch.kind}, patch=True))
+        reads.append(functools.partial(_observe, kube, {**patch.body, "kind": patch.kind},
+                                       patch=True))
+    # The objects are read (and dry-run) a few at a time, the labelled ones listed alongside,
+    # once the first read has the credentials (see _read_all).
+    first = reads[0]()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-stack-kube") as pool:
+        listing = pool.submit(owned, kube, settings)
+        items = [first, *_read_all(lambda read: read(), reads[1:], first_alone=False)]
+        listed = listing.result()
     wanted = {_key(i.obj) for i in items}
-    for obj in owned(kube, settings):
+    for obj in listed:
         if _key(obj) not in wanted and obj["kind"] not in _KEEP:
             items.append(Item(obj, Change(SYSTEM_NAME, "delete", target(obj),
                                           "no longer part of the configuration"), obj))
@@ -313,13 +350,15 @@ class KubernetesSystem:
             def run(progress: Progress, item: Item = item) -> None:
                 _write(kube, item)
         settle = None
-        # Wait even when unchanged: an interrupted run may have left them unfinished.
+        # Wait even when unchanged: an interrupted run may have left them unfinished. What
+        # observe read is still what is there when nothing was written to it.
+        seen = None if change.is_change else item.live
         if obj["kind"] == "Job" and change.action != "delete":
             def settle(progress: Progress) -> None:
-                _wait_job(kube, obj, progress, self.job_timeout)
+                _wait_job(kube, obj, progress, self.job_timeout, seen)
         elif obj["kind"] == "Deployment" and not item.patch and change.action != "delete":
             def settle(progress: Progress) -> None:
-                _wait_rollout(kube, obj, progress, rollout)
+                _wait_rollout(kube, obj, progress, rollout, seen)
         return Step(change, run, destructive=change.action == "delete" or item.recreate,
                     settle=settle)
 
@@ -388,18 +427,22 @@ def _delete(kube: Kube, obj: dict[str, Any]) -> None:
                 raise
 
 
-def _wait_job(kube: Kube, obj: dict[str, Any], progress: Progress, timeout: float) -> None:
+def _wait_job(kube: Kube, obj: dict[str, Any], progress: Progress, timeout: float,
+              seen: dict[str, Any] | None = None) -> None:
+    """Wait for the migration Job; `seen`: the Job as observe read it (None: read it now)."""
     meta = obj["metadata"]
-    live = _get(kube, Job, meta["name"], meta["namespace"])
+    live = seen if seen is not None else _get(kube, Job, meta["name"], meta["namespace"])
     if live is not None and job_state(Job.from_dict(live)) == "complete":
         return
     with progress.step(f"kubernetes: migration Job {meta['name']} (schema upgrade)"):
         wait_job(kube, meta["namespace"], meta["name"], progress, timeout)
 
 
-def _wait_rollout(kube: Kube, obj: dict[str, Any], progress: Progress, timeout: float) -> None:
+def _wait_rollout(kube: Kube, obj: dict[str, Any], progress: Progress, timeout: float,
+                  seen: dict[str, Any] | None = None) -> None:
+    """Wait for the rollout; `seen`: the Deployment as observe read it (None: read it now)."""
     meta = obj["metadata"]
-    live = _get(kube, Deployment, meta["name"], meta["namespace"])
+    live = seen if seen is not None else _get(kube, Deployment, meta["name"], meta["namespace"])
     if live is not None and rollout_state(Deployment.from_dict(live))[0]:
         return
     with progress.step(f"kubernetes: rollout of Deployment {meta['namespace']}/{meta['name']}"):

@@ -21,12 +21,13 @@ import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mlflow_stack import deploy
 from mlflow_stack.config.loader import LoadedConfig, default_env_files, load_config
 from mlflow_stack.config.model import Settings
 from mlflow_stack.config.secrets import Secrets
-from mlflow_stack.deploy import SystemResult, Target
+from mlflow_stack.deploy import Clients, SystemResult, Target
 from mlflow_stack.errors import ConfigError, ServerError, StackError
 from mlflow_stack.launch import migrations
 from mlflow_stack.local import backup as backups
@@ -35,6 +36,9 @@ from mlflow_stack.local.process import ServerRecord, installed_versions
 from mlflow_stack.local.schema import UpgradeFailed, default_backup_dir, migrate, schema_behind
 from mlflow_stack.local.state import StateDir, default_state_dir
 from mlflow_stack.progress import NullProgress, Progress
+
+if TYPE_CHECKING:
+    from mlflow_stack.kubernetes.client import Kube
 
 
 @dataclass
@@ -185,14 +189,16 @@ def upgrade_local(settings: Settings, state: StateDir, progress: Progress, *,
 # Kubernetes
 
 
-def live_image(settings: Settings) -> str | None:
-    """The image the deployed server runs; None if it is not deployed."""
+def live_image(settings: Settings, kube: Kube | None = None) -> str | None:
+    """The image the deployed server runs; None if it is not deployed. `kube`: a client
+    already connected (default: connect now)."""
     from lightkube.resources.apps_v1 import Deployment
 
     from mlflow_stack.kubernetes.client import connect, get_or_none
     from mlflow_stack.manifests import labels
 
-    live = get_or_none(connect(settings), Deployment, labels.APP, settings.kubernetes.namespace)
+    live = get_or_none(kube or connect(settings), Deployment, labels.APP,
+                       settings.kubernetes.namespace)
     if live is None:
         return None
     containers = live.spec.template.spec.containers if live.spec and live.spec.template.spec \
@@ -200,23 +206,26 @@ def live_image(settings: Settings) -> str | None:
     return next((c.image for c in containers if c.name == labels.APP), None)
 
 
-def image_change(settings: Settings) -> tuple[str, str] | None:
+def image_change(settings: Settings, kube: Kube | None = None) -> tuple[str, str] | None:
     """(deployed image, configured image) when they differ; None when equal or not deployed."""
     from mlflow_stack.manifests import workload
 
-    live, want = live_image(settings), workload.image(settings)
+    live, want = live_image(settings, kube), workload.image(settings)
     return (live, want) if live is not None and live != want else None
 
 
 def backup_before_image_change(
     state: StateDir, backup_dir: Path | None, skip: bool,
     found: list[Path] | None = None,
-) -> Callable[[Settings, Progress], None]:
+) -> Callable[[Settings, Progress, Clients], None]:
     """deploy.apply's pre-write hook: when the server image changes, back up the databases
     first (or refuse when this machine cannot reach them, unless `skip`). The backup's path
     is appended to `found`."""
-    def hook(settings: Settings, progress: Progress) -> None:
-        change = image_change(settings)
+    def hook(settings: Settings, progress: Progress, clients: Clients) -> None:
+        from mlflow_stack.components import kubernetes
+
+        # The cluster client apply has just read the objects with.
+        change = image_change(settings, clients.connect(kubernetes.SYSTEM, settings))
         if change is None:
             return
         progress.detail(f"server image changes: {change[0]} → {change[1]} (MLflow upgrade: "
@@ -250,16 +259,19 @@ def kubernetes_rollback_hint(settings: Settings, backup: Path | None) -> str:
 
 def apply_guarded(settings: Settings, state: StateDir, progress: Progress, *,
                   target: Target = "auto", backup_dir: Path | None = None,
-                  skip_backup: bool = False) -> tuple[list[SystemResult], Path | None]:
+                  skip_backup: bool = False, check: Callable[[Settings], None] | None = None,
+                  ) -> tuple[list[SystemResult], Path | None]:
     """deploy.apply with the upgrade guard: a backup first when the server image changes, and
-    a failed migration Job reported with where the backup is and what still serves."""
+    a failed migration Job reported with where the backup is and what still serves.
+    `check`: as deploy.apply's."""
     from mlflow_stack.kubernetes.wait import MigrationFailed
 
     taken: list[Path] = []
     hook = (backup_before_image_change(state, backup_dir, skip_backup, taken)
             if deploy.includes_kubernetes(settings, target) else None)
     try:
-        results = deploy.apply(settings, progress, target=target, before_writes=hook)
+        results = deploy.apply(settings, progress, target=target, before_writes=hook,
+                               check=check)
     except MigrationFailed as exc:
         hint = f"{exc.hint} {kubernetes_rollback_hint(settings, taken[0] if taken else None)}"
         raise UpgradeFailed(exc.message, hint=hint) from None

@@ -17,7 +17,12 @@ from mlflow_stack.components.keycloak.desired import (
     Desired,
     desired,
 )
-from mlflow_stack.components.keycloak.session import AdminSession, client_uuid, service_user
+from mlflow_stack.components.keycloak.session import (
+    AdminSession,
+    client_uuid,
+    find_client,
+    service_user,
+)
 from mlflow_stack.config.model import Settings
 from mlflow_stack.errors import ConfigError
 
@@ -61,18 +66,21 @@ def observe_desired(s: AdminSession, want: Desired) -> Observed:
             except KeycloakError as exc:
                 if exc.response_code != 404:
                     raise
+    clients = {spec.client_id: _observe_client(s, spec.client_id) for spec in want.clients}
     with s.call("read client scopes"):
         oidc = {sc["name"]: sc["id"] for sc in admin.get_client_scopes()
                 if sc.get("protocol", "openid-connect") == "openid-connect"}
         by_id = {v: k for k, v in oidc.items()}
-        realm_default = [by_id[sc["id"]] for sc in admin.get_default_default_client_scopes()
-                         if sc["id"] in by_id]
-        realm_optional = [by_id[sc["id"]] for sc in admin.get_default_optional_client_scopes()
-                          if sc["id"] in by_id]
-    obs = Observed(roles=roles, scope_ids=oidc,
+        realm_default: list[str] = []
+        realm_optional: list[str] = []
+        # The realm's defaults only matter to a client that is created (plan's only use).
+        if any(c.rep is None for c in clients.values()):
+            realm_default = [by_id[sc["id"]] for sc in admin.get_default_default_client_scopes()
+                             if sc["id"] in by_id]
+            realm_optional = [by_id[sc["id"]] for sc in
+                              admin.get_default_optional_client_scopes() if sc["id"] in by_id]
+    obs = Observed(roles=roles, clients=clients, scope_ids=oidc,
                    realm_default_scopes=realm_default, realm_optional_scopes=realm_optional)
-    for spec in want.clients:
-        obs.clients[spec.client_id] = _observe_client(s, spec.client_id)
     missing: list[str] = []
     with s.call("read users"):
         for username in want.admin_users:
@@ -103,19 +111,27 @@ def observe_desired(s: AdminSession, want: Desired) -> Observed:
 
 
 def _observe_client(s: AdminSession, client_id: str) -> ObservedClient:
+    """One GET: the client's full representation carries its scope names and mappers too."""
     admin = s.admin
     with s.call(f"read client {client_id}"):
-        uuid = admin.get_client_id(client_id)
-        if not uuid:
+        rep = find_client(s, client_id)
+        if rep is None:
             return ObservedClient(None)
-        have = ObservedClient(admin.get_client(uuid), uuid=uuid)
+    uuid = str(rep["id"])
     s.client_uuids[client_id] = uuid
+    if "defaultClientScopes" in rep:
+        return ObservedClient(
+            rep, uuid=uuid, default_scopes=set(rep["defaultClientScopes"]),
+            optional_scopes=set(rep.get("optionalClientScopes") or ()),
+            # Keycloak leaves the field out when the client has no mapper.
+            mappers={m["name"]: m for m in rep.get("protocolMappers") or ()})
+    # A brief representation (an admin who may only query clients): read each part.
     with s.call(f"read client {client_id} scopes and mappers"):
-        have.default_scopes = {sc["name"] for sc in admin.get_client_default_client_scopes(uuid)}
-        have.optional_scopes = {sc["name"] for sc in
-                                admin.get_client_optional_client_scopes(uuid)}
-        have.mappers = {m["name"]: m for m in admin.get_mappers_from_client(uuid)}
-    return have
+        return ObservedClient(
+            admin.get_client(uuid), uuid=uuid,
+            default_scopes={sc["name"] for sc in admin.get_client_default_client_scopes(uuid)},
+            optional_scopes={sc["name"] for sc in admin.get_client_optional_client_scopes(uuid)},
+            mappers={m["name"]: m for m in admin.get_mappers_from_client(uuid)})
 
 
 def identity_editors(profile: dict[str, Any]) -> list[str]:

@@ -11,9 +11,15 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
-from keycloak import KeycloakAdmin, KeycloakOpenIDConnection
-from keycloak.exceptions import KeycloakConnectionError, KeycloakError
+from keycloak import KeycloakAdmin, KeycloakOpenIDConnection, urls_patterns
+from keycloak.exceptions import (
+    KeycloakConnectionError,
+    KeycloakError,
+    KeycloakGetError,
+    raise_error_from_response,
+)
 
 from mlflow_stack.components.protocol import Absent
 from mlflow_stack.config.model import Settings
@@ -168,6 +174,17 @@ def connect(settings: Settings) -> AdminSession:
             raise RealmNotFound(a.realm, url) from None
         raise session.error("read the realm", exc) from None
     return session
+
+
+def find_client(s: AdminSession, client_id: str) -> dict[str, Any] | None:
+    """The client's representation, or None when the realm has no such client. One GET (the
+    query python-keycloak's get_client_id makes, whose answer it throws away but the id)."""
+    url = urls_patterns.URL_ADMIN_CLIENTS.format(**{"realm-name": s.realm})
+    found = raise_error_from_response(s.admin.connection.raw_get(url, clientId=client_id),
+                                      KeycloakGetError)
+    if not isinstance(found, list):
+        raise TypeError(f"Keycloak answered a client query with {type(found).__name__}")
+    return next((c for c in found if c.get("clientId") == client_id), None)
 
 
 def client_uuid(s: AdminSession, client_id: str) -> str:
