@@ -67,7 +67,8 @@ from pydantic import SecretStr
 
 # This checkout's harness and library first (the shared venv's editable install may point at
 # another checkout).
-sys.path[:0] = [str(Path(__file__).resolve().parents[1] / d) for d in ("tests", "src")]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from harness.ports import free_port
 from harness.postgres import PostgresServer, start_postgres
@@ -563,25 +564,30 @@ def measure(sides: list[Side], calls: list[Call], reps: int, warmup: int) -> Sam
 
 
 def measure_connections(sides: list[Side], dataset: Dataset, reps: int) -> Samples:
-    """A small GET on one kept-alive connection vs a fresh connection per call (delayed ACK)."""
-    small = Call("experiments/get", "GET", "/ajax-api/2.0/mlflow/experiments/get",
-                 params=[("experiment_id", dataset.experiment_id)])
+    """Small calls on one kept-alive connection vs a new TCP connection for each call (same
+    client, keep-alive off: no client set-up in the figure). A response that waits for the
+    client's delayed ACK (Nagle) shows as ~40 ms more on the kept-alive connection."""
+    small = [
+        Call("GET experiments/get", "GET", "/ajax-api/2.0/mlflow/experiments/get",
+             params=[("experiment_id", dataset.experiment_id)]),
+        Call("POST experiments/search", "POST", "/ajax-api/2.0/mlflow/experiments/search",
+             {"max_results": 5}),
+    ]
     samples: Samples = {}
     for side in sides:
-        with httpx.Client(base_url=side.url, timeout=60.0) as client:
-            for _ in range(3):
-                small.send(client, side)
-            for rep in range(reps):
-                started = time.perf_counter()
-                small.send(client, side)
-                samples.setdefault(("kept-alive", side.name), []).append(
-                    1000 * (time.perf_counter() - started))
-                started = time.perf_counter()
-                with httpx.Client(base_url=side.url, timeout=60.0) as fresh:
-                    small.send(fresh, side)
-                samples.setdefault(("fresh connection", side.name), []).append(
-                    1000 * (time.perf_counter() - started))
-                del rep
+        with httpx.Client(base_url=side.url, timeout=60.0) as kept, httpx.Client(
+                base_url=side.url, timeout=60.0,
+                limits=httpx.Limits(max_keepalive_connections=0)) as fresh:
+            for call in small:
+                for _ in range(3):
+                    call.send(kept, side)
+                    call.send(fresh, side)
+                for _ in range(reps):
+                    for how, client in (("kept-alive", kept), ("new connection", fresh)):
+                        started = time.perf_counter()
+                        call.send(client, side)
+                        samples.setdefault((f"{call.name} {how}", side.name), []).append(
+                            1000 * (time.perf_counter() - started))
     return samples
 
 
@@ -652,6 +658,129 @@ class SqlCapture:
         }
 
 
+SEARCHES: dict[str, tuple[str, str, bool]] = {  # call -> filter, order_by, page 20's token
+    "experiment page 1": ("", "attributes.start_time DESC", False),
+    "experiment page 20": ("", "attributes.start_time DESC", True),
+    "search metric filter": ("metrics.val_accuracy > 0.9", "attributes.start_time DESC", False),
+    "search param filter": ("params.optimizer = 'adam' and params.batch_size = '64'",
+                            "attributes.start_time DESC", False),
+    "search tag filter": ("tags.team = 'vision'", "attributes.start_time DESC", False),
+    "search order by metric": ("", "metrics.val_loss ASC", False),
+}
+
+
+def in_process(captured: SqlCapture, dataset: Dataset, token: str, reps: int,
+               page_name: str, searches: dict[str, tuple[str, str, bool]] | None = None,
+               ) -> Samples:
+    """The search calls in this process, split as the server's handler spends them:
+    ``store`` = MLflow's SqlAlchemyStore.search_runs (SQL + ORM objects + entities),
+    ``json`` = protobuf messages + message_to_json (what handlers.py does with them),
+    ``gc`` = time the garbage collector ran during both."""
+    import gc
+
+    from mlflow.entities import ViewType
+    from mlflow.protos.service_pb2 import SearchRuns
+    from mlflow.utils.proto_json_utils import message_to_json
+
+    gc_ms = [0.0]
+    gc_started = [0.0]
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            gc_started[0] = time.perf_counter()
+        else:
+            gc_ms[0] += 1000 * (time.perf_counter() - gc_started[0])
+
+    samples: Samples = {}
+    gc.callbacks.append(on_gc)
+    try:
+        for rep in range(reps + 2):
+            for name, (filter_string, order, paged) in (searches or SEARCHES).items():
+                gc_ms[0] = 0.0
+                started = time.perf_counter()
+                runs = captured.tracking.search_runs(
+                    [dataset.experiment_id], filter_string, ViewType.ACTIVE_ONLY, 100, [order],
+                    token if paged else None)
+                stored = time.perf_counter()
+                response = SearchRuns.Response()
+                response.runs.extend([run.to_proto() for run in runs])
+                if runs.token:
+                    response.next_page_token = runs.token
+                message_to_json(response)
+                done = time.perf_counter()
+                if rep >= 2:
+                    call = name.replace("page 20", page_name)
+                    samples.setdefault((call, "store"), []).append(1000 * (stored - started))
+                    samples.setdefault((call, "json"), []).append(1000 * (done - stored))
+                    samples.setdefault((call, "gc"), []).append(gc_ms[0])
+                    samples.setdefault((call, "total"), []).append(1000 * (done - started))
+    finally:
+        gc.callbacks.remove(on_gc)
+    return samples
+
+
+GC_VARIANTS: tuple[tuple[str, bool, tuple[int, int, int] | None], ...] = (
+    ("default thresholds (700,10,10)", False, None),
+    ("gc.freeze() after imports", True, None),
+    ("freeze + threshold 10000,10,10", True, (10_000, 10, 10)),
+    ("freeze + threshold 50000,20,100", True, (50_000, 20, 100)),
+    ("no gc at all (bound)", True, (0, 0, 0)),
+)
+
+
+def gc_variants(captured: SqlCapture, dataset: Dataset, reps: int) -> list[tuple[str, Samples]]:
+    """The experiment page (search + JSON) in this process under each GC setting, in order
+    (freezing cannot be undone fairly, so default comes first). This process has imported
+    MLflow, SQLAlchemy and the harness: a heap like a server worker's."""
+    import gc
+
+    results = []
+    default = gc.get_threshold()
+    try:
+        for label, freeze, threshold in GC_VARIANTS:
+            if freeze:
+                gc.collect()
+                gc.freeze()
+            gc.set_threshold(*(threshold or default))
+            if threshold == (0, 0, 0):
+                gc.disable()
+            only_page = {"experiment page 1": SEARCHES["experiment page 1"]}
+            results.append((label, in_process(captured, dataset, "", reps, "", only_page)))
+    finally:
+        gc.enable()
+        gc.set_threshold(*default)
+        gc.unfreeze()
+    return results
+
+
+def profile_page(captured: SqlCapture, dataset: Dataset, top: int = 25) -> str:
+    """cProfile of one experiment page (search + JSON) in this process, by own time."""
+    import cProfile
+    import io
+    import pstats
+
+    from mlflow.entities import ViewType
+    from mlflow.protos.service_pb2 import SearchRuns
+    from mlflow.utils.proto_json_utils import message_to_json
+
+    def page() -> None:
+        runs = captured.tracking.search_runs([dataset.experiment_id], "", ViewType.ACTIVE_ONLY,
+                                             100, ["attributes.start_time DESC"], None)
+        response = SearchRuns.Response()
+        response.runs.extend([run.to_proto() for run in runs])
+        message_to_json(response)
+
+    page()
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(5):
+        page()
+    profiler.disable()
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(top)
+    return out.getvalue()
+
+
 def replay(conn: psycopg.Connection[Any], statements: list[Statement]) -> float:
     """Milliseconds to run the statements in one transaction and fetch every row."""
     started = time.perf_counter()
@@ -674,6 +803,11 @@ def sql_floor(pg: PostgresServer, captured: dict[str, list[Statement]], reps: in
     return samples
 
 
+def _shorten(line: str, width: int = 220) -> str:
+    """Plan lines with 100 run ids in them, cut to something readable."""
+    return line if len(line) <= width else line[:width] + f"... ({len(line)} chars)"
+
+
 def slowest_statement(pg: PostgresServer, statements: list[Statement]) -> tuple[float, str]:
     """(ms, EXPLAIN ANALYZE text) of the slowest statement of a call."""
     with psycopg.connect(pg.dsn(DB)) as conn:
@@ -687,7 +821,7 @@ def slowest_statement(pg: PostgresServer, statements: list[Statement]) -> tuple[
         ms, statement, params = max(timed, key=lambda item: item[0])
         client = psycopg.ClientCursor(conn)
         client.execute("EXPLAIN (ANALYZE, BUFFERS) " + statement, params or None)
-        plan = "\n".join(str(row[0]) for row in client.fetchall())
+        plan = "\n".join(_shorten(str(row[0])) for row in client.fetchall())
         conn.rollback()
     return ms, plan
 
@@ -780,6 +914,11 @@ def main() -> int:
                         help="also the platform with auth.provider keycloak (bearer token)")
     parser.add_argument("--explain", action="store_true",
                         help="print EXPLAIN ANALYZE of each call's slowest statement")
+    parser.add_argument("--profile", action="store_true",
+                        help="print a cProfile of the experiment page's search in this process")
+    parser.add_argument("--gc-threshold", default="50000,20,100",
+                        help="also the platform with gc.freeze() after imports and these gc "
+                             "thresholds in its workers (bench/gc_site); '' to leave it out")
     parser.add_argument("--seed", type=int, default=15)
     args = parser.parse_args()
     shape = Shape(args.runs, min(args.metrics, len(METRIC_KEYS)), args.steps, args.models,
@@ -813,14 +952,20 @@ def main() -> int:
             ("platform", lambda: platform_side(
                 "platform", settings_for(server, free_port()), root / "platform")),
         ]
+        if args.gc_threshold:
+            contenders.append(("platform+gc", lambda: gc_side(
+                server, root / "platform-gc", args.gc_threshold)))
         if args.keycloak:
-            keycloak, realm_side = start_keycloak_side(pg, root)
+            keycloak, realm_side = start_keycloak_side(server, root)
             contenders.append(("sso", realm_side))
         with contextlib.ExitStack() as stack:
             print("starting servers ...", flush=True)
             sides = [stack.enter_context(make()) for _, make in contenders]
             write_artifacts(root / "plain" / "mlartifacts", dataset)
-            write_artifacts(StateDir(root / "platform").artifacts_dir, dataset)
+            for side in sides:
+                if side.name != "plain":
+                    write_artifacts(StateDir(root / side.name.replace("+", "-")).artifacts_dir,
+                                    dataset)
             page = max(2, min(20, (shape.runs // 2) // 100 - 1))
             with httpx.Client(base_url=sides[0].url, timeout=120.0) as client:
                 token = follow_to_page(client, sides[0], dataset, page)
@@ -842,26 +987,49 @@ def main() -> int:
             print_table("MLflow's schema as shipped", names, samples, side_names, "plain", floor)
             print_distribution(samples, names[0], side_names)
             connections = measure_connections(sides, dataset, 30)
-            print("\nsmall call (experiments/get), kept-alive connection vs a fresh one per call:")
-            for side in sides:
-                keep = connections[("kept-alive", side.name)]
-                fresh = connections[("fresh connection", side.name)]
-                print(f"  {side.name:10s} ({side.workers} workers)  kept-alive p50 "
-                      f"{percentile(keep, 0.5):6.1f} p95 {percentile(keep, 0.95):6.1f}  |  "
-                      f"fresh p50 {percentile(fresh, 0.5):6.1f} p95 "
-                      f"{percentile(fresh, 0.95):6.1f} ms")
+            print("\nsmall calls, one kept-alive connection vs a new connection per call "
+                  "(p50 / p95 ms):")
+            for kind in ("GET experiments/get", "POST experiments/search"):
+                for side in sides:
+                    keep = connections[(f"{kind} kept-alive", side.name)]
+                    new = connections[(f"{kind} new connection", side.name)]
+                    print(f"  {kind:24s} {side.name:9s} ({side.workers} workers)  kept-alive "
+                          f"{percentile(keep, 0.5):6.1f} / {percentile(keep, 0.95):6.1f}   "
+                          f"new connection {percentile(new, 0.5):6.1f} / "
+                          f"{percentile(new, 0.95):6.1f}")
             print("\nstatements per call (MLflow's SqlAlchemyStore): " + ", ".join(
                 f"{k} {len(v)}" for k, v in statements.items()))
+            inproc = in_process(captured, dataset, token, args.reps, f"page {page}")
+            print_breakdown(names, samples, inproc, floor)
+            print_distribution(inproc, names[0], ["store", "json", "gc"])
+            print("\nthe experiment page in this process (search_runs + JSON) by GC setting:")
+            print(f"  {'setting':34s} {'p50':>7s} {'p95':>7s} {'max':>7s} {'gc p50':>7s} "
+                  f"{'gc p95':>7s}")
+            for label, result in gc_variants(captured, dataset, max(args.reps, 20)):
+                total = result[("experiment page 1", "total")]
+                gc_time = result[("experiment page 1", "gc")]
+                print(f"  {label:34s} {percentile(total, 0.5):7.1f} "
+                      f"{percentile(total, 0.95):7.1f} {max(total):7.1f} "
+                      f"{percentile(gc_time, 0.5):7.1f} {percentile(gc_time, 0.95):7.1f}")
+            if args.profile:
+                print("\ncProfile of 5 experiment pages in this process (search_runs + JSON):")
+                print(profile_page(captured, dataset))
             if args.explain:
                 explain_all(pg, statements)
 
             if args.tuning:
                 tuned = run_tuning(pg, sides, calls, statements, args, floor)
-                print_table("plain MLflow as shipped vs every side after tuning", names,
+                tuned_floor = sql_floor(pg, statements, args.reps)
+                print_table("every side on the tuned database (all candidates applied)", names,
+                            tuned, side_names, "plain", tuned_floor)
+                print_distribution(tuned, names[0], side_names)
+                print_table("plain MLflow as shipped (first pass) vs the sides on the tuned "
+                            "database (last pass): ratios across passes, read with care", names,
                             {**{k: v for k, v in samples.items() if k[1] == "plain"},
-                             **{(k[0], k[1] + "+t"): v for k, v in tuned.items()}},
-                            ["plain", *(s + "+t" for s in side_names)], "plain",
-                            sql_floor(pg, statements, args.reps))
+                             **{(k[0], k[1] + "+t"): v for k, v in tuned.items()
+                                if k[1] != "plain"}},
+                            ["plain", *(s + "+t" for s in side_names if s != "plain")],
+                            "plain", tuned_floor)
                 if args.explain:
                     explain_all(pg, statements)
         print(f"\ntotal {time.perf_counter() - began:.0f} s; goal: every call <= 0.5x plain, "
@@ -875,6 +1043,26 @@ def main() -> int:
         shutil.rmtree(root, ignore_errors=True)
 
 
+def print_breakdown(calls: list[str], samples: Samples, inproc: Samples,
+                    floor: Samples) -> None:
+    """Where a search's time goes: p50 of each part (the parts are measured apart)."""
+    print("\nwhere the time of a search goes (p50 ms): server = platform over HTTP; store ="
+          " MLflow's search_runs in this process; json = protobuf + message_to_json; gc ="
+          " garbage collection during both; sql = the floor; rest = server - store - json"
+          " (HTTP, Flask, middleware)")
+    print(f"  {'call':26s} {'server':>7s} {'store':>7s} {'of it sql':>9s} {'json':>6s} "
+          f"{'gc':>5s} {'rest':>6s}")
+    for call in calls:
+        if (call, "store") not in inproc:
+            continue
+        server = percentile(samples[(call, "platform")], 0.5)
+        store = percentile(inproc[(call, "store")], 0.5)
+        as_json = percentile(inproc[(call, "json")], 0.5)
+        print(f"  {call:26s} {server:7.1f} {store:7.1f} "
+              f"{percentile(floor[(call, 'sql')], 0.5):9.1f} {as_json:6.1f} "
+              f"{percentile(inproc[(call, 'gc')], 0.5):5.1f} {server - store - as_json:6.1f}")
+
+
 def explain_all(pg: PostgresServer, statements: dict[str, list[Statement]]) -> None:
     for name, stmts in statements.items():
         ms, plan = slowest_statement(pg, stmts)
@@ -884,23 +1072,43 @@ def explain_all(pg: PostgresServer, statements: dict[str, list[Statement]]) -> N
 def run_tuning(pg: PostgresServer, sides: list[Side], calls: list[Call],
                statements: dict[str, list[Statement]], args: argparse.Namespace,
                floor: Samples) -> Samples:
-    """Apply each candidate in turn (cumulative); SQL floor and servers after each."""
+    """Apply each candidate in turn (cumulative); after each, the SQL floor and one server (the
+    last side: the least noisy, with GC tuned). Then every side again, as in the first pass."""
     names = [c.name for c in calls]
     before = {n: percentile(floor[(n, "sql")], 0.5) for n in names}
-    last: Samples = {}
+    probe = sides[-1:]
     for candidate in CANDIDATES:
         seconds = apply_candidate(pg, candidate)
         step_floor = sql_floor(pg, statements, args.reps)
-        last = measure(sides, calls, args.tuning_reps, 1)
+        last = measure(probe, calls, args.tuning_reps, 1)
         print(f"\n+ {candidate.name} (applied in {seconds:.1f} s): {candidate.why}")
         print(f"  {'call':26s} {'SQL p50':>8s} {'vs untuned':>10s} " + " ".join(
-            f"{s.name + ' p50':>13s} {'p95':>7s}" for s in sides))
+            f"{s.name + ' p50':>13s} {'p95':>7s}" for s in probe))
         for name in names:
             p50 = percentile(step_floor[(name, "sql")], 0.5)
             print(f"  {name:26s} {p50:8.1f} {p50 / before[name]:9.2f}x " + " ".join(
                 f"{percentile(last[(name, s.name)], 0.5):13.1f} "
-                f"{percentile(last[(name, s.name)], 0.95):7.1f}" for s in sides), flush=True)
-    return last
+                f"{percentile(last[(name, s.name)], 0.95):7.1f}" for s in probe), flush=True)
+    return measure(sides, calls, args.reps, 1)
+
+
+@contextlib.contextmanager
+def gc_side(pg: PostgresServer, root: Path, threshold: str) -> Iterator[Side]:
+    """The platform with bench/gc_site/sitecustomize.py on its workers' PYTHONPATH (`up`
+    passes PYTHON* variables through to the server, and only those of ours)."""
+    extra = {"PYTHONPATH": str(Path(__file__).resolve().parent / "gc_site"),
+             "PYTHONSCALE_GC_FREEZE": "1", "PYTHONSCALE_GC_THRESHOLD": threshold}
+    saved = {key: os.environ.get(key) for key in extra}
+    os.environ.update(extra)
+    try:
+        with platform_side("platform+gc", settings_for(pg, free_port()), root) as side:
+            yield side
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def start_keycloak_side(pg: PostgresServer, root: Path) -> tuple[
