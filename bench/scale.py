@@ -753,8 +753,59 @@ def gc_variants(captured: SqlCapture, dataset: Dataset, reps: int) -> list[tuple
     return results
 
 
+RUN_INFO_SQL = (
+    "SELECT run_uuid, name, experiment_id, user_id, status, start_time, end_time,"
+    " artifact_uri, lifecycle_stage FROM runs WHERE experiment_id = %s"
+    " AND lifecycle_stage = 'active' ORDER BY start_time DESC, run_uuid LIMIT %s OFFSET %s")
+
+
+def direct_page(conn: psycopg.Connection[Any], experiment_id: str, offset: int = 0) -> str:
+    """The experiment page's answer (same JSON shape as MLflow's runs/search: info, data with
+    metrics, params and tags) straight from psycopg rows to json.dumps: what a search without
+    ORM objects and protobuf costs — the lower bound of a faster server path."""
+    runs = conn.execute(RUN_INFO_SQL, (int(experiment_id), 101, offset)).fetchall()
+    token = None
+    if len(runs) > 100:
+        runs = runs[:100]
+        token = base64.b64encode(json.dumps({"offset": offset + 100}).encode()).decode()
+    ids = [row[0] for row in runs]
+    data: dict[str, dict[str, list[dict[str, Any]]]] = {
+        run: {"metrics": [], "params": [], "tags": []} for run in ids}
+    for run, key, value, ts, step in conn.execute(
+            "SELECT run_uuid, key, value, timestamp, step FROM latest_metrics"
+            " WHERE run_uuid = ANY(%s)", (ids,)):
+        data[run]["metrics"].append({"key": key, "value": value, "timestamp": ts, "step": step})
+    for table in ("params", "tags"):
+        for run, key, value in conn.execute(
+                f"SELECT run_uuid, key, value FROM {table} WHERE run_uuid = ANY(%s)", (ids,)):
+            data[run][table].append({"key": key, "value": value})
+    conn.rollback()
+    answer: dict[str, Any] = {"runs": [
+        {"info": {"run_id": run, "run_uuid": run, "run_name": name,
+                  "experiment_id": str(exp), "user_id": user, "status": status,
+                  "start_time": start, "end_time": end, "artifact_uri": uri,
+                  "lifecycle_stage": stage},
+         "data": data[run], "inputs": {}, "outputs": {}}
+        for run, name, exp, user, status, start, end, uri, stage in runs]}
+    if token:
+        answer["next_page_token"] = token
+    return json.dumps(answer)
+
+
+def direct_samples(pg: PostgresServer, dataset: Dataset, reps: int) -> list[float]:
+    with psycopg.connect(pg.dsn(DB)) as conn:
+        direct_page(conn, dataset.experiment_id)
+        times = []
+        for _ in range(reps):
+            started = time.perf_counter()
+            direct_page(conn, dataset.experiment_id)
+            times.append(1000 * (time.perf_counter() - started))
+    return times
+
+
 def profile_page(captured: SqlCapture, dataset: Dataset, top: int = 25) -> str:
-    """cProfile of one experiment page (search + JSON) in this process, by own time."""
+    """cProfile of five experiment pages (search + JSON) in this process, by own time, with GC
+    frozen and its thresholds raised."""
     import cProfile
     import io
     import pstats
@@ -770,12 +821,20 @@ def profile_page(captured: SqlCapture, dataset: Dataset, top: int = 25) -> str:
         response.runs.extend([run.to_proto() for run in runs])
         message_to_json(response)
 
+    import gc
+
     page()
+    default = gc.get_threshold()
+    gc.collect()
+    gc.freeze()  # as in the server with GC tuned: without it, collections are charged to
+    gc.set_threshold(50_000, 20, 100)  # whichever function allocated when they struck
     profiler = cProfile.Profile()
     profiler.enable()
     for _ in range(5):
         page()
     profiler.disable()
+    gc.set_threshold(*default)
+    gc.unfreeze()
     out = io.StringIO()
     pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(top)
     return out.getvalue()
@@ -809,7 +868,7 @@ def _shorten(line: str, width: int = 220) -> str:
 
 
 def slowest_statement(pg: PostgresServer, statements: list[Statement]) -> tuple[float, str]:
-    """(ms, EXPLAIN ANALYZE text) of the slowest statement of a call."""
+    """(ms, its SQL and EXPLAIN ANALYZE text) of the slowest statement of a call."""
     with psycopg.connect(pg.dsn(DB)) as conn:
         timed = []
         for statement, params in statements:
@@ -821,7 +880,8 @@ def slowest_statement(pg: PostgresServer, statements: list[Statement]) -> tuple[
         ms, statement, params = max(timed, key=lambda item: item[0])
         client = psycopg.ClientCursor(conn)
         client.execute("EXPLAIN (ANALYZE, BUFFERS) " + statement, params or None)
-        plan = "\n".join(_shorten(str(row[0])) for row in client.fetchall())
+        plan = " ".join(statement.split())[:700] + "\n" + "\n".join(
+            _shorten(str(row[0])) for row in client.fetchall())
         conn.rollback()
     return ms, plan
 
@@ -834,18 +894,22 @@ def slowest_statement(pg: PostgresServer, statements: list[Statement]) -> tuple[
 class Candidate:
     name: str
     statements: tuple[str, ...]  # run with autocommit; ALTER SYSTEM ones are followed by a reload
+    without: tuple[str, ...]  # in a transaction that is rolled back: this candidate undone
     why: str
 
 
 CANDIDATES: tuple[Candidate, ...] = (
-    Candidate("jit off", ("ALTER SYSTEM SET jit = off",),
-              "JIT compiles expressions of queries whose cost estimate is high (the DISTINCT "
-              "runs scan of a big experiment); compiling costs more than it saves on OLTP"),
-    Candidate("work_mem 16MB + random_page_cost 1.1",
+    Candidate("jit off", ("ALTER SYSTEM SET jit = off",), ("SET LOCAL jit = on",),
+              "JIT compiles expressions of queries whose cost estimate is high; compiling "
+              "costs more than it saves on short queries"),
+    Candidate("work_mem 16MB, random_page_cost 1.1",
               ("ALTER SYSTEM SET work_mem = '16MB'", "ALTER SYSTEM SET random_page_cost = 1.1",
                "ALTER SYSTEM SET effective_cache_size = '1GB'"),
+              ("SET LOCAL work_mem = '4MB'", "SET LOCAL random_page_cost = 4",
+               "SET LOCAL effective_cache_size = '4GB'"),
               "sorts of a whole experiment's runs in memory; SSD-like page costs"),
-    *(Candidate(index.name, (index.ddl,), index.why) for index in postgres_tuning.INDEXES),
+    *(Candidate(index.name, (index.ddl,), (f"DROP INDEX {index.name}",), index.why)
+      for index in postgres_tuning.INDEXES),
 )
 
 
@@ -857,6 +921,43 @@ def apply_candidate(pg: PostgresServer, candidate: Candidate) -> float:
         conn.execute("SELECT pg_reload_conf()")
         conn.execute("ANALYZE")
     return time.perf_counter() - started
+
+
+def ab_floor(pg: PostgresServer, statements: dict[str, list[Statement]], reps: int,
+             ) -> dict[str, Samples]:
+    """With every candidate applied: each call's SQL with all of them vs with one undone
+    (SET LOCAL / DROP INDEX in a transaction that is rolled back), interleaved rep by rep, so
+    the ratio is what that one candidate buys, measured in the same seconds. The servers must
+    be idle (DROP INDEX locks the table until the rollback)."""
+    results: dict[str, Samples] = {}
+    with psycopg.connect(pg.dsn(DB)) as conn:
+        for candidate in CANDIDATES:
+            samples: Samples = {}
+            for rep in range(reps + 2):
+                for name, stmts in statements.items():
+                    for side in (("with", "without") if rep % 2 else ("without", "with")):
+                        if side == "without":
+                            for statement in candidate.without:
+                                conn.execute(statement)
+                        ms = replay(conn, stmts)  # ends with a rollback
+                        if rep >= 2:
+                            samples.setdefault((name, side), []).append(ms)
+            results[candidate.name] = samples
+    return results
+
+
+def print_ab(calls: list[str], results: dict[str, Samples]) -> None:
+    print("\nwhat each candidate buys on the SQL floor, all others applied: p50 with / p50 "
+          "without (interleaved; < 1 = faster)")
+    names = list(results)
+    print(f"  {'call':26s} " + " ".join(f"{n[:18]:>18s}" for n in names))
+    for call in calls:
+        cells = []
+        for name in names:
+            with_ = percentile(results[name][(call, "with")], 0.5)
+            without = percentile(results[name][(call, "without")], 0.5)
+            cells.append(f"{with_:6.1f}/{without:6.1f} {with_ / without:4.2f}")
+        print(f"  {call:26s} " + " ".join(f"{c:>18s}" for c in cells))
 
 
 # --------------------------------------------------------------------------------------------
@@ -909,7 +1010,6 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--tuning", action="store_true",
                         help="apply the tuning candidates step by step and re-measure")
-    parser.add_argument("--tuning-reps", type=int, default=15)
     parser.add_argument("--keycloak", action="store_true",
                         help="also the platform with auth.provider keycloak (bearer token)")
     parser.add_argument("--explain", action="store_true",
@@ -1011,14 +1111,19 @@ def main() -> int:
                 print(f"  {label:34s} {percentile(total, 0.5):7.1f} "
                       f"{percentile(total, 0.95):7.1f} {max(total):7.1f} "
                       f"{percentile(gc_time, 0.5):7.1f} {percentile(gc_time, 0.95):7.1f}")
+            direct = direct_samples(pg, dataset, max(args.reps, 20))
+            print(f"  {'no ORM, no protobuf (psycopg rows -> json.dumps)':34s} "
+                  f"{percentile(direct, 0.5):7.1f} {percentile(direct, 0.95):7.1f} "
+                  f"{max(direct):7.1f}   (a lower bound for a faster search path)")
             if args.profile:
-                print("\ncProfile of 5 experiment pages in this process (search_runs + JSON):")
+                print("\ncProfile of 5 experiment pages in this process (search_runs + JSON; gc "
+                      "frozen, thresholds 50000,20,100):")
                 print(profile_page(captured, dataset))
             if args.explain:
                 explain_all(pg, statements)
 
             if args.tuning:
-                tuned = run_tuning(pg, sides, calls, statements, args, floor)
+                tuned = run_tuning(pg, sides, calls, statements, args)
                 tuned_floor = sql_floor(pg, statements, args.reps)
                 print_table("every side on the tuned database (all candidates applied)", names,
                             tuned, side_names, "plain", tuned_floor)
@@ -1070,25 +1175,14 @@ def explain_all(pg: PostgresServer, statements: dict[str, list[Statement]]) -> N
 
 
 def run_tuning(pg: PostgresServer, sides: list[Side], calls: list[Call],
-               statements: dict[str, list[Statement]], args: argparse.Namespace,
-               floor: Samples) -> Samples:
-    """Apply each candidate in turn (cumulative); after each, the SQL floor and one server (the
-    last side: the least noisy, with GC tuned). Then every side again, as in the first pass."""
-    names = [c.name for c in calls]
-    before = {n: percentile(floor[(n, "sql")], 0.5) for n in names}
-    probe = sides[-1:]
+               statements: dict[str, list[Statement]], args: argparse.Namespace) -> Samples:
+    """Apply every candidate, show what each buys on the SQL floor (A/B in the same seconds),
+    then measure every side again on the tuned database."""
+    print()
     for candidate in CANDIDATES:
         seconds = apply_candidate(pg, candidate)
-        step_floor = sql_floor(pg, statements, args.reps)
-        last = measure(probe, calls, args.tuning_reps, 1)
-        print(f"\n+ {candidate.name} (applied in {seconds:.1f} s): {candidate.why}")
-        print(f"  {'call':26s} {'SQL p50':>8s} {'vs untuned':>10s} " + " ".join(
-            f"{s.name + ' p50':>13s} {'p95':>7s}" for s in probe))
-        for name in names:
-            p50 = percentile(step_floor[(name, "sql")], 0.5)
-            print(f"  {name:26s} {p50:8.1f} {p50 / before[name]:9.2f}x " + " ".join(
-                f"{percentile(last[(name, s.name)], 0.5):13.1f} "
-                f"{percentile(last[(name, s.name)], 0.95):7.1f}" for s in probe), flush=True)
+        print(f"+ {candidate.name} (applied in {seconds:.1f} s): {candidate.why}")
+    print_ab([c.name for c in calls], ab_floor(pg, statements, args.reps))
     return measure(sides, calls, args.reps, 1)
 
 

@@ -20,14 +20,17 @@ class TuningIndex:
 
 INDEXES: tuple[TuningIndex, ...] = (
     # The experiment page: runs of one experiment, newest first, 100 at a time. MLflow has no
-    # index on runs.experiment_id at all, so every page reads and sorts the experiment's (and
-    # often the table's) runs; with this one PostgreSQL walks the index in the page's order
-    # (start_time DESC, run_uuid are MLflow's sort keys) and stops after the page.
+    # index on runs.experiment_id at all, so every page reads and sorts all the experiment's
+    # runs (SELECT DISTINCT runs.* ... ORDER BY ... OFFSET n LIMIT 101). MLflow's ORDER BY is
+    # (CASE WHEN start_time IS NULL THEN 1 ELSE 0 END), start_time DESC, run_uuid: the index
+    # carries that exact expression so PostgreSQL can walk it in the page's order (an
+    # incremental sort adds DISTINCT's other columns) and stop after offset + 101 rows.
     TuningIndex(
-        "mlflow_stack_runs_experiment_start",
-        "CREATE INDEX IF NOT EXISTS mlflow_stack_runs_experiment_start "
-        "ON runs (experiment_id, start_time DESC, run_uuid)",
-        "runs of an experiment newest first (the experiment page's order)",
+        "mlflow_stack_runs_experiment_page",
+        "CREATE INDEX IF NOT EXISTS mlflow_stack_runs_experiment_page ON runs "
+        "(experiment_id, (CASE WHEN start_time IS NULL THEN 1 ELSE 0 END), start_time DESC, "
+        "run_uuid)",
+        "runs of an experiment in the experiment page's order",
     ),
     # Filters and sorts on a metric (metrics.val_loss < x, order by metrics.val_loss) join
     # latest_metrics by key; the primary key (key, run_uuid) finds the key but not the value.
