@@ -32,13 +32,21 @@ model-version searches, and a run's artifact listing. The floor is MLflow's own 
 (captured from MLflow's SqlAlchemyStore in this process) replayed with psycopg. It also times a
 small call on a kept-alive connection against a fresh connection per call (delayed ACK).
 
-``--tuning`` then applies candidate PostgreSQL settings and indexes one step at a time (see
-``CANDIDATES`` and ``mlflow_stack.components.postgres_tuning``), re-measures the SQL floor and
-both servers after each step, and ends with EXPLAIN ANALYZE of the slowest statements.
+``--tuning`` then applies candidate PostgreSQL settings and indexes (``CANDIDATES``: those
+that helped are in ``mlflow_stack.components.postgres_tuning``), shows what each buys on the
+SQL floor as an interleaved A/B (the candidate undone inside a rolled-back transaction), and
+measures every side again on the tuned database. ``--explain`` prints EXPLAIN ANALYZE of each
+call's slowest statement (before and after tuning), ``--profile`` a cProfile of the experiment
+page in this process. A third side, ``platform+gc``, is the platform with ``gc.freeze()`` after
+imports and higher gc thresholds in its workers (bench/gc_site; ``--gc-threshold ''`` leaves
+it out): the experiment shows that garbage collection is the bimodal ~200 vs ~450 ms split.
 Timings on a shared 2-core machine are noisy: read ratios and percentiles within one run.
 
-    .venv/bin/python bench/scale.py [--runs 10000] [--reps 25] [--tuning] [--keycloak]
-    .venv/bin/python bench/scale.py --runs 2000 --reps 10          # a quick run (~3 min)
+    .venv/bin/python bench/scale.py --tuning --explain --profile    # the full run, ~20 min
+    .venv/bin/python bench/scale.py --runs 2000 --reps 5           # a quick run, ~5 min
+
+``--keycloak`` (a fourth side with auth.provider keycloak) is wired but has not been run yet:
+the loaded experiments carry no mlflow-oidc-auth permissions for the bench user.
 """
 
 from __future__ import annotations
@@ -706,10 +714,16 @@ def in_process(captured: SqlCapture, dataset: Dataset, token: str, reps: int,
                 response.runs.extend([run.to_proto() for run in runs])
                 if runs.token:
                     response.next_page_token = runs.token
-                message_to_json(response)
+                body = message_to_json(response)
                 done = time.perf_counter()
+                message_to_json(response, pretty=False)
+                compact = time.perf_counter() - done
                 if rep >= 2:
                     call = name.replace("page 20", page_name)
+                    # The handlers' message_to_json pretty-prints (indent=2: the pure-Python
+                    # encoder, 2.3x the bytes); compact for comparison.
+                    samples.setdefault((call, "json compact"), []).append(1000 * compact)
+                    samples.setdefault((call, "bytes"), []).append(float(len(body)))
                     samples.setdefault((call, "store"), []).append(1000 * (stored - started))
                     samples.setdefault((call, "json"), []).append(1000 * (done - stored))
                     samples.setdefault((call, "gc"), []).append(gc_ms[0])
@@ -908,6 +922,18 @@ CANDIDATES: tuple[Candidate, ...] = (
               ("SET LOCAL work_mem = '4MB'", "SET LOCAL random_page_cost = 4",
                "SET LOCAL effective_cache_size = '4GB'"),
               "sorts of a whole experiment's runs in memory; SSD-like page costs"),
+    # Tried, no clear gain (kept so that the finding can be reproduced; not in the module):
+    Candidate("runs_experiment_page",
+              ("CREATE INDEX IF NOT EXISTS scale_runs_experiment_page ON runs (experiment_id, "
+               "(CASE WHEN start_time IS NULL THEN 1 ELSE 0 END), start_time DESC, run_uuid)",),
+              ("DROP INDEX scale_runs_experiment_page",),
+              "the experiment page's ORDER BY (MLflow's exact expression) per experiment"),
+    Candidate("latest_metrics_key_value",
+              ("CREATE INDEX IF NOT EXISTS scale_latest_metrics_key_value "
+               "ON latest_metrics (key, value, run_uuid)",),
+              ("DROP INDEX scale_latest_metrics_key_value",),
+              "metric filters and order by a metric"),
+    # What mlflow_stack.components.postgres_tuning recommends:
     *(Candidate(index.name, (index.ddl,), (f"DROP INDEX {index.name}",), index.why)
       for index in postgres_tuning.INDEXES),
 )
@@ -1156,7 +1182,7 @@ def print_breakdown(calls: list[str], samples: Samples, inproc: Samples,
           " garbage collection during both; sql = the floor; rest = server - store - json"
           " (HTTP, Flask, middleware)")
     print(f"  {'call':26s} {'server':>7s} {'store':>7s} {'of it sql':>9s} {'json':>6s} "
-          f"{'gc':>5s} {'rest':>6s}")
+          f"{'gc':>5s} {'rest':>6s} {'compact json':>12s} {'JSON KB':>8s}")
     for call in calls:
         if (call, "store") not in inproc:
             continue
@@ -1165,7 +1191,9 @@ def print_breakdown(calls: list[str], samples: Samples, inproc: Samples,
         as_json = percentile(inproc[(call, "json")], 0.5)
         print(f"  {call:26s} {server:7.1f} {store:7.1f} "
               f"{percentile(floor[(call, 'sql')], 0.5):9.1f} {as_json:6.1f} "
-              f"{percentile(inproc[(call, 'gc')], 0.5):5.1f} {server - store - as_json:6.1f}")
+              f"{percentile(inproc[(call, 'gc')], 0.5):5.1f} {server - store - as_json:6.1f} "
+              f"{percentile(inproc[(call, 'json compact')], 0.5):12.1f} "
+              f"{percentile(inproc[(call, 'bytes')], 0.5) / 1024:8.0f}")
 
 
 def explain_all(pg: PostgresServer, statements: dict[str, list[Statement]]) -> None:
