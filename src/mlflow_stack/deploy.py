@@ -186,6 +186,20 @@ def _plan_all(entries: Sequence[Entry], settings: Settings, clients: Clients,
     return planned
 
 
+def _read_all(settings: Settings, chosen: Sequence[Entry], target: Target,
+              check: Callable[[Settings], None] | None, stack: contextlib.ExitStack,
+              progress: Progress) -> tuple[Settings, Clients, dict[str, _Planned]]:
+    """What plan and apply read first: the settings resolved with the run's clients (open on
+    `stack`), `check`ed, then every system this config uses planned (`_plan_all`)."""
+    clients = Clients(stack)
+    settings = resolve_for(settings, target, connect=clients.connect)
+    if check is not None:
+        check(settings)
+    planned = _plan_all([e for e in chosen if e.skip_reason(settings) is None], settings,
+                        clients, progress)
+    return settings, clients, planned
+
+
 def plan(settings: Settings, progress: Progress | None = None,
          entries: Sequence[Entry] | None = None,
          target: Target = "auto",
@@ -197,12 +211,7 @@ def plan(settings: Settings, progress: Progress | None = None,
     progress = progress or NullProgress()
     chosen = entries_for(target, entries)
     with contextlib.ExitStack() as stack:
-        clients = Clients(stack)
-        settings = resolve_for(settings, target, connect=clients.connect)
-        if check is not None:
-            check(settings)
-        planned = _plan_all([e for e in chosen if e.skip_reason(settings) is None], settings,
-                            clients, progress)
+        settings, _, planned = _read_all(settings, chosen, target, check, stack, progress)
     results: list[SystemResult] = []
     for entry in chosen:
         reason = entry.skip_reason(settings)
@@ -234,12 +243,8 @@ def apply(settings: Settings, progress: Progress | None = None,
     chosen = entries_for(target, entries)
     results: list[SystemResult] = []
     with contextlib.ExitStack() as stack:
-        clients = Clients(stack)
-        settings = resolve_for(settings, target, connect=clients.connect)
-        if check is not None:
-            check(settings)
-        planned = _plan_all([e for e in chosen if e.skip_reason(settings) is None], settings,
-                            clients, progress)
+        settings, clients, planned = _read_all(settings, chosen, target, check, stack,
+                                               progress)
         for p in planned.values():
             refuse_blocked(p.steps)
         if before_writes is not None:
