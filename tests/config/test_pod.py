@@ -87,3 +87,10 @@ def test_valid_settings_load() -> None:
         "pod_security": "baseline"}}, "mlflow-stack.yaml").settings
     assert s.kubernetes.autoscaling.max_replicas == 6
     assert s.kubernetes.pod.tolerations[0]["value"] == "ml"
+
+
+def test_misspelt_section_keys_get_a_did_you_mean() -> None:
+    assert "kubernetes.pod.node_selecter: unknown setting; did you mean 'node_selector'?" in \
+        refused({"pod": {"node_selecter": {"a": "b"}}})
+    assert "kubernetes.autoscalling: unknown setting; did you mean 'autoscaling'?" in \
+        refused({"autoscalling": {}})
