@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mlflow_stack import MLFLOW_VERSION, __version__
+from mlflow_stack.config.existing_secrets import ExistingSecrets
 from mlflow_stack.config.permissions import PermissionsSettings
 from mlflow_stack.config.secrets import Secrets
 from mlflow_stack.config.types import (
@@ -290,6 +291,9 @@ class KubernetesSettings(_Section):
         None, description="Namespace whose pods may scrape /metrics on the server port "
         "(Prometheus; allowed in by the NetworkPolicy). Default: none."
     )
+    existing_secrets: ExistingSecrets = Field(
+        default_factory=ExistingSecrets, description="Secrets the cluster already has (External "
+        "Secrets, sealed-secrets, by hand), used instead of ours; apply only refers to them.")
 
 
 class DiscoverySettings(_Section):
