@@ -43,6 +43,8 @@ NAME_FIELDS: dict[str, tuple[str, str]] = {
     "kubernetes.tls_source_secret": ("Kubernetes Secret name", SUBDOMAIN_RULE),
     "artifacts.credentials_secret": ("Kubernetes Secret name", SUBDOMAIN_RULE),
     "registry.pull_secret": ("Kubernetes Secret name", SUBDOMAIN_RULE),
+    "kubernetes.existing_secrets.pull_secret": ("Kubernetes Secret name", SUBDOMAIN_RULE),
+    "kubernetes.existing_secrets.tls": ("Kubernetes Secret name", SUBDOMAIN_RULE),
     "discovery.configmap": ("Kubernetes ConfigMap name", SUBDOMAIN_RULE),
     "storage.storage_class": ("Kubernetes StorageClass name", SUBDOMAIN_RULE),
     "storage.models.storage_class": ("Kubernetes StorageClass name", SUBDOMAIN_RULE),

@@ -25,12 +25,12 @@ if TYPE_CHECKING:
     from mlflow_stack.config.model import Settings
 
 # Kubernetes' rule for the keys of a Secret's data (IsConfigMapKey).
-_KEY_RE = re.compile(r"^[-._a-zA-Z0-9]+$")
+_KEY_RE = re.compile(r"[-._a-zA-Z0-9]+")
 FIELD = "kubernetes.existing_secrets"
 
 
 def check_secret_key(value: str) -> str:
-    if not value or len(value) > 253 or not _KEY_RE.match(value) or value in (".", ".."):
+    if not value or len(value) > 253 or not _KEY_RE.fullmatch(value) or value in (".", ".."):
         raise ValueError(
             f"{value!r} is not a valid Secret key: expected at most 253 letters, digits, '-', "
             "'_' or '.' (not '.' or '..' alone), e.g. DB_PASSWORD or client-secret")
