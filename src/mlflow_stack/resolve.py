@@ -4,6 +4,9 @@ from Keycloak or the cluster -> the settings every system works from.
 Secrets that are not in the environment are found here, once, and nowhere else:
 - S3 keys: the environment, else the reference's `seaweedfs-s3-config` Secret
   (artifacts.credentials_secret) when the command works on a cluster.
+- Secrets the cluster already has (kubernetes.existing_secrets): the database password, S3 keys
+  and OIDC client secret are read from them when the command works on a cluster, and win over
+  the environment (the pods use those values).
 - OIDC client secret: the environment, else the one Keycloak holds for the client. A client
   that does not exist yet gets a new random secret when the command creates it (`provision`):
   Keycloak's create step gives the client exactly that secret, so every system agrees on it
@@ -22,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import SecretStr
 
+from mlflow_stack.config.existing_secrets import in_use as existing_in_use
 from mlflow_stack.config.model import Settings
 from mlflow_stack.errors import ConfigError
 
@@ -47,8 +51,17 @@ def resolve(settings: Settings, *, cluster: bool, client_secret: ClientSecret,
     connect = connect or _new_connection
     update: dict[str, SecretStr] = {}
     a, s = settings.artifacts, settings.secrets
+    if cluster and existing_in_use(settings):
+        from mlflow_stack.components import kubernetes
+        from mlflow_stack.kubernetes import sources
+
+        # Values the pods read from Secrets the cluster already has: apply's own steps use the
+        # same ones (see sources.existing_secret_values).
+        update.update(sources.existing_secret_values(connect(kubernetes.SYSTEM, settings),
+                                                     settings))
     if cluster and a.backend == "s3" and a.credentials_secret and (
-            s.s3_access_key_id is None or s.s3_secret_access_key is None):
+            s.s3_access_key_id is None or s.s3_secret_access_key is None) \
+            and "s3_access_key_id" not in update:
         from mlflow_stack.components import kubernetes
         from mlflow_stack.kubernetes import sources
 
@@ -56,7 +69,8 @@ def resolve(settings: Settings, *, cluster: bool, client_secret: ClientSecret,
                                                    settings)
         update["s3_access_key_id"] = s.s3_access_key_id or key_id
         update["s3_secret_access_key"] = s.s3_secret_access_key or key
-    if settings.sso and s.oidc_client_secret is None and client_secret != "skip":
+    if settings.sso and s.oidc_client_secret is None and client_secret != "skip" \
+            and "oidc_client_secret" not in update:
         update["oidc_client_secret"] = _oidc_client_secret(
             settings, provision=client_secret == "create", connect=connect)
     if not update:

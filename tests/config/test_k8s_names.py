@@ -43,6 +43,8 @@ NAME_FIELDS: dict[str, tuple[str, str]] = {
     "kubernetes.tls_source_secret": ("Kubernetes Secret name", SUBDOMAIN_RULE),
     "artifacts.credentials_secret": ("Kubernetes Secret name", SUBDOMAIN_RULE),
     "registry.pull_secret": ("Kubernetes Secret name", SUBDOMAIN_RULE),
+    "kubernetes.existing_secrets.pull_secret": ("Kubernetes Secret name", SUBDOMAIN_RULE),
+    "kubernetes.existing_secrets.tls": ("Kubernetes Secret name", SUBDOMAIN_RULE),
     "discovery.configmap": ("Kubernetes ConfigMap name", SUBDOMAIN_RULE),
     "kubernetes.ca_bundle.configmap": ("Kubernetes ConfigMap name", SUBDOMAIN_RULE),
     "kubernetes.pod.priority_class": ("Kubernetes PriorityClass name", SUBDOMAIN_RULE),

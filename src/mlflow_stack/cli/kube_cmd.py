@@ -35,7 +35,9 @@ def render(config: ConfigOpt = None, *, out: OutDirOpt,
     """
     loaded = load_config(config, require_secrets=False)
     secret_key = None
-    if include_secrets and loaded.settings.sso:
+    # An existing session-key Secret (kubernetes.existing_secrets.session_key) is not ours.
+    if include_secrets and loaded.settings.sso \
+            and not loaded.settings.kubernetes.existing_secrets.session_key:
         # An explicit MLFLOW_STACK_SECRET_KEY wins, then the key an earlier render wrote.
         secret_key = loaded.settings.secrets.secret_key or kube_render.read_secret_key(out)
         if secret_key is None:

@@ -101,13 +101,13 @@ def doctor(
     """
     from mlflow_stack.ops.doctor import checklist
     from mlflow_stack.ops.doctor.findings import Finding
-    from mlflow_stack.ops.doctor.settings import S3_SECRETS, resolve_for_doctor
+    from mlflow_stack.ops.doctor.settings import UNRESOLVED_SECRETS, resolve_for_doctor
 
     # The S3 keys may come from the cluster (their Secret missing is a finding); a missing
     # client secret is the Keycloak check's to report.
     loaded = load_config(config, require_secrets=False)
     settings, early = resolve_for_doctor(loaded.settings, target.value)
-    check_secrets(settings, loaded.source, reported=S3_SECRETS if early else ())
+    check_secrets(settings, loaded.source, reported=UNRESOLVED_SECRETS if early else ())
     state = state_dir_for(state_dir)
     marks = {"ok": "[green]✓[/]", "problem": "[red]✗[/]", "skipped": "[dim]-[/]"}
 

@@ -33,8 +33,9 @@ from lightkube.resources.networking_v1 import Ingress, NetworkPolicy
 from lightkube.resources.policy_v1 import PodDisruptionBudget
 from lightkube.types import CascadeType, PatchType
 
-from mlflow_stack.components.base import Change
+from mlflow_stack.components.base import Action, Change
 from mlflow_stack.components.protocol import Finding, Step, ok, problem, run_steps
+from mlflow_stack.config.existing_secrets import ExistingSecret
 from mlflow_stack.config.model import Settings
 from mlflow_stack.errors import StackError
 from mlflow_stack.kubernetes import sources
@@ -106,6 +107,7 @@ class Item:
     handover: int | None = None  # replicas to hand over to the autoscaler before applying
     needs_values: bool = False  # a Secret that does not exist and whose values are unknown
     patch: bool = False  # a patch of an object we don't own (code-server)
+    existing: bool = False  # kubernetes.existing_secrets: checked only, never written
 
 
 @dataclass
@@ -126,7 +128,7 @@ def desired(kube: Kube, settings: Settings) -> Desired:
     k = settings.kubernetes
     notes: list[str] = []
     secret_key = None
-    if settings.sso:
+    if settings.sso and not k.existing_secrets.session_key:  # an existing one is not ours
         # Never regenerated: an explicit key wins, then the one already in the cluster.
         secret_key = settings.secrets.secret_key or sources.existing_secret_key(kube, settings)
         if secret_key is None:
@@ -231,12 +233,29 @@ def _replicas_to_hand_over(obj: dict[str, Any], live: dict[str, Any]) -> int | N
 def _kept_item(kube: Kube, need: SecretNeeded) -> Item:
     stub = {"apiVersion": "v1", "kind": "Secret",
             "metadata": {"name": need.name, "namespace": need.namespace}}
+    if need.existing is not None:
+        return _existing_item(kube, stub, need.existing)
     t = target(stub)
     if get_live(kube, stub) is not None:
         return Item(stub, Change(SYSTEM_NAME, "unchanged", t, "kept as it is (values not known "
                                  f"here: {', '.join(need.missing)})"))
     return Item(stub, Change(SYSTEM_NAME, "create", t, f"needs {', '.join(need.missing)}: "
                              f"{need.how}"), needs_values=True)
+
+
+def _existing_item(kube: Kube, stub: dict[str, Any], existing: ExistingSecret) -> Item:
+    """A Secret the cluster already has: checked, never written (a blocked step when it or a
+    key is missing: apply refuses before writing anything, as pods could not start)."""
+    t = target(stub)
+    live = get_live(kube, stub)
+    problems = existing.problems(None if live is None else live.get("data") or {})
+    if problems:
+        action: Action = "create" if live is None else "update"
+        return Item(stub, Change(SYSTEM_NAME, action, t, "; ".join(problems)),
+                    needs_values=True, existing=True)
+    keys = ", ".join(u.key for u in existing.keys)
+    return Item(stub, Change(SYSTEM_NAME, "unchanged", t, f"existing Secret ({existing.field}) "
+                             f"with {keys}: referred to, not managed"), existing=True)
 
 
 def _selector(settings: Settings) -> dict[str, Any]:
@@ -342,6 +361,11 @@ _BLOCKED_HINT = ("Secrets are read from the environment or ~/.env; or create the
                  "yourself and apply again.")
 
 
+_EXISTING_HINT = ("mlflow-stack never creates or changes a Secret named in "
+                  "kubernetes.existing_secrets: create it with those keys (or fix its "
+                  "ExternalSecret / SealedSecret), or name another Secret or key.")
+
+
 @dataclass(frozen=True)
 class KubernetesSystem:
     """The platform's objects in the cluster (server-side apply, field manager mlflow-stack)."""
@@ -367,7 +391,7 @@ class KubernetesSystem:
     def _step(self, kube: Kube, item: Item, rollout: float) -> Step:
         obj, change = item.obj, item.change
         if item.needs_values:
-            return Step(change, blocked=_BLOCKED_HINT)
+            return Step(change, blocked=_EXISTING_HINT if item.existing else _BLOCKED_HINT)
         run = None
         if change.is_change:
             def run(progress: Progress, item: Item = item) -> None:
@@ -501,11 +525,14 @@ def _teardown(kube: Kube, settings: Settings, *, purge: bool) -> list[Step]:
     rendered = render(settings)
     candidates: list[dict[str, Any]] = list(rendered.objects)
     last_secret = max(i for i, o in enumerate(candidates) if o["kind"] in ("Namespace", "Secret"))
+    stubs = {n: {"apiVersion": "v1", "kind": "Secret",
+                 "metadata": {"name": n.name, "namespace": n.namespace}}
+             for n in rendered.secrets_needed}
+    # Existing Secrets (kubernetes.existing_secrets) are someone else's: never removed, even
+    # when they carry our labels from before the config named them.
     candidates[last_secret + 1:last_secret + 1] = [
-        {"apiVersion": "v1", "kind": "Secret",
-         "metadata": {"name": n.name, "namespace": n.namespace}}
-        for n in rendered.secrets_needed]
-    known = {_key(o) for o in candidates}
+        stub for n, stub in stubs.items() if n.existing is None]
+    known = {_key(o) for o in [*candidates, *stubs.values()]}
     stale = [o for o in owned(kube, settings) if _key(o) not in known]
     steps: list[Step] = []
     for patch in rendered.patches:

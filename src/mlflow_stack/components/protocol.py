@@ -122,8 +122,9 @@ def refuse_blocked(steps: Sequence[Step]) -> None:
     """Raise, naming every blocked step, before anything is written."""
     blocked = [s for s in steps if s.blocked is not None]
     if blocked:
-        raise ConfigError("cannot create " + "; ".join(
-            f"{s.change.target} ({s.change.detail})" for s in blocked), hint=blocked[0].blocked)
+        raise ConfigError("cannot " + "; ".join(
+            f"{s.change.action} {s.change.target} ({s.change.detail})" for s in blocked),
+            hint=blocked[0].blocked)
 
 
 def run_steps(system: str, steps: Sequence[Step], progress: Progress) -> list[Change]:

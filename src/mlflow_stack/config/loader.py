@@ -8,6 +8,7 @@ from __future__ import annotations
 import codecs
 import difflib
 import os
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -213,6 +214,8 @@ def _suggest(loc: tuple[str, ...]) -> str:
     for part in loc[:-1]:
         annotation = model.model_fields.get(part)
         sub = annotation.annotation if annotation else None
+        # An optional section (`X | None`): the model inside it.
+        sub = next((a for a in typing.get_args(sub) if a is not type(None)), sub)
         if not (isinstance(sub, type) and issubclass(sub, BaseModel)):
             return ""
         model = sub

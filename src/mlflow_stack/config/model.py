@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from mlflow_stack import MLFLOW_VERSION, __version__
+from mlflow_stack.config.existing_secrets import ExistingSecrets
 from mlflow_stack.config.permissions import PermissionsSettings
 from mlflow_stack.config.pod import (
     AutoscalingSettings,
@@ -302,6 +303,9 @@ class KubernetesSettings(Section):
         "restricted", description="Pod Security Admission level enforced on the namespace "
         "(labels pod-security.kubernetes.io/*); none: leave the namespace's labels alone."
     )
+    existing_secrets: ExistingSecrets = Field(
+        default_factory=ExistingSecrets, description="Secrets the cluster already has (External "
+        "Secrets, sealed-secrets, by hand), used instead of ours; apply only refers to them.")
 
 
 class DiscoverySettings(Section):

@@ -51,9 +51,56 @@ def existing_secret_key(kube: Kube, settings: Settings) -> SecretStr | None:
     return SecretStr(value) if value else None
 
 
-class S3KeysNotFound(ConfigError):
-    """The S3 keys are in neither the environment nor the credentials Secret on the cluster
-    (doctor reports this as a finding; other commands stop on it)."""
+class SecretValueMissing(ConfigError):
+    """A value apply needs is not in the Secret the config names on the cluster (doctor
+    reports this as a finding; other commands stop on it)."""
+
+
+class S3KeysNotFound(SecretValueMissing):
+    """The S3 keys are in neither the environment nor the credentials Secret on the cluster."""
+
+
+# Secrets fields apply's own steps use, by the kubernetes.existing_secrets section and key
+# setting holding them: the database owner's password (the role, the admin login when no
+# other is set), the S3 keys (the bucket), the OIDC client secret (a new Keycloak client gets
+# it). The session key, pull secret and certificate are only ever used by the pods.
+_APPLY_READS = {
+    "database": (("password_key", "db_password"),),
+    "s3": (("access_key_id_key", "s3_access_key_id"),
+           ("secret_access_key_key", "s3_secret_access_key")),
+    "oidc_client": (("client_secret_key", "oidc_client_secret"),),
+}
+
+
+def existing_secret_values(kube: Kube, settings: Settings) -> dict[str, SecretStr]:
+    """The values apply needs from the Secrets kubernetes.existing_secrets names, by Secrets
+    field. What the pods will use wins over the environment: a different value there would
+    make the database role, the bucket check or a new Keycloak client disagree with them.
+    Raises SecretValueMissing naming every missing Secret and key (and its setting)."""
+    from mlflow_stack.config.existing_secrets import in_use
+
+    values: dict[str, SecretStr] = {}
+    problems: list[str] = []
+    for existing in in_use(settings):
+        section = existing.field.removeprefix("kubernetes.existing_secrets.").split(".")[0]
+        reads = dict(_APPLY_READS.get(section, ()))
+        if not reads:
+            continue
+        data = read_secret(kube, existing.namespace, existing.name)
+        lacking = existing.problems(data)
+        problems += lacking
+        if lacking:
+            continue
+        assert data is not None
+        for use in existing.keys:
+            values[reads[use.field.rsplit(".", 1)[1]]] = SecretStr(data[use.key])
+    if problems:
+        raise SecretValueMissing(
+            "; ".join(problems),
+            hint="mlflow-stack never writes a Secret named in kubernetes.existing_secrets: "
+                 "create it with those keys (or fix its ExternalSecret / SealedSecret), or name "
+                 "another Secret or key.")
+    return values
 
 
 def s3_keys_from_cluster(kube: Kube, settings: Settings) -> tuple[SecretStr, SecretStr]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from mlflow_stack.config.model import Settings
 from mlflow_stack.config.types import quantity_bytes
+from mlflow_stack.launch.existing_secrets import retarget
 from mlflow_stack.launch.oidc_auth import oidc_launch
 from mlflow_stack.launch.spec import (
     DB_SECRET,
@@ -112,7 +113,8 @@ def build_server_launch(
     sso = oidc_launch(s, paths)
     # Without SSO, MLflow's own app with the platform's limits and surface choices.
     app = [] if sso.argv else ["--app-name", PLAIN_APP]
-    return ServerLaunch(argv=argv + app + sso.argv, env=env + sso.env)
+    # Secrets the cluster already has (kubernetes.existing_secrets) are referred to as they are.
+    return ServerLaunch(argv=argv + app + sso.argv, env=retarget(s, env + sso.env))
 
 
 def surface_env(s: Settings) -> list[EnvVar]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
+from mlflow_stack.config.existing_secrets import tls_secret_name
 from mlflow_stack.config.model import Settings
 from mlflow_stack.errors import ConfigError
 from mlflow_stack.manifests import labels as lb
@@ -52,7 +53,7 @@ def ingress(settings: Settings, host: str) -> dict[str, Any]:
         }]}}],
     }
     if uses_tls(settings):
-        spec["tls"] = [{"hosts": [host], "secretName": k.tls_secret}]
+        spec["tls"] = [{"hosts": [host], "secretName": tls_secret_name(settings)}]
         # Traefik serves an Ingress's `tls` only on routers marked for TLS (or entry points
         # configured with TLS by default); other controllers ignore the annotation.
         annotations["traefik.ingress.kubernetes.io/router.tls"] = "true"

@@ -26,6 +26,7 @@ from mlflow_stack.config.model import Settings
 from mlflow_stack.errors import ConfigError
 from mlflow_stack.launch.spec import SECRET_KEY_SECRET
 from mlflow_stack.manifests import discovery, network, storage, workload
+from mlflow_stack.manifests import existing_secrets as existing
 from mlflow_stack.manifests import labels as lb
 from mlflow_stack.manifests.discovery import Patch
 from mlflow_stack.manifests.secret_objects import (
@@ -75,12 +76,14 @@ def render(
     if pull := pull_secret_spec(settings):
         specs.append(pull)
     host = settings.public_hostname
-    if host and k.route == "ingress" and network.uses_tls(settings):
+    if host and k.route == "ingress" and network.uses_tls(settings) \
+            and not k.existing_secrets.tls:
         specs.append(tls_secret_spec(settings))
     if settings.discovery.enabled:
         specs += discovery.client_secret_specs(settings)
 
-    secret_objects, secrets_needed = [], []
+    specs = existing.strip(settings, specs)  # what kubernetes.existing_secrets holds is theirs
+    secret_objects, secrets_needed = [], existing.needed(settings)
     for spec in specs:
         if include_secrets and not spec.missing:
             secret_objects.append(secret_object(settings, spec))

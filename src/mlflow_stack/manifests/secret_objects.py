@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
 
@@ -23,6 +23,9 @@ from mlflow_stack.launch.spec import (
     ServerLaunch,
 )
 from mlflow_stack.manifests import labels as lb
+
+if TYPE_CHECKING:
+    from mlflow_stack.config.existing_secrets import ExistingSecret
 
 # A value: plain text (not secret, e.g. DB_HOST), a secret, or None (not known here).
 Value = str | SecretStr | None
@@ -58,6 +61,9 @@ class SecretNeeded:
     keys: tuple[str, ...]
     missing: tuple[str, ...]  # keys whose values were not known
     how: str
+    # Set for a Secret the cluster already has (kubernetes.existing_secrets): referred to only,
+    # never written, pruned or uninstalled.
+    existing: ExistingSecret | None = None
 
 
 def _plain(value: Value) -> str | None:
@@ -135,7 +141,7 @@ def server_secret_specs(
 
 def pull_secret_spec(settings: Settings) -> SecretSpec | None:
     r = settings.registry
-    if not r.host:
+    if not r.host or settings.kubernetes.existing_secrets.pull_secret:
         return None
     user = f"robot${r.robot_name}"
     token = settings.secrets.harbor_robot_token

@@ -13,6 +13,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from mlflow_stack import MLFLOW_VERSION
+from mlflow_stack.config.existing_secrets import pull_secret_name
 from mlflow_stack.config.model import Settings
 from mlflow_stack.errors import ConfigError
 from mlflow_stack.launch.command import SERVER_COMMAND, build_server_launch
@@ -253,7 +254,7 @@ def _resources(settings: Settings) -> dict[str, Any]:
 
 
 def _pull_secrets(settings: Settings) -> list[dict[str, str]]:
-    return [{"name": settings.registry.pull_secret}] if settings.registry.host else []
+    return [{"name": pull_secret_name(settings)}] if settings.registry.host else []
 
 
 def _probe(settings: Settings, period: int, failures: int) -> dict[str, Any]:

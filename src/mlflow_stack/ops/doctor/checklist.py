@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from mlflow_stack.components.registry import Entry
+from mlflow_stack.config.existing_secrets import in_use
 from mlflow_stack.config.model import Settings
 from mlflow_stack.deploy import Target, entries_for, includes_kubernetes
 from mlflow_stack.local.state import StateDir
 from mlflow_stack.ops.doctor.cluster import connection
 from mlflow_stack.ops.doctor.cluster.allowed_host import ALLOWED_HOST
 from mlflow_stack.ops.doctor.cluster.api import API
+from mlflow_stack.ops.doctor.cluster.existing_secrets import EXISTING_SECRETS
 from mlflow_stack.ops.doctor.cluster.migration_job import MIGRATION_JOB
 from mlflow_stack.ops.doctor.cluster.pods import PODS
 from mlflow_stack.ops.doctor.cluster.pvcs import PVCS
@@ -64,6 +66,8 @@ def checks_for(settings: Settings, target: Target = "auto") -> list[Check]:
     return [
         on_cluster[API], on_cluster[PODS], on_cluster[PVCS], on_cluster[MIGRATION_JOB],
         on_cluster[TLS],
+        # Only when the config names any (kubernetes.existing_secrets).
+        *([on_cluster[EXISTING_SECRETS]] if in_use(settings) else []),
         _one(check_database_deployed if settings.database.backend == "postgresql"
              else check_database_in_pod),
         *systems, *([_stateless(check_group_plugin_deployed)] if settings.sso else []),

@@ -11,6 +11,10 @@ from mlflow_stack.kubernetes.client import Kube, connect
 from mlflow_stack.ops.doctor.cluster.allowed_host import ALLOWED_HOST, check_allowed_host
 from mlflow_stack.ops.doctor.cluster.api import API, check_api
 from mlflow_stack.ops.doctor.cluster.common import kube_problem
+from mlflow_stack.ops.doctor.cluster.existing_secrets import (
+    EXISTING_SECRETS,
+    check_existing_secrets,
+)
 from mlflow_stack.ops.doctor.cluster.migration_job import MIGRATION_JOB, check_migration_job
 from mlflow_stack.ops.doctor.cluster.pods import PODS, check_pods
 from mlflow_stack.ops.doctor.cluster.pvcs import PVCS, check_pvcs
@@ -21,7 +25,8 @@ ClusterCheck = Callable[[Settings], Finding]
 
 _CHECKS: list[tuple[str, Callable[[Settings, Kube], Finding]]] = [
     (PODS, check_pods), (PVCS, check_pvcs), (MIGRATION_JOB, check_migration_job),
-    (TLS, check_tls), (ALLOWED_HOST, check_allowed_host),
+    (TLS, check_tls), (EXISTING_SECRETS, check_existing_secrets),
+    (ALLOWED_HOST, check_allowed_host),
 ]
 
 

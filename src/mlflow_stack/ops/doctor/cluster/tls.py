@@ -1,5 +1,6 @@
-"""The TLS certificate: kubernetes.tls_secret exists, holds a certificate for the public host
-that is valid for more than CERT_MIN_DAYS days, and the key that goes with it."""
+"""The TLS certificate: kubernetes.tls_secret (or kubernetes.existing_secrets.tls) exists, holds
+a certificate for the public host that is valid for more than CERT_MIN_DAYS days, and the key
+that goes with it."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 from lightkube.resources.core_v1 import Secret
 
+from mlflow_stack.config.existing_secrets import tls_secret_name
 from mlflow_stack.config.model import Settings
 from mlflow_stack.errors import StackError
 from mlflow_stack.kubernetes import sources
@@ -66,6 +68,10 @@ def _key_matches(cert: x509.Certificate, key_pem: bytes) -> bool | None:
 
 def _renew_fix(settings: Settings, what: str) -> str:
     k = settings.kubernetes
+    if k.existing_secrets.tls:
+        return (f"{what} in Secret {k.namespace}/{k.existing_secrets.tls} where it comes from "
+                "(cert-manager, an ExternalSecret, ...): mlflow-stack never writes "
+                "kubernetes.existing_secrets.tls")
     source = sources.tls_source(settings)
     create = (f"kubectl -n {k.namespace} create secret tls {k.tls_secret} --cert=FULLCHAIN.pem "
               "--key=KEY.pem")
@@ -86,10 +92,11 @@ def check_tls(settings: Settings, kube: Kube | None = None,
     if k.route != "ingress":
         return ok(TLS, f"kubernetes.route is {k.route}: the certificate is the Gateway "
                   f"listener's ({k.gateway_name}), not ours")
-    where = f"{k.namespace}/{k.tls_secret}"
+    name = tls_secret_name(settings)
+    where = f"{k.namespace}/{name}"
     try:
         kube = kube or connect(settings)
-        secret = get_or_none(kube, Secret, k.tls_secret, k.namespace)
+        secret = get_or_none(kube, Secret, name, k.namespace)
     except StackError as exc:
         return kube_problem(TLS, exc)
     if secret is None:
