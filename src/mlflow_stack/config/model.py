@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mlflow_stack import MLFLOW_VERSION, __version__
+from mlflow_stack.config.cleanup import GcSettings, check_gc
 from mlflow_stack.config.permissions import PermissionsSettings
 from mlflow_stack.config.secrets import Secrets
 from mlflow_stack.config.types import (
@@ -290,6 +291,7 @@ class KubernetesSettings(_Section):
         None, description="Namespace whose pods may scrape /metrics on the server port "
         "(Prometheus; allowed in by the NetworkPolicy). Default: none."
     )
+    gc: GcSettings = Field(default_factory=GcSettings, description="Scheduled `mlflow gc`.")
 
 
 class DiscoverySettings(_Section):
@@ -341,6 +343,8 @@ class Settings(_Section):
             raise ValueError("permissions.grants need single sign-on (auth.provider: keycloak): "
                              "without it MLflow has no users or grants")
         check_workspaces(self.workspaces, enabled=self.server.workspaces, sso=self.sso)
+        check_gc(self.kubernetes.gc, database=self.database.backend,
+                 artifacts=self.artifacts.backend)
         return self
 
     # Derived values, computed in one place so local and Kubernetes targets agree.
