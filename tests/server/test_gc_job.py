@@ -74,6 +74,7 @@ def test_gc_removes_deleted_runs_and_their_artifacts_only(s3_server: S3Server,
     out = result.stdout + result.stderr
     assert result.returncode == 0, out
     assert f"Run with ID {runs['deleted'][0]} has been permanently deleted" in out, out
+    assert "deleted with mlflow_stack.server.s3_repository.S3ArtifactRepository" in out, out
     assert _keys(s3_server, bucket) == [runs["kept"][1]]
     store = SqlAlchemyStore(data["uri"], "mlflow-artifacts:/")
     assert store.get_run(runs["kept"][0]).info.lifecycle_stage == "active"

@@ -58,7 +58,7 @@ def proxied_repository(destination: str) -> Callable[..., Any]:
     return factory
 
 
-def check_s3_repository() -> None:
+def check_s3_repository() -> str:
     """The `s3` scheme must open mlflow-stack's repository (Content-MD5 on DeleteObjects):
     without it every artifact delete fails on S3 servers that require the header."""
     from mlflow.store.artifact.artifact_repository_registry import _artifact_repository_registry
@@ -73,16 +73,19 @@ def check_s3_repository() -> None:
             f"the s3 artifact repository is {type(repo).__module__}.{type(repo).__name__}, not "
             "mlflow-stack's: is mlflow-stack installed in this image (its "
             "mlflow.artifact_repository entry point)?")
+    return f"{type(repo).__module__}.{type(repo).__name__}"
 
 
-def install(destination: str) -> None:
-    """Resolve `mlflow-artifacts` URIs under `destination` in this process."""
+def install(destination: str) -> str:
+    """Resolve `mlflow-artifacts` URIs under `destination` in this process; says how."""
     from mlflow.store.artifact.artifact_repository_registry import _artifact_repository_registry
 
     registry: Any = _artifact_repository_registry
+    how = f"mlflow-artifacts URIs resolved under {destination}"
     if urlparse(destination).scheme == "s3":
-        check_s3_repository()
+        how += f", deleted with {check_s3_repository()} (Content-MD5 on DeleteObjects)"
     registry.register(PROXIED_SCHEME, proxied_repository(destination))
+    return how
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,11 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     # mlflow gc insists on a tracking URI; the store's (no password in it) is the right one.
     os.environ.setdefault("MLFLOW_TRACKING_URI", known.backend_store_uri)
     try:
-        install(known.artifacts_destination)
+        how = install(known.artifacts_destination)
     except RuntimeError as exc:
         print(f"gc_job: {exc}", file=sys.stderr, flush=True)
         return 1
-    print(f"gc: mlflow-artifacts URIs resolved under {known.artifacts_destination}", flush=True)
+    print(f"gc: {how}", flush=True)
 
     import click
     from mlflow.cli import gc
