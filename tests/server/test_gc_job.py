@@ -103,3 +103,21 @@ def test_gc_job_refuses_without_the_stores(tmp_path: Path) -> None:
                              "--older-than", "1d"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert "--backend-store-uri and --artifacts-destination are required" in result.stderr
+
+
+@pytest.mark.parametrize(("workspace", "expected"), [
+    (None, "s3://b/artifacts/1/r1/artifacts"),
+    ("default", "s3://b/artifacts/1/r1/artifacts"),  # legacy layout: no prefix
+    ("team-a", "s3://b/artifacts/workspaces/team-a/1/r1/artifacts"),
+])
+def test_stored_uri_is_where_the_server_puts_a_workspaces_artifacts(
+        monkeypatch: pytest.MonkeyPatch, workspace: str | None, expected: str) -> None:
+    from mlflow.utils.workspace_context import WorkspaceContext
+
+    if workspace is None:
+        monkeypatch.setenv("MLFLOW_ENABLE_WORKSPACES", "false")
+        assert stored_uri("mlflow-artifacts:/1/r1/artifacts", "s3://b/artifacts/") == expected
+        return
+    monkeypatch.setenv("MLFLOW_ENABLE_WORKSPACES", "true")
+    with WorkspaceContext(workspace):
+        assert stored_uri("mlflow-artifacts:/1/r1/artifacts", "s3://b/artifacts") == expected
