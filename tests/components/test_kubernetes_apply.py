@@ -125,7 +125,8 @@ def live_versions(admin: Client, settings: Settings) -> dict[str, str]:
 def _api_version(kind: str) -> str:
     return {"Deployment": "apps/v1", "Job": "batch/v1", "Ingress": "networking.k8s.io/v1",
             "NetworkPolicy": "networking.k8s.io/v1",
-            "PodDisruptionBudget": "policy/v1"}.get(kind, "v1")
+            "PodDisruptionBudget": "policy/v1",
+            "HorizontalPodAutoscaler": "autoscaling/v2"}.get(kind, "v1")
 
 
 def get_live(admin: Client, kind: str, name: str, namespace: str | None) -> object:
@@ -462,3 +463,44 @@ def test_unreachable_server_and_missing_kubeconfig(tmp_path: Path, ns: str) -> N
     assert unreachable.value.exit_code == 1
     with pytest.raises(ConfigError, match="Context 'other' not found"):
         plan_system(k8s.SYSTEM, make_settings(dead, ns, kubernetes={"context": "other"}))
+
+
+def test_autoscaling_takes_replicas_over_and_apply_never_fights_it(
+        kube_api: KubeAPIServer, admin: Client, ns: str) -> None:
+    """Turning autoscaling on hands `replicas` over without resetting it; the HPA's scaling
+    (an Update of the scale subresource by kube-controller-manager, as the real controller
+    makes it) is then neither drift for plan nor undone by apply; turning it off takes the
+    field back and prunes the HPA."""
+    fixed = make_settings(kube_api.admin_kubeconfig, ns, kubernetes={"replicas": 3})
+    apply(fixed, kube_api)
+    scaled = make_settings(kube_api.admin_kubeconfig, ns, kubernetes={
+        "replicas": 3, "autoscaling": {"enabled": True, "min_replicas": 2, "max_replicas": 5}})
+
+    planned = {c.target: c for c in changed(plan_system(k8s.SYSTEM, scaled))}
+    deployment = planned[f"Deployment {ns}/mlflow"]
+    assert deployment.detail == "spec.replicas (3) handed over to the HorizontalPodAutoscaler"
+    assert planned[f"HorizontalPodAutoscaler {ns}/mlflow"].action == "create"
+    assert "spec.maxUnavailable" in planned[f"PodDisruptionBudget {ns}/mlflow"].detail
+    apply(scaled, kube_api)
+    live = admin.get(Deployment, "mlflow", namespace=ns)
+    assert live.spec is not None and live.spec.replicas == 3  # not reset to 1 on the way
+    managers = {m.manager for m in meta(live).managedFields or []
+                if "f:replicas" in json.dumps(m.fieldsV1)}
+    assert "mlflow-stack" not in managers
+    hpa = get_live(admin, "HorizontalPodAutoscaler", "mlflow", ns)
+    assert hpa.spec.minReplicas == 2 and hpa.spec.maxReplicas == 5  # type: ignore[attr-defined]
+
+    # The HPA controller's scaling, through the scale subresource.
+    admin.patch(Deployment.Scale, "mlflow", {"spec": {"replicas": 4}}, namespace=ns,
+                patch_type=PatchType.MERGE, field_manager="kube-controller-manager")
+    assert changed(plan_system(k8s.SYSTEM, scaled)) == []
+    assert apply(scaled, kube_api).writes == 0
+    live = admin.get(Deployment, "mlflow", namespace=ns)
+    assert live.spec is not None and live.spec.replicas == 4
+
+    apply(fixed, kube_api)
+    live = admin.get(Deployment, "mlflow", namespace=ns)
+    assert live.spec is not None and live.spec.replicas == 3
+    with pytest.raises(ApiError):
+        get_live(admin, "HorizontalPodAutoscaler", "mlflow", ns)
+    assert changed(plan_system(k8s.SYSTEM, fixed)) == []

@@ -44,6 +44,8 @@ NAME_FIELDS: dict[str, tuple[str, str]] = {
     "artifacts.credentials_secret": ("Kubernetes Secret name", SUBDOMAIN_RULE),
     "registry.pull_secret": ("Kubernetes Secret name", SUBDOMAIN_RULE),
     "discovery.configmap": ("Kubernetes ConfigMap name", SUBDOMAIN_RULE),
+    "kubernetes.ca_bundle.configmap": ("Kubernetes ConfigMap name", SUBDOMAIN_RULE),
+    "kubernetes.pod.priority_class": ("Kubernetes PriorityClass name", SUBDOMAIN_RULE),
     "storage.storage_class": ("Kubernetes StorageClass name", SUBDOMAIN_RULE),
     "storage.models.storage_class": ("Kubernetes StorageClass name", SUBDOMAIN_RULE),
     "kubernetes.ingress_class": ("Kubernetes IngressClass name", SUBDOMAIN_RULE),
@@ -68,7 +70,8 @@ INVENTORY_NAME_VARIABLES = {
 
 # Field names that mean "a Kubernetes name": a new field called so must get a name type.
 _NAME_LIKE = ("namespace", "secret", "configmap", "storage_class", "ingress_class", "pvc_name",
-              "deployment", "container", "gateway_name", "release_name", "service_account")
+              "deployment", "container", "gateway_name", "release_name", "service_account",
+              "priority_class")
 
 
 def nested(dotted: str, value: object) -> dict[str, Any]:

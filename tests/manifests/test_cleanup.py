@@ -110,3 +110,22 @@ def test_render_writes_it(reference: Settings, tmp_path: Path) -> None:
     assert tmp_path / "cronjob-mlflow-gc.yaml" in written.files
     again = write_manifests(render(reference), tmp_path)
     assert again.stale == [tmp_path / "cronjob-mlflow-gc.yaml"]
+
+
+def test_placement_ca_bundle_and_extras_as_the_migration_job(reference: Settings) -> None:
+    data = reference.model_dump(mode="json", exclude={"secrets"})
+    data["kubernetes"]["pod"] = {
+        "node_selector": {"pool": "batch"}, "priority_class": "low",
+        "labels": {"team": "ml"}, "extra_env": [{"name": "HTTPS_PROXY", "value": "http://p:3128"}]}
+    data["kubernetes"]["ca_bundle"] = {"configmap": "corp-ca"}
+    objects = render(_on(Settings.model_validate(data))).objects
+    cron, migrate = find(objects, "CronJob"), find(objects, "Job")
+    pod, job_pod = _pod(cron), _pod(migrate)
+    assert (pod["nodeSelector"], pod["priorityClassName"]) == ({"pool": "batch"}, "low")
+    template = cron["spec"]["jobTemplate"]["spec"]["template"]["metadata"]
+    assert template["labels"]["team"] == "ml"
+    assert "ca-bundle" in {v["name"] for v in pod["volumes"]}
+    assert [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "ca-bundle"] == [
+        m for m in job_pod["containers"][0]["volumeMounts"] if m["name"] == "ca-bundle"]
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env["HTTPS_PROXY"] == "http://p:3128" and "SSL_CERT_FILE" in env

@@ -54,8 +54,9 @@ def test_every_object_carries_the_standard_labels(reference_with_secrets: Settin
 def test_namespace_follows_the_config() -> None:
     s = Settings.model_validate({"kubernetes": {"namespace": "tracking"}})
     objects = render(s).objects
+    psa = {f"pod-security.kubernetes.io/{m}": "restricted" for m in ("enforce", "audit", "warn")}
     assert objects[0] == {"apiVersion": "v1", "kind": "Namespace", "metadata": {
-        "name": "tracking", "labels": lb.standard_labels(s, "namespace")}}
+        "name": "tracking", "labels": {**lb.standard_labels(s, "namespace"), **psa}}}
     namespaced = [o for o in objects[1:] if o["metadata"]["namespace"] != "code-server"]
     assert {o["metadata"]["namespace"] for o in namespaced} == {"tracking"}
 

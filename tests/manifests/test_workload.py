@@ -254,3 +254,149 @@ def test_the_audit_trail_goes_to_the_pods_stdout(reference: Settings) -> None:
         update={"audit_log": False})})
     c = container(find(render(off).objects, "Deployment", "mlflow"))
     assert {e["name"]: e.get("value") for e in c["env"]}["AUDIT_LOG_ENABLED"] == "false"
+
+
+# --------------------------------------------------------------------------------------------
+# Fitting the cluster: placement, autoscaling, CA bundle, metadata (issue 17 §1, §5)
+
+PLACEMENT: dict[str, Any] = {
+    "node_selector": {"node-role.example.test/ml": "true"},
+    "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "ml",
+                     "effect": "NoSchedule"}],
+    "affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+        {"weight": 1, "preference": {"matchExpressions": [
+            {"key": "zone", "operator": "In", "values": ["a"]}]}}]}},
+    "priority_class": "platform-high",
+    "labels": {"team": "ml"},
+    "annotations": {"example.test/owner": "ml-platform"},
+    "extra_env": [{"name": "HTTPS_PROXY", "value": "http://proxy.example.test:3128"}],
+    "extra_volumes": [{"name": "cache", "emptyDir": {"sizeLimit": "1Gi"}}],
+    "extra_volume_mounts": [{"name": "cache", "mountPath": "/cache"}],
+}
+
+
+def test_placement_and_extras_reach_every_pod() -> None:
+    s = settings_with({**POSTGRES_S3, "kubernetes": {"pod": PLACEMENT}})
+    objects = render(s).objects
+    job = find(objects, "Job")
+    for template in (find(objects, "Deployment", "mlflow")["spec"]["template"],
+                     job["spec"]["template"]):
+        spec = template["spec"]
+        assert spec["nodeSelector"] == PLACEMENT["node_selector"]
+        assert spec["tolerations"] == PLACEMENT["tolerations"]
+        assert spec["affinity"] == PLACEMENT["affinity"]
+        assert spec["priorityClassName"] == "platform-high"
+        assert {"name": "cache", "emptyDir": {"sizeLimit": "1Gi"}} in spec["volumes"]
+        c = spec["containers"][0]
+        assert {"name": "cache", "mountPath": "/cache"} in c["volumeMounts"]
+        assert c["env"][-1] == {"name": "HTTPS_PROXY", "value": "http://proxy.example.test:3128"}
+        assert template["metadata"]["annotations"] == {"example.test/owner": "ml-platform"}
+        assert template["metadata"]["labels"]["team"] == "ml"
+
+
+@pytest.mark.parametrize("key", ["app", "app.kubernetes.io/component"])
+def test_pod_labels_may_not_take_the_platforms_own(key: str) -> None:
+    # `app: mlflow` on the migration Job's pod would make the Service send it traffic.
+    s = settings_with({**POSTGRES_S3, "kubernetes": {"pod": {"labels": {key: "mlflow"}}}})
+    with pytest.raises(ConfigError, match=f"kubernetes.pod.labels: '{key}' is one of the "
+                                          "platform's own labels"):
+        render(s)
+
+
+def test_extra_env_may_not_replace_what_the_platform_sets() -> None:
+    s = settings_with({**POSTGRES_S3, "kubernetes": {"pod": {"extra_env": [
+        {"name": "MLFLOW_S3_ENDPOINT_URL", "value": "http://elsewhere"}]}}})
+    with pytest.raises(ConfigError, match=r"kubernetes.pod.extra_env: MLFLOW_S3_ENDPOINT_URL is "
+                                          "set by the platform"):
+        render(s)
+
+
+def test_service_gets_its_labels_and_annotations() -> None:
+    s = settings_with({"kubernetes": {"service": {
+        "labels": {"monitoring": "on", "app": "other"},
+        "annotations": {"service.example.test/lb": "internal"}}}})
+    service = find(render(s).objects, "Service", "mlflow")
+    assert service["metadata"]["labels"]["monitoring"] == "on"
+    assert service["metadata"]["labels"]["app"] == "mlflow"
+    assert service["metadata"]["annotations"] == {"service.example.test/lb": "internal"}
+
+
+def test_autoscaling_renders_an_hpa_and_leaves_replicas_to_it() -> None:
+    s = settings_with({**POSTGRES_S3, "kubernetes": {"replicas": 3, "autoscaling": {
+        "enabled": True, "min_replicas": 2, "max_replicas": 6, "memory_utilization": 90}}})
+    rendered = render(s)
+    deploy = find(rendered.objects, "Deployment", "mlflow")
+    assert "replicas" not in deploy["spec"]
+    assert deploy["spec"]["template"]["spec"]["topologySpreadConstraints"][0]["topologyKey"] \
+        == "kubernetes.io/hostname"
+    hpa = find(rendered.objects, "HorizontalPodAutoscaler", "mlflow")
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
+                                             "name": "mlflow"}
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 6)
+    assert [(m["resource"]["name"], m["resource"]["target"]["averageUtilization"])
+            for m in hpa["spec"]["metrics"]] == [("cpu", 80), ("memory", 90)]
+    pdb = find(rendered.objects, "PodDisruptionBudget", "mlflow")
+    assert pdb["spec"]["maxUnavailable"] == 1 and "minAvailable" not in pdb["spec"]
+    assert any("kubernetes.replicas (3) is not used" in n for n in rendered.notes)
+
+
+def test_autoscaling_is_refused_on_the_local_volume() -> None:
+    s = settings_with({"kubernetes": {"autoscaling": {"enabled": True}}})
+    with pytest.raises(ConfigError, match=r"kubernetes.autoscaling.max_replicas is 4, but SQLite"):
+        render(s)
+
+
+def _ca_env(container: dict[str, Any]) -> dict[str, str]:
+    return {e["name"]: e["value"] for e in container["env"]
+            if e["name"] in ("AWS_CA_BUNDLE", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")}
+
+
+def test_a_named_ca_bundle_configmap_is_mounted_where_the_env_points() -> None:
+    sso = {"auth": {"provider": "keycloak", "keycloak_url": "https://kc.example.com"}}
+    s = settings_with({**POSTGRES_S3, **sso, "kubernetes": {"ca_bundle": {
+        "configmap": "corp-ca", "key": "bundle.pem"}}})
+    objects = render(s).objects
+    assert not [o for o in objects if o["metadata"]["name"] == workload.GENERATED_CA_CONFIGMAP]
+    for template in (find(objects, "Deployment")["spec"]["template"],
+                     find(objects, "Job")["spec"]["template"]):
+        spec = template["spec"]
+        assert {"name": "ca-bundle", "configMap": {"name": "corp-ca", "items": [
+            {"key": "bundle.pem", "path": "ca.crt"}]}} in spec["volumes"]
+        c = spec["containers"][0]
+        assert {"name": "ca-bundle", "mountPath": "/etc/mlflow-stack/ca",
+                "readOnly": True} in c["volumeMounts"]
+        assert _ca_env(c) == dict.fromkeys(
+            ("AWS_CA_BUNDLE", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"), "/etc/mlflow-stack/ca/ca.crt")
+
+
+def test_ca_files_of_the_config_become_a_configmap(tmp_path: Any) -> None:
+    ca = tmp_path / "corp-ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    s = settings_with({**POSTGRES_S3, "artifacts": {**POSTGRES_S3["artifacts"],
+                                                    "ca_bundle": str(ca)}})
+    objects = render(s).objects
+    configmap = find(objects, "ConfigMap", workload.GENERATED_CA_CONFIGMAP)
+    assert configmap["data"] == {"ca.crt": ca.read_text()}
+    c = container(find(objects, "Deployment"))
+    # Not the deployer's path, which does not exist in the pod.
+    assert _ca_env(c)["AWS_CA_BUNDLE"] == "/etc/mlflow-stack/ca/ca.crt"
+    missing = settings_with({**POSTGRES_S3, "artifacts": {**POSTGRES_S3["artifacts"],
+                                                          "ca_bundle": str(tmp_path / "no")}})
+    with pytest.raises(ConfigError, match=r"artifacts.ca_bundle: .*/no is not a file"):
+        render(missing)
+
+
+def test_no_ca_bundle_means_no_mount_and_no_variable(reference: Settings) -> None:
+    c = container(find(render(reference).objects, "Deployment"))
+    assert _ca_env(c) == {}
+    assert all(m["name"] != "ca-bundle" for m in c["volumeMounts"])
+
+
+def test_the_namespace_enforces_pod_security() -> None:
+    ns = render(settings_with({})).objects[0]
+    assert ns["kind"] == "Namespace"
+    for mode in ("enforce", "audit", "warn"):
+        assert ns["metadata"]["labels"][f"pod-security.kubernetes.io/{mode}"] == "restricted"
+    off = render(settings_with({"kubernetes": {"pod_security": "none"}})).objects[0]
+    assert not any(k.startswith("pod-security") for k in off["metadata"]["labels"])

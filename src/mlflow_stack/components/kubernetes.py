@@ -26,6 +26,7 @@ import httpx2
 from lightkube import ApiError
 from lightkube.core.resource import api_info
 from lightkube.resources.apps_v1 import Deployment
+from lightkube.resources.autoscaling_v2 import HorizontalPodAutoscaler
 from lightkube.resources.batch_v1 import CronJob, Job
 from lightkube.resources.core_v1 import ConfigMap, Secret, Service
 from lightkube.resources.networking_v1 import Ingress, NetworkPolicy
@@ -59,7 +60,11 @@ JOB_TIMEOUT = 900.0  # a schema migration of a large database can take minutes
 _KEEP = {"PersistentVolumeClaim", "Namespace"}  # data and the namespace: only --purge
 # Kinds apply may have created, listed by label to find what it no longer renders.
 _PRUNABLE: tuple[Any, ...] = (ConfigMap, Secret, Job, Deployment, Service, Ingress, HTTPRoute,
-                              NetworkPolicy, PodDisruptionBudget, CronJob)
+                              NetworkPolicy, PodDisruptionBudget, HorizontalPodAutoscaler,
+                              CronJob)
+# Holds a Deployment's `replicas` for a moment while our manager lets go of it for an HPA: a
+# field its only owner stops sending is reset to the default (1 pod) by server-side apply.
+HANDOVER_MANAGER = "mlflow-stack-replicas-handover"
 # Requests in flight at once while observing: enough to hide the round trips of a remote API
 # server, few next to its limit (--max-requests-inflight, 400 by default).
 _READERS = 8
@@ -99,6 +104,7 @@ class Item:
     change: Change
     live: dict[str, Any] | None = None
     recreate: bool = False  # an immutable Job whose template changed
+    handover: int | None = None  # replicas to hand over to the autoscaler before applying
     needs_values: bool = False  # a Secret that does not exist and whose values are unknown
     patch: bool = False  # a patch of an object we don't own (code-server)
 
@@ -200,9 +206,27 @@ def _observe(kube: Kube, obj: dict[str, Any], *, patch: bool = False) -> Item:
             return Item(obj, Change(SYSTEM_NAME, "update", t, "recreate: a Job's template is "
                                     "immutable"), live, recreate=True)
     diff = field_diff(live, dry)
+    handover = _replicas_to_hand_over(obj, live)
+    if handover is not None:
+        # The dry run shows the reset to 1 the handover (see _write) avoids.
+        diff = [line for line in diff if not line.startswith("spec.replicas:")]
+        diff.append(f"spec.replicas ({handover}) handed over to the HorizontalPodAutoscaler")
     if not diff:
         return Item(obj, Change(SYSTEM_NAME, "unchanged", t), live, patch=patch)
-    return Item(obj, Change(SYSTEM_NAME, "update", t, "; ".join(diff)), live, patch=patch)
+    return Item(obj, Change(SYSTEM_NAME, "update", t, "; ".join(diff)), live, patch=patch,
+                handover=handover)
+
+
+def _replicas_to_hand_over(obj: dict[str, Any], live: dict[str, Any]) -> int | None:
+    """The live replica count, when our manager still owns `replicas` but no longer sends it
+    (autoscaling was turned on); else None."""
+    if obj["kind"] != "Deployment" or "replicas" in obj.get("spec", {}):
+        return None
+    for entry in live["metadata"].get("managedFields") or []:
+        if entry.get("manager") == lb.FIELD_MANAGER and entry.get("operation") == "Apply" \
+                and "f:replicas" in (entry.get("fieldsV1") or {}).get("f:spec", {}):
+            return int(live.get("spec", {}).get("replicas", 1))
+    return None
 
 
 def _kept_item(kube: Kube, need: SecretNeeded) -> Item:
@@ -398,7 +422,8 @@ def apply_objects(settings: Settings, progress: Progress | None = None, *,
     for note in observed.want.notes:
         progress.detail(note)
     changes = run_steps(SYSTEM_NAME, system.plan(kube, settings, observed), progress)
-    writes = sum(2 if i.recreate else 1 for i in observed.items if i.change.is_change)
+    writes = sum(2 if i.recreate or i.handover is not None else 1
+                 for i in observed.items if i.change.is_change)
     return Report(changes, writes, tracking_uri(settings), observed.want.notes)
 
 
@@ -414,6 +439,15 @@ def _write(kube: Kube, item: Item) -> int:
                                cascade=CascadeType.BACKGROUND)
             _ssa(kube, obj, dry_run=False)
             return 2
+        if item.handover is not None:
+            # Another manager takes the field at its current value first, so our apply without
+            # it releases it instead of resetting it; the HPA owns it from its next scaling.
+            stub = {"apiVersion": obj["apiVersion"], "kind": obj["kind"],
+                    "metadata": {"name": meta["name"], "namespace": meta.get("namespace")},
+                    "spec": {"replicas": item.handover}}
+            kube.client.patch(resource_of(obj), meta["name"], stub,
+                              namespace=meta.get("namespace"), patch_type=PatchType.APPLY,
+                              field_manager=HANDOVER_MANAGER, force=True)
         _ssa(kube, obj, dry_run=False)
     return 1
 

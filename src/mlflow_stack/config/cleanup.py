@@ -17,8 +17,9 @@ import re
 import zoneinfo
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, Field
 
+from mlflow_stack.config.section import Section
 from mlflow_stack.config.types import Quantity
 
 # robfig/cron (what the CronJob controller and the API server's validation use): field bounds
@@ -128,16 +129,12 @@ TimeZone = Annotated[str, AfterValidator(check_time_zone)]
 Retention = Annotated[str, AfterValidator(check_retention)]
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class GcResources(_Section):
+class GcResources(Section):
     cpu: Quantity
     memory: Quantity
 
 
-class GcSettings(_Section):
+class GcSettings(Section):
     """Scheduled `mlflow gc`: permanently removes runs, experiments and logged models that were
     deleted longer than `retention` ago, with their artifacts. Off by default."""
 

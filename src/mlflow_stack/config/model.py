@@ -8,12 +8,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from mlflow_stack import MLFLOW_VERSION, __version__
 from mlflow_stack.config.cleanup import GcSettings, check_gc
 from mlflow_stack.config.permissions import PermissionsSettings
+from mlflow_stack.config.pod import (
+    AutoscalingSettings,
+    CaBundleSettings,
+    ObjectMetadata,
+    PodSecurityLevel,
+    PodSettings,
+)
 from mlflow_stack.config.secrets import Secrets
+from mlflow_stack.config.section import Section
 from mlflow_stack.config.types import (
     BucketName,
     ConfigMapName,
@@ -36,11 +44,7 @@ from mlflow_stack.config.types import (
 from mlflow_stack.config.workspaces import WorkspaceSpec, check_workspaces
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class ServerSettings(_Section):
+class ServerSettings(Section):
     """The MLflow tracking server process (the same command line locally and in the pod)."""
 
     bind_host: str = Field("127.0.0.1", description="Address the server listens on.")
@@ -96,7 +100,7 @@ class ServerSettings(_Section):
     )
 
 
-class DatabaseSettings(_Section):
+class DatabaseSettings(Section):
     """Metadata store. `sqlite` keeps it in the state directory (local only)."""
 
     backend: Literal["sqlite", "postgresql"] = "sqlite"
@@ -117,7 +121,7 @@ class DatabaseSettings(_Section):
     release_name: HelmReleaseName | None = None
 
 
-class ArtifactSettings(_Section):
+class ArtifactSettings(Section):
     """Artifact store, proxied by the server so clients hold no storage credentials."""
 
     backend: Literal["local", "s3"] = "local"
@@ -149,7 +153,7 @@ class ArtifactSettings(_Section):
         return f"s3://{self.bucket}/{prefix}" if prefix else f"s3://{self.bucket}"
 
 
-class AuthSettings(_Section):
+class AuthSettings(Section):
     """Single sign-on. `keycloak` runs the server with mlflow-oidc-auth against the realm."""
 
     provider: Literal["none", "keycloak"] = "none"
@@ -221,7 +225,7 @@ class AuthSettings(_Section):
         return self
 
 
-class ModelsVolume(_Section):
+class ModelsVolume(Section):
     enabled: bool = True
     name: PvcName = "thinkube-models"
     storage_class: StorageClassName = "juicefs-rwx"
@@ -229,7 +233,7 @@ class ModelsVolume(_Section):
     mount_path: str = "/models"
 
 
-class StorageSettings(_Section):
+class StorageSettings(Section):
     """Kubernetes volumes: the local artifacts PVC and the shared models volume."""
 
     storage_class: StorageClassName = "k8s-hostpath"
@@ -239,7 +243,7 @@ class StorageSettings(_Section):
     models: ModelsVolume = Field(default_factory=ModelsVolume)
 
 
-class RegistrySettings(_Section):
+class RegistrySettings(Section):
     """Where the server image comes from."""
 
     host: Hostname | None = None
@@ -250,12 +254,12 @@ class RegistrySettings(_Section):
     pull_secret: SecretName = "harbor-registry-secret"
 
 
-class Resources(_Section):
+class Resources(Section):
     cpu: Quantity
     memory: Quantity
 
 
-class KubernetesSettings(_Section):
+class KubernetesSettings(Section):
     namespace: NamespaceName = "mlflow"
     kubeconfig: Path | None = None
     context: str | None = None
@@ -291,10 +295,18 @@ class KubernetesSettings(_Section):
         None, description="Namespace whose pods may scrape /metrics on the server port "
         "(Prometheus; allowed in by the NetworkPolicy). Default: none."
     )
+    autoscaling: AutoscalingSettings = Field(default_factory=AutoscalingSettings)
+    pod: PodSettings = Field(default_factory=PodSettings)
+    service: ObjectMetadata = Field(default_factory=ObjectMetadata)
+    ca_bundle: CaBundleSettings = Field(default_factory=CaBundleSettings)
+    pod_security: PodSecurityLevel = Field(
+        "restricted", description="Pod Security Admission level enforced on the namespace "
+        "(labels pod-security.kubernetes.io/*); none: leave the namespace's labels alone."
+    )
     gc: GcSettings = Field(default_factory=GcSettings, description="Scheduled `mlflow gc`.")
 
 
-class DiscoverySettings(_Section):
+class DiscoverySettings(Section):
     enabled: bool = True
     configmap: ConfigMapName = "thinkube-service-config"
     display_name: str = "MLflow"
@@ -310,7 +322,7 @@ class DiscoverySettings(_Section):
     code_server_home: str = Field("/home/thinkube", description="Where the helpers appear.")
 
 
-class Settings(_Section):
+class Settings(Section):
     """The whole platform configuration."""
 
     domain: Hostname | None = Field(None, description="Base domain (reference: domain_name).")

@@ -189,6 +189,7 @@ IngressClassName = Annotated[str, _named(RFC1123_SUBDOMAIN, "Kubernetes IngressC
 PvcName = Annotated[str, _named(RFC1123_SUBDOMAIN, "Kubernetes PersistentVolumeClaim name")]
 DeploymentName = Annotated[str, _named(RFC1123_SUBDOMAIN, "Kubernetes Deployment name")]
 GatewayName = Annotated[str, _named(RFC1123_SUBDOMAIN, "Gateway API Gateway name")]
+PriorityClassName = Annotated[str, _named(RFC1123_SUBDOMAIN, "Kubernetes PriorityClass name")]
 ContainerName = Annotated[str, _named(RFC1123_LABEL, "Kubernetes container name")]
 HelmReleaseName = Annotated[str, _named(HELM_RELEASE, "Helm release name")]
 LabelKey = Annotated[str, _named(LABEL_KEY, "Kubernetes label key")]

@@ -108,7 +108,7 @@ def build_server_launch(
         env.append(EnvVar("PGPASSWORD", secret=SecretRef(
             DB_SECRET, "DB_PASSWORD", s.secrets.effective_db_password)))
     if s.artifacts.backend == "s3":
-        env += _s3_env(s)
+        env += _s3_env(s, paths)
     sso = oidc_launch(s, paths)
     # Without SSO, MLflow's own app with the platform's limits and surface choices.
     app = [] if sso.argv else ["--app-name", PLAIN_APP]
@@ -136,7 +136,7 @@ def surface_env(s: Settings) -> list[EnvVar]:
     return env
 
 
-def _s3_env(s: Settings) -> list[EnvVar]:
+def _s3_env(s: Settings, paths: ServerPaths) -> list[EnvVar]:
     a = s.artifacts
     env = [
         EnvVar("AWS_ACCESS_KEY_ID", secret=SecretRef(
@@ -152,8 +152,8 @@ def _s3_env(s: Settings) -> list[EnvVar]:
     # MLFLOW_ENABLE_PROXY_MULTIPART_* variables are client-side only). A download longer than
     # the URL's life must re-ask for it on every expiry, and MLflow gives up after 7 of those.
     env.append(EnvVar("MLFLOW_PRESIGNED_DOWNLOAD_URL_TTL_SECONDS", str(a.presigned_url_ttl)))
-    if a.ca_bundle:
-        env.append(EnvVar("AWS_CA_BUNDLE", str(a.ca_bundle)))
+    if ca := paths.ca_bundle or a.ca_bundle:
+        env.append(EnvVar("AWS_CA_BUNDLE", str(ca)))
     if not a.verify_tls:
         env.append(EnvVar("MLFLOW_S3_IGNORE_TLS", "true"))
     return env

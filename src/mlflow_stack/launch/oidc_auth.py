@@ -99,8 +99,8 @@ def oidc_launch(settings: Settings, paths: ServerPaths) -> OidcLaunch:
         EnvVar("SECRET_KEY", secret=SecretRef(SECRET_KEY_SECRET, SECRET_KEY_KEY, s.secret_key)),
         EnvVar("SESSION_COOKIE_SECURE", _bool(https)),
     ]
-    if a.ca_bundle:
-        env.append(EnvVar("REQUESTS_CA_BUNDLE", str(a.ca_bundle)))
+    if ca := paths.ca_bundle or a.ca_bundle:
+        env.append(EnvVar("REQUESTS_CA_BUNDLE", str(ca)))
     if settings.server.trusted_proxies:
         env.append(EnvVar("TRUSTED_PROXIES", ",".join(settings.server.trusted_proxies)))
     return OidcLaunch(argv=["--app-name", a.app_name], env=env)

@@ -48,6 +48,9 @@ class ServerPaths:
     prometheus_dir: PurePosixPath
     tmp_dir: PurePosixPath
     audit_log: str  # the audit trail's file, or "-" for stdout (server/audit.py)
+    # The CA bundle as the server sees it (a mounted ConfigMap in the pod); None: the
+    # configured artifacts.ca_bundle / auth.ca_bundle files, where they are.
+    ca_bundle: PurePosixPath | None = None
 
 
 @dataclass(frozen=True)

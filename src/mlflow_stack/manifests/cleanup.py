@@ -1,9 +1,10 @@
 """The gc CronJob: `mlflow gc` on a schedule (kubernetes.gc), in the server's image.
 
-Its pod is the migration Job's (workload.py): same image, security contexts and volumes, and the
-server's environment reduced to what gc reads (database password, S3 keys and endpoint, temp
-dirs) - the SSO layer's secrets stay out of it. It runs server.gc_job, which is `mlflow gc` with
-the server's mlflow-artifacts URIs resolved in the artifact store itself.
+Its pod is the migration Job's (workload.py): same image, security contexts, volumes (CA bundle
+and extra volumes included), placement and pod metadata, and the server's environment reduced
+to what gc reads (database password, S3 keys and endpoint, CA bundles, temp dirs, the
+configured extra env) - the SSO layer's secrets stay out of it. It runs server.gc_job, which is
+`mlflow gc` with the server's mlflow-artifacts URIs resolved in the artifact store itself.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from mlflow_stack.manifests import workload
 CRONJOB = "mlflow-gc"
 COMPONENT = "gc"
 GC_MODULE = "mlflow_stack.server.gc_job"
-# What gc reads from the server's environment (names, or prefixes ending in `_`).
-_ENV = ("PGPASSWORD", "AWS_", "MLFLOW_S3_", "TMPDIR", "MLFLOW_TMP_DIR",
+# What gc reads of the server launch's environment (names, or prefixes ending in `_`); what the
+# pod adds to it (SSL_CERT_FILE, kubernetes.pod.extra_env) is kept as well.
+_ENV = ("PGPASSWORD", "AWS_", "MLFLOW_S3_", "TMPDIR", "MLFLOW_TMP_DIR", "REQUESTS_CA_BUNDLE",
         "MLFLOW_ENABLE_WORKSPACES", "MLFLOW_DISABLE_TELEMETRY")
 
 
@@ -47,7 +49,8 @@ def cronjob(settings: Settings, launch: ServerLaunch) -> dict[str, Any]:
         volumes.append({"name": "models",
                         "persistentVolumeClaim": {"claimName": st.models.name}})
         mounts.append({"name": "models", "mountPath": st.models.mount_path})
-    env = [e for e in workload.container_env(launch) if _wanted(e["name"])]
+    dropped = {v.name for v in launch.env if not _wanted(v.name)}
+    env = [e for e in workload.container_env(settings, launch) if e["name"] not in dropped]
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
@@ -70,6 +73,7 @@ def cronjob(settings: Settings, launch: ServerLaunch) -> dict[str, Any]:
         }],
         "volumes": volumes,
     }
+    workload.place(settings, pod_spec)
     if pulls := workload._pull_secrets(settings):
         pod_spec["imagePullSecrets"] = pulls
     # No `app: mlflow` label: the Service must never send traffic to this pod.
@@ -87,7 +91,8 @@ def cronjob(settings: Settings, launch: ServerLaunch) -> dict[str, Any]:
             "spec": {
                 "backoffLimit": 1,
                 "activeDeadlineSeconds": gc.deadline_seconds,
-                "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+                "template": {"metadata": workload.pod_metadata(settings, labels),
+                             "spec": pod_spec},
             },
         },
     }

@@ -17,7 +17,10 @@ def service(settings: Settings) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": lb.metadata(settings, lb.APP, "server", labels=lb.server_selector()),
+        "metadata": lb.metadata(
+            settings, lb.APP, "server",
+            labels={**settings.kubernetes.service.labels, **lb.server_selector()},
+            annotations=dict(settings.kubernetes.service.annotations) or None),
         "spec": {
             "type": "ClusterIP",
             "selector": lb.server_selector(),

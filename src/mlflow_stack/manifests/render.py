@@ -89,6 +89,8 @@ def render(
 
     objects: list[dict[str, Any]] = [_namespace(settings), *secret_objects,
                                      *storage.pvcs(settings)]
+    if workload.ca_configmap(settings) == workload.GENERATED_CA_CONFIGMAP:
+        objects.append(workload.ca_bundle_configmap(settings))
     if settings.sso:
         objects.append(discovery.plugin_configmap(settings))
     if settings.database.backend == "postgresql":
@@ -104,7 +106,12 @@ def render(
                      "HTTPRoute; the server is reachable inside the cluster only.")
     if k.network_policy:
         objects.append(network.network_policy(settings))
-    if k.replicas > 1:
+    if k.autoscaling.enabled:
+        objects.append(workload.autoscaler(settings))
+        if k.replicas != 1:
+            notes.append(f"kubernetes.replicas ({k.replicas}) is not used: the autoscaler "
+                         f"keeps {k.autoscaling.min_replicas}-{k.autoscaling.max_replicas} pods.")
+    if workload.max_replicas(settings) > 1:
         objects.append(workload.pod_disruption_budget(settings))
     if k.gc.enabled:
         objects.append(cleanup.cronjob(settings, launch))
@@ -119,9 +126,14 @@ def render(
 
 
 def _namespace(settings: Settings) -> dict[str, Any]:
+    level = settings.kubernetes.pod_security
+    # Pod Security Admission: every pod of the platform meets `restricted` (non-root, no
+    # privilege escalation, all capabilities dropped, RuntimeDefault seccomp).
+    psa: dict[str, str] = {} if level == "none" else {
+        f"pod-security.kubernetes.io/{mode}": level for mode in ("enforce", "audit", "warn")}
     return {"apiVersion": "v1", "kind": "Namespace",
             "metadata": lb.metadata(settings, settings.kubernetes.namespace, "namespace",
-                                    cluster_scoped=True)}
+                                    labels=psa, cluster_scoped=True)}
 
 
 class _Dumper(yaml.SafeDumper):

@@ -6,6 +6,7 @@ runs), with secret values turned into Secret references.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 from pathlib import PurePosixPath
@@ -31,6 +32,10 @@ POD_PATHS = ServerPaths(
     audit_log="-",  # stdout: the cluster's log collector takes it (lines carry "log": "audit")
 )
 MIGRATE_MODULE = "mlflow_stack.server.migrate_job"
+CA_VOLUME = "ca-bundle"
+CA_MOUNT = PurePosixPath("/etc/mlflow-stack/ca")
+CA_FILE = "ca.crt"
+GENERATED_CA_CONFIGMAP = "mlflow-ca-bundle"  # from artifacts.ca_bundle / auth.ca_bundle
 
 
 def image(settings: Settings) -> str:
@@ -45,9 +50,32 @@ def internal_hosts(settings: Settings) -> list[str]:
     return names + [f"{n}:{settings.server.port}" for n in names]
 
 
+def ca_configmap(settings: Settings) -> str | None:
+    """The ConfigMap the pods' CA bundle comes from: the named one, or the one render makes
+    from the CA files of the config; None: the pods use the image's trust store."""
+    if settings.kubernetes.ca_bundle.configmap:
+        return settings.kubernetes.ca_bundle.configmap
+    if settings.artifacts.ca_bundle or settings.auth.ca_bundle:
+        return GENERATED_CA_CONFIGMAP
+    return None
+
+
+def ca_key(settings: Settings) -> str:
+    return settings.kubernetes.ca_bundle.key if settings.kubernetes.ca_bundle.configmap \
+        else CA_FILE
+
+
+def pod_paths(settings: Settings) -> ServerPaths:
+    """Where things are in the pod; the CA files of the config are on the deployer's machine,
+    so the pods read the bundle from its mounted ConfigMap instead."""
+    if ca_configmap(settings) is None:
+        return POD_PATHS
+    return dataclasses.replace(POD_PATHS, ca_bundle=CA_MOUNT / CA_FILE)
+
+
 def server_launch(settings: Settings) -> ServerLaunch:
-    return build_server_launch(settings, POD_PATHS, executable=SERVER_COMMAND, bind_host="0.0.0.0",
-                               internal_hosts=internal_hosts(settings))
+    return build_server_launch(settings, pod_paths(settings), executable=SERVER_COMMAND,
+                               bind_host="0.0.0.0", internal_hosts=internal_hosts(settings))
 
 
 def uses_local_volume(settings: Settings) -> bool:
@@ -70,9 +98,59 @@ def check(settings: Settings) -> None:
                 f"kubernetes.replicas is {k.replicas}, but {what} sit on a ReadWriteOnce volume "
                 "that only one pod can use: use PostgreSQL and S3 for more than one replica"
             )
+        if k.autoscaling.enabled and k.autoscaling.max_replicas > 1:
+            raise ConfigError(
+                f"kubernetes.autoscaling.max_replicas is {k.autoscaling.max_replicas}, but "
+                f"{what} sit on a ReadWriteOnce volume that only one pod can use: use "
+                "PostgreSQL and S3 to autoscale")
+    for path, field in ((settings.artifacts.ca_bundle, "artifacts.ca_bundle"),
+                        (settings.auth.ca_bundle, "auth.ca_bundle")):
+        if path and not k.ca_bundle.configmap and not path.is_file():
+            raise ConfigError(
+                f"{field}: {path} is not a file; the pods get the bundle in a ConfigMap made "
+                "from it, or set kubernetes.ca_bundle.configmap to one the cluster has")
+    for key in k.pod.labels:
+        if key in lb.server_selector() or key.startswith("app.kubernetes.io/"):
+            raise ConfigError(
+                f"kubernetes.pod.labels: {key!r} is one of the platform's own labels (the "
+                "Service selects server pods by `app`): choose another key")
+    launch_env = {var.name for var in server_launch(settings).env} | set(_POD_ENV)
+    for var in k.pod.extra_env:
+        if var["name"] in launch_env:
+            raise ConfigError(
+                f"kubernetes.pod.extra_env: {var['name']} is set by the platform from the "
+                "config; change the setting behind it instead (see the README's Configuration)")
 
 
-def container_env(launch: ServerLaunch) -> list[dict[str, Any]]:
+def max_replicas(settings: Settings) -> int:
+    """The most server pods there can be: the HPA's maximum, else the fixed count."""
+    a = settings.kubernetes.autoscaling
+    return a.max_replicas if a.enabled else settings.kubernetes.replicas
+
+
+def ca_bundle_data(settings: Settings) -> str:
+    """The bundle for the generated ConfigMap: the config's CA files, concatenated."""
+    parts: list[str] = []
+    for path in dict.fromkeys(p for p in (settings.artifacts.ca_bundle, settings.auth.ca_bundle)
+                              if p):
+        try:
+            parts.append(path.read_text().strip() + "\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read the CA bundle {path}: {exc}") from None
+    return "".join(parts)
+
+
+def ca_bundle_configmap(settings: Settings) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": lb.metadata(settings, GENERATED_CA_CONFIGMAP, "ca-bundle"),
+            "data": {CA_FILE: ca_bundle_data(settings)}}
+
+
+# Set in the pod besides the launch's env (extra_env may not override them either).
+_POD_ENV = ("SSL_CERT_FILE",)
+
+
+def container_env(settings: Settings, launch: ServerLaunch) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = []
     for var in launch.env:
         if var.secret is not None:
@@ -80,6 +158,11 @@ def container_env(launch: ServerLaunch) -> list[dict[str, Any]]:
                 "name": var.secret.secret_name, "key": var.secret.key}}})
         else:
             env.append({"name": var.name, "value": var.value or ""})
+    if ca_configmap(settings):
+        # httpx and the ssl module's default context read this one (requests and boto3 read
+        # REQUESTS_CA_BUNDLE / AWS_CA_BUNDLE, set by the launch).
+        env.append({"name": "SSL_CERT_FILE", "value": str(CA_MOUNT / CA_FILE)})
+    env += settings.kubernetes.pod.extra_env
     return env
 
 
@@ -130,7 +213,35 @@ def _volumes(settings: Settings, *, server: bool) -> Volumes:
         volumes.append({"name": "models",
                         "persistentVolumeClaim": {"claimName": st.models.name}})
         mounts.append({"name": "models", "mountPath": st.models.mount_path})
-    return volumes, mounts
+    if configmap := ca_configmap(settings):
+        volumes.append({"name": CA_VOLUME, "configMap": {
+            "name": configmap, "items": [{"key": ca_key(settings), "path": CA_FILE}]}})
+        mounts.append({"name": CA_VOLUME, "mountPath": str(CA_MOUNT), "readOnly": True})
+    pod = settings.kubernetes.pod
+    return volumes + pod.extra_volumes, mounts + pod.extra_volume_mounts
+
+
+def place(settings: Settings, pod_spec: dict[str, Any]) -> dict[str, Any]:
+    """`pod_spec` with the configured placement (every pod of the platform)."""
+    pod = settings.kubernetes.pod
+    if pod.node_selector:
+        pod_spec["nodeSelector"] = dict(pod.node_selector)
+    if pod.tolerations:
+        pod_spec["tolerations"] = list(pod.tolerations)
+    if pod.affinity:
+        pod_spec["affinity"] = pod.affinity
+    if pod.priority_class:
+        pod_spec["priorityClassName"] = pod.priority_class
+    return pod_spec
+
+
+def pod_metadata(settings: Settings, labels: dict[str, str]) -> dict[str, Any]:
+    """A pod template's metadata: the configured labels and annotations, ours win."""
+    pod = settings.kubernetes.pod
+    meta: dict[str, Any] = {"labels": {**pod.labels, **labels}}
+    if pod.annotations:
+        meta["annotations"] = dict(pod.annotations)
+    return meta
 
 
 def _resources(settings: Settings) -> dict[str, Any]:
@@ -163,7 +274,7 @@ def deployment(settings: Settings, launch: ServerLaunch) -> dict[str, Any]:
         "command": launch.argv[:split],
         "args": launch.argv[split:],
         "workingDir": HOME_DIR,  # anything written to a relative path lands on a volume
-        "env": container_env(launch),
+        "env": container_env(settings, launch),
         "ports": [{"name": lb.PORT_NAME, "containerPort": settings.server.port,
                    "protocol": "TCP"}],
         "startupProbe": startup,
@@ -191,7 +302,10 @@ def deployment(settings: Settings, launch: ServerLaunch) -> dict[str, Any]:
     }
     if pulls := _pull_secrets(settings):
         pod_spec["imagePullSecrets"] = pulls
-    if k.replicas > 1:
+    place(settings, pod_spec)
+    if k.pod.topology_spread is not None:
+        pod_spec["topologySpreadConstraints"] = list(k.pod.topology_spread)
+    elif max_replicas(settings) > 1:
         pod_spec["topologySpreadConstraints"] = [{
             "maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
             "whenUnsatisfiable": "ScheduleAnyway",
@@ -202,21 +316,24 @@ def deployment(settings: Settings, launch: ServerLaunch) -> dict[str, Any]:
         {"type": "Recreate"} if uses_local_volume(settings)
         else {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
     )
+    spec: dict[str, Any] = {
+        "revisionHistoryLimit": 5,
+        "selector": {"matchLabels": lb.server_selector()},
+        "strategy": strategy,
+        "template": {
+            "metadata": pod_metadata(settings, {**lb.server_selector(),
+                                                **lb.standard_labels(settings, "server")}),
+            "spec": pod_spec,
+        },
+    }
+    if not k.autoscaling.enabled:
+        # With an HPA the field is the HPA's: sending it would undo every scaling decision.
+        spec = {"replicas": k.replicas, **spec}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": lb.metadata(settings, lb.APP, "server", labels=lb.server_selector()),
-        "spec": {
-            "replicas": k.replicas,
-            "revisionHistoryLimit": 5,
-            "selector": {"matchLabels": lb.server_selector()},
-            "strategy": strategy,
-            "template": {
-                "metadata": {"labels": {**lb.server_selector(),
-                                        **lb.standard_labels(settings, "server")}},
-                "spec": pod_spec,
-            },
-        },
+        "spec": spec,
     }
 
 
@@ -248,13 +365,14 @@ def migration_job(settings: Settings, launch: ServerLaunch) -> dict[str, Any]:
             "command": ["python", "-m", MIGRATE_MODULE],
             "args": ["--backend-store-uri", uri],
             "workingDir": HOME_DIR,
-            "env": container_env(launch),
+            "env": container_env(settings, launch),
             "resources": _resources(settings),
             "securityContext": _container_security(),
             "volumeMounts": mounts,
         }],
         "volumes": volumes,
     }
+    place(settings, pod_spec)
     if pulls := _pull_secrets(settings):
         pod_spec["imagePullSecrets"] = pulls
     return {
@@ -269,16 +387,41 @@ def migration_job(settings: Settings, launch: ServerLaunch) -> dict[str, Any]:
             "backoffLimit": 3,
             "activeDeadlineSeconds": 1800,
             # No `app: mlflow` label: the Service must never send traffic to this pod.
-            "template": {"metadata": {"labels": lb.standard_labels(settings, "migration")},
+            "template": {"metadata": pod_metadata(settings,
+                                                  lb.standard_labels(settings, "migration")),
                          "spec": pod_spec},
         },
     }
 
 
 def pod_disruption_budget(settings: Settings) -> dict[str, Any]:
+    """One pod at most down at a time. With an HPA the count varies: maxUnavailable 1 follows
+    it (a lone pod can still be drained; minAvailable 1 would block that drain forever)."""
+    budget: dict[str, Any] = ({"maxUnavailable": 1} if settings.kubernetes.autoscaling.enabled
+                              else {"minAvailable": 1})
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
         "metadata": lb.metadata(settings, lb.PDB, "server"),
-        "spec": {"minAvailable": 1, "selector": {"matchLabels": lb.server_selector()}},
+        "spec": {**budget, "selector": {"matchLabels": lb.server_selector()}},
+    }
+
+
+def autoscaler(settings: Settings) -> dict[str, Any]:
+    """The server's HorizontalPodAutoscaler (autoscaling/v2), targets relative to requests."""
+    a = settings.kubernetes.autoscaling
+    metrics = [{"type": "Resource", "resource": {"name": name, "target": {
+        "type": "Utilization", "averageUtilization": target}}}
+        for name, target in (("cpu", a.cpu_utilization), ("memory", a.memory_utilization))
+        if target is not None]
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": lb.metadata(settings, lb.APP, "server"),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": lb.APP},
+            "minReplicas": a.min_replicas,
+            "maxReplicas": a.max_replicas,
+            "metrics": metrics,
+        },
     }
