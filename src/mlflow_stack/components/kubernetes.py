@@ -27,7 +27,7 @@ from lightkube import ApiError
 from lightkube.core.resource import api_info
 from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.autoscaling_v2 import HorizontalPodAutoscaler
-from lightkube.resources.batch_v1 import Job
+from lightkube.resources.batch_v1 import CronJob, Job
 from lightkube.resources.core_v1 import ConfigMap, Secret, Service
 from lightkube.resources.networking_v1 import Ingress, NetworkPolicy
 from lightkube.resources.policy_v1 import PodDisruptionBudget
@@ -61,7 +61,8 @@ JOB_TIMEOUT = 900.0  # a schema migration of a large database can take minutes
 _KEEP = {"PersistentVolumeClaim", "Namespace"}  # data and the namespace: only --purge
 # Kinds apply may have created, listed by label to find what it no longer renders.
 _PRUNABLE: tuple[Any, ...] = (ConfigMap, Secret, Job, Deployment, Service, Ingress, HTTPRoute,
-                              NetworkPolicy, PodDisruptionBudget, HorizontalPodAutoscaler)
+                              NetworkPolicy, PodDisruptionBudget, HorizontalPodAutoscaler,
+                              CronJob)
 # Holds a Deployment's `replicas` for a moment while our manager lets go of it for an HPA: a
 # field its only owner stops sending is reset to the default (1 pod) by server-side apply.
 HANDOVER_MANAGER = "mlflow-stack-replicas-handover"
@@ -268,9 +269,12 @@ def _list_owned(kube: Kube, settings: Settings, ns: str, res: Any) -> list[dict[
         info = api_info(res).resource
         version = f"{info.group}/{info.version}" if info.group else info.version
         try:
-            # List items come without kind/apiVersion: put them back.
-            return [{**as_dict(o), "apiVersion": version, "kind": info.kind}
-                    for o in kube.client.list(res, namespace=ns, labels=_selector(settings))]
+            # List items come without kind/apiVersion: put them back. Objects a controller
+            # owns (the gc CronJob's Jobs carry its labels) go with their owner, never alone.
+            listed = [{**as_dict(o), "apiVersion": version, "kind": info.kind}
+                      for o in kube.client.list(res, namespace=ns, labels=_selector(settings))]
+            return [o for o in listed if not any(
+                r.get("controller") for r in o["metadata"].get("ownerReferences") or ())]
         except httpx2.HTTPStatusError as exc:  # ApiError, or a 404 without a Status
             if exc.response.status_code != 404:  # 404: e.g. no Gateway API CRDs
                 raise

@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from mlflow_stack import MLFLOW_VERSION, __version__
+from mlflow_stack.config.cleanup import GcSettings, check_gc
 from mlflow_stack.config.existing_secrets import ExistingSecrets
 from mlflow_stack.config.permissions import PermissionsSettings
 from mlflow_stack.config.pod import (
@@ -306,6 +307,7 @@ class KubernetesSettings(Section):
     existing_secrets: ExistingSecrets = Field(
         default_factory=ExistingSecrets, description="Secrets the cluster already has (External "
         "Secrets, sealed-secrets, by hand), used instead of ours; apply only refers to them.")
+    gc: GcSettings = Field(default_factory=GcSettings, description="Scheduled `mlflow gc`.")
 
 
 class DiscoverySettings(Section):
@@ -357,6 +359,8 @@ class Settings(Section):
             raise ValueError("permissions.grants need single sign-on (auth.provider: keycloak): "
                              "without it MLflow has no users or grants")
         check_workspaces(self.workspaces, enabled=self.server.workspaces, sso=self.sso)
+        check_gc(self.kubernetes.gc, database=self.database.backend,
+                 artifacts=self.artifacts.backend)
         return self
 
     # Derived values, computed in one place so local and Kubernetes targets agree.
