@@ -42,7 +42,7 @@ def gc_args(settings: Settings, launch: ServerLaunch) -> list[str]:
 
 def cronjob(settings: Settings, launch: ServerLaunch) -> dict[str, Any]:
     gc = settings.kubernetes.gc
-    volumes, mounts = workload._volumes(settings, server=False)
+    volumes, mounts = workload.pod_volumes(settings, server=False)
     st = settings.storage
     if st.models.enabled:
         # Runs of experiments the reference created keep their artifacts on the models volume.
@@ -55,7 +55,7 @@ def cronjob(settings: Settings, launch: ServerLaunch) -> dict[str, Any]:
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
-        "securityContext": workload._pod_security(),
+        "securityContext": workload.pod_security_context(),
         "containers": [{
             "name": COMPONENT,
             "image": workload.image(settings),
@@ -68,13 +68,13 @@ def cronjob(settings: Settings, launch: ServerLaunch) -> dict[str, Any]:
                 "requests": {"cpu": gc.requests.cpu, "memory": gc.requests.memory},
                 "limits": {"cpu": gc.limits.cpu, "memory": gc.limits.memory},
             },
-            "securityContext": workload._container_security(),
+            "securityContext": workload.container_security_context(),
             "volumeMounts": mounts,
         }],
         "volumes": volumes,
     }
     workload.place(settings, pod_spec)
-    if pulls := workload._pull_secrets(settings):
+    if pulls := workload.pod_pull_secrets(settings):
         pod_spec["imagePullSecrets"] = pulls
     # No `app: mlflow` label: the Service must never send traffic to this pod.
     labels = lb.standard_labels(settings, COMPONENT)

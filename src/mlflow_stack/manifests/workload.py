@@ -167,7 +167,7 @@ def container_env(settings: Settings, launch: ServerLaunch) -> list[dict[str, An
     return env
 
 
-def _pod_security() -> dict[str, Any]:
+def pod_security_context() -> dict[str, Any]:
     return {
         "runAsNonRoot": True,
         "runAsUser": RUN_AS_UID,
@@ -178,7 +178,7 @@ def _pod_security() -> dict[str, Any]:
     }
 
 
-def _container_security() -> dict[str, Any]:
+def container_security_context() -> dict[str, Any]:
     return {
         "allowPrivilegeEscalation": False,
         "readOnlyRootFilesystem": True,
@@ -190,7 +190,7 @@ def _container_security() -> dict[str, Any]:
 Volumes = tuple[list[dict[str, Any]], list[dict[str, Any]]]
 
 
-def _volumes(settings: Settings, *, server: bool) -> Volumes:
+def pod_volumes(settings: Settings, *, server: bool) -> Volumes:
     """(volumes, mounts). The root filesystem is read-only, so every place MLflow writes is a
     volume: temp files (artifact uploads spool there), $HOME (libraries' caches, relative paths),
     the Prometheus multiprocess directory."""
@@ -253,7 +253,7 @@ def _resources(settings: Settings) -> dict[str, Any]:
     }
 
 
-def _pull_secrets(settings: Settings) -> list[dict[str, str]]:
+def pod_pull_secrets(settings: Settings) -> list[dict[str, str]]:
     return [{"name": pull_secret_name(settings)}] if settings.registry.host else []
 
 
@@ -266,7 +266,7 @@ def _probe(settings: Settings, period: int, failures: int) -> dict[str, Any]:
 def deployment(settings: Settings, launch: ServerLaunch) -> dict[str, Any]:
     k = settings.kubernetes
     split = launch.argv.index("server")
-    volumes, mounts = _volumes(settings, server=True)
+    volumes, mounts = pod_volumes(settings, server=True)
     startup = _probe(settings, 5, max(1, math.ceil(settings.server.health_timeout / 5)))
     container: dict[str, Any] = {
         "name": "mlflow",
@@ -282,7 +282,7 @@ def deployment(settings: Settings, launch: ServerLaunch) -> dict[str, Any]:
         "readinessProbe": _probe(settings, 10, 3),
         "livenessProbe": _probe(settings, 20, 3),
         "resources": _resources(settings),
-        "securityContext": _container_security(),
+        "securityContext": container_security_context(),
         "volumeMounts": mounts,
     }
     if k.drain_seconds:
@@ -295,13 +295,13 @@ def deployment(settings: Settings, launch: ServerLaunch) -> dict[str, Any]:
         # A Service named `mlflow` would inject MLFLOW_PORT=tcp://... and friends into the pod,
         # which collide with MLflow's own MLFLOW_* settings.
         "enableServiceLinks": False,
-        "securityContext": _pod_security(),
+        "securityContext": pod_security_context(),
         # The drain wait, then up to 30 s for in-flight requests once the server is told to stop.
         "terminationGracePeriodSeconds": k.drain_seconds + 30,
         "containers": [container],
         "volumes": volumes,
     }
-    if pulls := _pull_secrets(settings):
+    if pulls := pod_pull_secrets(settings):
         pod_spec["imagePullSecrets"] = pulls
     place(settings, pod_spec)
     if k.pod.topology_spread is not None:
@@ -352,13 +352,13 @@ def migration_job(settings: Settings, launch: ServerLaunch) -> dict[str, Any]:
     run it first by the annotations. Either way a server pod refuses to start on an old schema,
     so the previous pods keep serving until the Job is done (maxUnavailable 0).
     """
-    volumes, mounts = _volumes(settings, server=False)
+    volumes, mounts = pod_volumes(settings, server=False)
     uri = launch.argv[launch.argv.index("--backend-store-uri") + 1]
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
-        "securityContext": _pod_security(),
+        "securityContext": pod_security_context(),
         "containers": [{
             "name": "migrate",
             "image": image(settings),
@@ -368,13 +368,13 @@ def migration_job(settings: Settings, launch: ServerLaunch) -> dict[str, Any]:
             "workingDir": HOME_DIR,
             "env": container_env(settings, launch),
             "resources": _resources(settings),
-            "securityContext": _container_security(),
+            "securityContext": container_security_context(),
             "volumeMounts": mounts,
         }],
         "volumes": volumes,
     }
     place(settings, pod_spec)
-    if pulls := _pull_secrets(settings):
+    if pulls := pod_pull_secrets(settings):
         pod_spec["imagePullSecrets"] = pulls
     return {
         "apiVersion": "batch/v1",
