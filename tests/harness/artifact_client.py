@@ -114,9 +114,8 @@ class _RangeTimes(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         if hasattr(record, "range_bytes"):
-            self.ranges.append({"bytes": record.range_bytes, "started": record.range_started,
-                                "headers_s": record.range_headers_s,
-                                "body_s": record.range_body_s})
+            self.ranges.append({key: getattr(record, f"range_{key}")
+                                for key in ("bytes", "started", "headers_s", "body_s")})
 
 
 def _download(run_id: str, artifact_path: str, dst_dir: str) -> dict[str, object]:
