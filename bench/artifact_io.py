@@ -14,13 +14,19 @@ server (JuiceFS gateway) from the test harness, then moves one file of --size-mi
 package installed), `env` MLflow's own repository with ARTIFACT_TRANSFER_ENV (plain MLflow with
 the recommended settings), `mlflow` MLflow's own at its defaults.
 
-Platform and direct runs alternate (order flipped every round) and only the transfer call is
-timed (and its CPU time, in the client process and in the S3 gateway). Before the first one,
+Platform and direct runs alternate (order rotated every round) and only the transfer call is
+timed (and its CPU time, in the client process and in the S3 gateway). Each round prints its
+own platform/direct ratios and the machine's load average; `stack` downloads also report their
+per-range timings (time to response headers, time streaming the body). Before the first one,
 every server worker is sent the requests a transfer makes, so each has paid its one-time
 first-use cost (boto3, S3 client, ORM); that cost is printed, and each transfer's growth is
 measured over the primed baseline. Prints throughput of each, the ratios platform/direct, the
 growth of the server process tree's memory (sum of USS, and of RSS, over all its processes) and
 the largest file the server had open or had in its state dir during the platform transfers.
+Ends with one PASS/FAIL line per goal (issue 15 §3): every round's ratio >= 0.90 for each
+direction and client, server memory growth < 64 MiB, no temporary copy (no server file of
+16 MiB or more, open or in its state dir, which holds its TMPDIR). Exit status 0 either way:
+the figures are the product, not a test.
 
     .venv/bin/python bench/artifact_io.py [--size-mib 1024] [--rounds 2] \
         [--client stack|env|mlflow[,...]]
@@ -67,6 +73,12 @@ from mlflow_stack.progress import NullProgress  # noqa: E402
 
 MIB = 2**20
 BUCKET = "mlflow-bench"
+# The goals (issue 15 §3).
+RATIO_GOAL = 0.90
+MEMORY_LIMIT = 64 * MIB
+# A server file this large would be (part of) a copy; its own files stay far below it
+# (same bound as tests/local/test_large_artifacts.py).
+FILE_LIMIT = 16 * MIB
 DIRECT_BUCKET = "direct-bench"
 
 
@@ -78,7 +90,9 @@ class Totals:
     nbytes: int = 0
     client_cpu: float = 0.0
     gateway_cpu: float = 0.0
-    runs: list[float] = field(default_factory=list)
+    runs: list[float] = field(default_factory=list)  # MiB/s of each transfer
+    # CPU s/GiB of each transfer: client process + S3 gateway (what competes for the 2 cores).
+    run_cpu: list[float] = field(default_factory=list)
 
     def add(self, nbytes: int, seconds: float, client_cpu: float, gateway_cpu: float) -> None:
         self.seconds += seconds
@@ -86,6 +100,7 @@ class Totals:
         self.client_cpu += client_cpu
         self.gateway_cpu += gateway_cpu
         self.runs.append(nbytes / seconds / MIB)
+        self.run_cpu.append((client_cpu + gateway_cpu) / (nbytes / 2**30))
 
     @property
     def mib_s(self) -> float:
@@ -200,6 +215,27 @@ def print_watch(label: str, w: WatchReport) -> None:
             f"{pid} +{fmt_mib(g)}" for pid, g in w.growth_by_pid().items()))
 
 
+def range_summary(ranges: list[dict[str, float]]) -> str:
+    """One line on a streamed download's ranges: where each one's time went."""
+    def q(values: list[float], frac: float) -> float:
+        ordered = sorted(values)
+        return ordered[min(len(ordered) - 1, int(frac * len(ordered)))]
+
+    heads = [r["headers_s"] for r in ranges]
+    bodies = [r["body_s"] for r in ranges]
+    rates = [r["bytes"] / MIB / r["body_s"] for r in ranges if r["body_s"] > 0]
+    last_start = max(r["started"] for r in ranges)
+    return (f"{len(ranges)} ranges of {fmt_mib(int(max(r['bytes'] for r in ranges)))}: headers "
+            f"p50 {q(heads, 0.5) * 1000:.0f} / max {max(heads) * 1000:.0f} ms, body p50 "
+            f"{q(bodies, 0.5):.2f} / max {max(bodies):.2f} s ({q(rates, 0.5):.0f} MiB/s per "
+            f"stream p50), last range started at {last_start:.2f} s")
+
+
+def load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load {one:.1f}/{five:.1f}"
+
+
 # --- the benchmark --------------------------------------------------------------------------
 
 CLIENTS = ("stack", "env", "mlflow")
@@ -208,6 +244,8 @@ CLIENTS = ("stack", "env", "mlflow")
 def client_extra(client: str) -> dict[str, str]:
     """What a client mode adds to the client's environment."""
     extra = {"ARTIFACT_CLIENT_REPO": "stack" if client == "stack" else "mlflow"}
+    if client == "stack":
+        extra["ARTIFACT_CLIENT_RANGE_TIMES"] = "1"
     if client == "env":
         extra.update(ARTIFACT_TRANSFER_ENV)
     return extra
@@ -264,7 +302,8 @@ def main() -> int:
 def run_rounds(args: argparse.Namespace, base: Path, src: Path, digest: str, size: int,
                s3: S3Server, settings: Settings, state: StateDir, server_pid: int,
                envs: dict[str, dict[str, str]]) -> int:
-    print(f"server pid {server_pid} at {settings.local_url}", flush=True)
+    print(f"server pid {server_pid} at {settings.local_url}; {os.cpu_count()} CPUs, {load()} "
+          "(1/5 min)", flush=True)
     for client, env in envs.items():
         shown = {k: v for k, v in env.items() if k.startswith(("MLFLOW_", "ARTIFACT_CLIENT"))}
         print(f"client {client}: {shown}", flush=True)
@@ -283,6 +322,7 @@ def run_rounds(args: argparse.Namespace, base: Path, src: Path, digest: str, siz
     kinds = [*envs, "direct"]
     totals = {(op, who): Totals() for op in ("upload", "download") for who in kinds}
     watches: list[tuple[str, WatchReport]] = []
+    range_lines: list[str] = []
     peak_uss = cold.uss
     s3c = s3.client()
     for rnd in range(args.rounds):
@@ -307,6 +347,9 @@ def run_rounds(args: argparse.Namespace, base: Path, src: Path, digest: str, siz
                     else:
                         t = run_transfer("download", envs[who], *uploaded[who], str(got.parent))
                         seconds, cpu = t.seconds, t.cpu_seconds
+                        if t.ranges:
+                            range_lines.append(f"round {rnd + 1} download ({who}): "
+                                               + range_summary(t.ranges))
                 totals[op, who].add(size, seconds, cpu, gateway_cpu() - g0)
                 if who != "direct":
                     watches.append((f"round {rnd + 1} {op} ({who})", watch.report))
@@ -318,9 +361,11 @@ def run_rounds(args: argparse.Namespace, base: Path, src: Path, digest: str, siz
                         return 1
                     got.unlink()
         s3c.delete_object(Bucket=DIRECT_BUCKET, Key=direct_key)
-        print(f"round {rnd + 1}: " + "; ".join(
+        print(f"round {rnd + 1} ({load()}): " + "; ".join(
             f"{op} " + " / ".join(f"{who} {totals[op, who].runs[-1]:.0f}" for who in kinds)
-            + " MiB/s" for op in ("upload", "download")), flush=True)
+            + " MiB/s, ratio " + " / ".join(
+                f"{who} {totals[op, who].runs[-1] / totals[op, 'direct'].runs[-1]:.2f}x"
+                for who in envs) for op in ("upload", "download")), flush=True)
 
     print(f"\n{args.size_mib} MiB x {args.rounds} rounds; platform/direct throughput ratio, "
           "and CPU s/GiB in the client and in the S3 gateway:")
@@ -333,12 +378,45 @@ def run_rounds(args: argparse.Namespace, base: Path, src: Path, digest: str, siz
             print(f"  platform ({client:6s}) {p.mib_s:6.1f} MiB/s  ratio {p.mib_s / d.mib_s:.2f}x"
                   f"  CPU client {p.cpu_per_gib(p.client_cpu):.1f} gateway "
                   f"{p.cpu_per_gib(p.gateway_cpu):.1f}")
+    print("per round, platform/direct throughput (and CPU s/GiB, client + gateway: "
+          "platform vs direct):")
+    for op in ("upload", "download"):
+        d = totals[op, "direct"]
+        for client in envs:
+            p = totals[op, client]
+            print(f"  {op:8s} {client:6s} " + "  ".join(
+                f"{pr / dr:.2f}x ({pc:.1f} vs {dc:.1f})"
+                for pr, dr, pc, dc in zip(p.runs, d.runs, p.run_cpu, d.run_cpu, strict=True)))
+    print("  direct MiB/s per round: " + "; ".join(
+        f"{op} " + " / ".join(f"{r:.0f}" for r in totals[op, "direct"].runs)
+        for op in ("upload", "download")))
+    if range_lines:
+        print("streamed downloads, per range:")
+        for line in range_lines:
+            print("  " + line)
     print("server process tree during each platform transfer (growth over the primed baseline):")
     for label, report in watches:
         print_watch(label, report)
     worst = max(max(r.uss_growth, r.rss_growth) for _, r in watches)
     print(f"max growth during a transfer {fmt_mib(worst)} (limit 64 MiB); USS peak over the cold"
           f" start (incl. first use) {fmt_mib(max(0, peak_uss - cold.uss))}")
+
+    print(f"\ngoals ({args.rounds} rounds, {args.size_mib} MiB, {load()} at the end):")
+    for op in ("upload", "download"):
+        for client in envs:
+            ratios = [p / d for p, d in zip(totals[op, client].runs, totals[op, "direct"].runs,
+                                            strict=True)]
+            verdict = "PASS" if min(ratios) >= RATIO_GOAL else "FAIL"
+            print(f"{verdict} {op} ({client}) >= {RATIO_GOAL:.2f}x of direct boto3 in every "
+                  f"round: min {min(ratios):.2f}x, max {max(ratios):.2f}x "
+                  f"({sum(r >= RATIO_GOAL for r in ratios)}/{len(ratios)} rounds)")
+    print(f"{'PASS' if worst < MEMORY_LIMIT else 'FAIL'} server memory growth < "
+          f"{fmt_mib(MEMORY_LIMIT)} during every transfer: max {fmt_mib(worst)} (USS or RSS)")
+    largest = max((max(r.largest_open_file.size, r.largest_dir_file.size, r.dir_growth), label)
+                  for label, r in watches)
+    print(f"{'PASS' if largest[0] < FILE_LIMIT else 'FAIL'} no temporary copy (no server file "
+          f">= {fmt_mib(FILE_LIMIT)} open or in its state dir/TMPDIR, nor that much growth): "
+          f"largest {fmt_mib(largest[0])} ({largest[1]})")
     return 0
 
 

@@ -7,6 +7,7 @@ both ways) is tested in tests/local/test_large_artifacts.py.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Iterator
@@ -112,3 +113,39 @@ def test_streamed_download_gives_up_and_removes_the_partial_file(
     with pytest.raises(MlflowException, match=r"after 1 retries: HTTP 404 from the object store"):
         repo._multipart_download(missing, "model.bin", str(dst), len(data), 0)
     assert not dst.exists()
+
+
+@pytest.mark.integration
+def test_streamed_download_logs_each_ranges_timings_at_debug(
+    s3_object: tuple[S3Server, str, bytes], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # bench/artifact_io.py reads these records to show where a slow download's time went.
+    server, key, data = s3_object
+    monkeypatch.setenv("MLFLOW_MULTIPART_DOWNLOAD_CHUNK_SIZE", str(4 * MIB))  # 6 ranges
+    dst = tmp_path / "model.bin"
+    url = _presigned(server, key, 60)
+    with caplog.at_level(logging.DEBUG, logger="mlflow_stack.client.artifacts"):
+        _repo()._multipart_download(url, "model.bin", str(dst), len(data), 4 * MIB)
+    assert dst.read_bytes() == data
+    ranges = [r for r in caplog.records if hasattr(r, "range_bytes")]
+    assert sorted(r.range_bytes for r in ranges) == sorted(
+        [4 * MIB] * 5 + [len(data) - 5 * 4 * MIB])
+    assert all(r.__dict__["range_headers_s"] >= 0 and r.__dict__["range_body_s"] >= 0
+               for r in ranges)
+    assert all("X-Amz-Signature" not in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.integration
+def test_streamed_download_logs_nothing_per_range_above_debug(
+    s3_object: tuple[S3Server, str, bytes], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server, key, data = s3_object
+    monkeypatch.setenv("MLFLOW_MULTIPART_DOWNLOAD_CHUNK_SIZE", str(4 * MIB))
+    dst = tmp_path / "model.bin"
+    with caplog.at_level(logging.INFO, logger="mlflow_stack.client.artifacts"):
+        _repo()._multipart_download(_presigned(server, key, 60), "model.bin", str(dst),
+                                    len(data), 4 * MIB)
+    assert dst.read_bytes() == data
+    assert not [r for r in caplog.records if hasattr(r, "range_bytes")]

@@ -9,18 +9,21 @@ The worker half (`python artifact_client.py upload|download ...`) runs by path, 
 harness package on sys.path. `ARTIFACT_CLIENT_REPO` in its env picks the repository for
 `mlflow-artifacts` URIs: `stack` (mlflow_stack.client.artifacts, whether or not its entry point
 is installed), `mlflow` (MLflow's own, even if the entry point is installed); unset: whatever the
-installed entry points give.
+installed entry points give. `ARTIFACT_CLIENT_RANGE_TIMES=1` adds the streaming client's per-range
+timings (its DEBUG log records) to a download's result.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 # Variables a client must not inherit: AWS_* could hold storage credentials; MLFLOW_* (incl.
 # MLFLOW_S3_*, MLFLOW_STACK_*) could point it at storage or change how it transfers.
@@ -35,6 +38,9 @@ class Transfer:
     run_id: str
     path: str
     nbytes: int
+    # With ARTIFACT_CLIENT_RANGE_TIMES=1, one dict per range: bytes, started (s after the
+    # download began), headers_s (request to response headers), body_s (streaming the body).
+    ranges: list[dict[str, float]] = field(default_factory=list)
 
 
 def client_env(tracking_uri: str, home: Path,
@@ -60,7 +66,8 @@ def run_transfer(op: str, env: dict[str, str], *args: str, timeout: float = 600.
         raise RuntimeError(f"client {op} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
     data = json.loads(proc.stdout.strip().splitlines()[-1])
     return Transfer(op=op, seconds=data["seconds"], cpu_seconds=data["cpu_seconds"],
-                    run_id=data["run_id"], path=data["path"], nbytes=data["nbytes"])
+                    run_id=data["run_id"], path=data["path"], nbytes=data["nbytes"],
+                    ranges=data.get("ranges", []))
 
 
 def _select_repository(choice: str | None) -> None:
@@ -98,15 +105,35 @@ def _upload(experiment: str, local_file: str) -> dict[str, object]:
             "path": os.path.basename(local_file), "nbytes": os.path.getsize(local_file)}
 
 
+class _RangeTimes(logging.Handler):
+    """Collects the per-range timings mlflow_stack.client.artifacts logs at DEBUG."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.ranges: list[dict[str, Any]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if hasattr(record, "range_bytes"):
+            self.ranges.append({key: getattr(record, f"range_{key}")
+                                for key in ("bytes", "started", "headers_s", "body_s")})
+
+
 def _download(run_id: str, artifact_path: str, dst_dir: str) -> dict[str, object]:
     import mlflow
 
+    times = None
+    if os.environ.get("ARTIFACT_CLIENT_RANGE_TIMES") == "1":
+        times = _RangeTimes()
+        logger = logging.getLogger("mlflow_stack.client.artifacts")
+        logger.setLevel(logging.DEBUG)
+        logger.addHandler(times)
     started, cpu = time.perf_counter(), time.process_time()
     local = mlflow.artifacts.download_artifacts(
         run_id=run_id, artifact_path=artifact_path, dst_path=dst_dir)
     seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    ranges = [{**r, "started": r["started"] - started} for r in times.ranges] if times else []
     return {"seconds": seconds, "cpu_seconds": cpu, "run_id": run_id, "path": local,
-            "nbytes": os.path.getsize(local)}
+            "nbytes": os.path.getsize(local), "ranges": ranges}
 
 
 def _main(argv: list[str]) -> int:

@@ -18,6 +18,7 @@ bytes never pass through the server. Two things here make that fast and cover mo
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import threading
@@ -39,6 +40,8 @@ from mlflow.environment_variables import (
 from mlflow.exceptions import MlflowException
 from mlflow.store.artifact.mlflow_artifacts_repo import MlflowArtifactsRepository
 from mlflow.utils.file_utils import ArtifactProgressBar, remove_on_error
+
+_logger = logging.getLogger(__name__)
 
 MIB = 2**20
 
@@ -149,12 +152,14 @@ class StreamingArtifactsRepository(MlflowArtifactsRepository):
     def _fetch_range(self, url: str, headers: dict[str, str], start: int, end: int,
                      local_path: str) -> None:
         expected = end - start + 1
+        started = time.perf_counter()
         with self._session().get(url, headers={**headers, "Range": f"bytes={start}-{end}"},
                                  stream=True, timeout=_TIMEOUT,
                                  verify=not MLFLOW_S3_IGNORE_TLS.get()) as resp:
             resp.raise_for_status()
             if resp.status_code != 206:  # S3 answers a satisfiable range with 206 only
                 raise OSError(f"expected HTTP 206 for a range, got {resp.status_code}")
+            headers_at = time.perf_counter()
             offset = start
             fd = os.open(local_path, os.O_WRONLY)
             try:
@@ -166,6 +171,15 @@ class StreamingArtifactsRepository(MlflowArtifactsRepository):
         if offset - start != expected:
             raise OSError(f"incomplete range {start}-{end}: got {offset - start} of "
                           f"{expected} bytes")
+        if _logger.isEnabledFor(logging.DEBUG):
+            # Per-range timings, for finding where a slow download's time went
+            # (bench/artifact_io.py collects them from these attributes).
+            done = time.perf_counter()
+            _logger.debug("range %d-%d: headers after %.3f s, body %.3f s", start, end,
+                          headers_at - started, done - headers_at,
+                          extra={"range_bytes": expected, "range_started": started,
+                                 "range_headers_s": headers_at - started,
+                                 "range_body_s": done - headers_at})
 
     def _session(self) -> requests.Session:
         # One session (keep-alive connection) per download thread.
