@@ -41,6 +41,8 @@ from mlflow_stack.kubernetes import sources
 from mlflow_stack.kubernetes.client import (
     HTTPRoute,
     Kube,
+    PrometheusRule,
+    ServiceMonitor,
     as_dict,
     call,
     connect,
@@ -60,7 +62,8 @@ JOB_TIMEOUT = 900.0  # a schema migration of a large database can take minutes
 _KEEP = {"PersistentVolumeClaim", "Namespace"}  # data and the namespace: only --purge
 # Kinds apply may have created, listed by label to find what it no longer renders.
 _PRUNABLE: tuple[Any, ...] = (ConfigMap, Secret, Job, Deployment, Service, Ingress, HTTPRoute,
-                              NetworkPolicy, PodDisruptionBudget, HorizontalPodAutoscaler)
+                              NetworkPolicy, PodDisruptionBudget, HorizontalPodAutoscaler,
+                              ServiceMonitor, PrometheusRule)
 # Holds a Deployment's `replicas` for a moment while our manager lets go of it for an HPA: a
 # field its only owner stops sending is reset to the default (1 pod) by server-side apply.
 HANDOVER_MANAGER = "mlflow-stack-replicas-handover"
@@ -265,6 +268,10 @@ def owned(kube: Kube, settings: Settings) -> list[dict[str, Any]]:
     d = settings.discovery
     if d.enabled and d.code_server:
         where.setdefault(d.code_server_namespace, (Secret, ConfigMap))
+    m = settings.kubernetes.monitoring  # its objects may live in Prometheus's namespace
+    for ns in sorted({m.service_monitor.namespace, m.alerts.namespace}
+                     - {None, settings.kubernetes.namespace}):
+        where[ns] = (*where.get(ns, ()), ServiceMonitor, PrometheusRule)
     lists = [(ns, res) for ns, kinds in where.items() for res in kinds]
     found = _read_all(lambda nr: _list_owned(kube, settings, *nr), lists)
     return [obj for objects in found for obj in objects]

@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from mlflow_stack import MLFLOW_VERSION, __version__
+from mlflow_stack.config.monitoring import MonitoringSettings, check_monitoring
 from mlflow_stack.config.permissions import PermissionsSettings
 from mlflow_stack.config.pod import (
     AutoscalingSettings,
@@ -298,6 +299,7 @@ class KubernetesSettings(Section):
     pod: PodSettings = Field(default_factory=PodSettings)
     service: ObjectMetadata = Field(default_factory=ObjectMetadata)
     ca_bundle: CaBundleSettings = Field(default_factory=CaBundleSettings)
+    monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
     pod_security: PodSecurityLevel = Field(
         "restricted", description="Pod Security Admission level enforced on the namespace "
         "(labels pod-security.kubernetes.io/*); none: leave the namespace's labels alone."
@@ -353,6 +355,9 @@ class Settings(Section):
             raise ValueError("permissions.grants need single sign-on (auth.provider: keycloak): "
                              "without it MLflow has no users or grants")
         check_workspaces(self.workspaces, enabled=self.server.workspaces, sso=self.sso)
+        k = self.kubernetes
+        check_monitoring(k.monitoring, prometheus=self.server.prometheus,
+                         network_policy=k.network_policy, metrics_namespace=k.metrics_namespace)
         return self
 
     # Derived values, computed in one place so local and Kubernetes targets agree.

@@ -26,6 +26,11 @@ from mlflow_stack.manifests.labels import FIELD_MANAGER
 # Gateway API is a CRD, unknown to lightkube's typed models: register it once as generic.
 HTTPRoute = create_namespaced_resource("gateway.networking.k8s.io", "v1", "HTTPRoute",
                                        "httproutes")
+# The Prometheus Operator's kinds (kubernetes.monitoring), registered for resource_of.
+ServiceMonitor = create_namespaced_resource("monitoring.coreos.com", "v1", "ServiceMonitor",
+                                            "servicemonitors")
+PrometheusRule = create_namespaced_resource("monitoring.coreos.com", "v1", "PrometheusRule",
+                                            "prometheusrules")
 TIMEOUT = httpx2.Timeout(30.0, connect=10.0)
 
 

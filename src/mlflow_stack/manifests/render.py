@@ -25,7 +25,7 @@ from pydantic import SecretStr
 from mlflow_stack.config.model import Settings
 from mlflow_stack.errors import ConfigError
 from mlflow_stack.launch.spec import SECRET_KEY_SECRET
-from mlflow_stack.manifests import discovery, network, storage, workload
+from mlflow_stack.manifests import discovery, monitoring, network, storage, workload
 from mlflow_stack.manifests import labels as lb
 from mlflow_stack.manifests.discovery import Patch
 from mlflow_stack.manifests.secret_objects import (
@@ -113,6 +113,7 @@ def render(
                          f"keeps {k.autoscaling.min_replicas}-{k.autoscaling.max_replicas} pods.")
     if workload.max_replicas(settings) > 1:
         objects.append(workload.pod_disruption_budget(settings))
+    objects += monitoring.objects(settings)
 
     patches: list[Patch] = []
     if settings.discovery.enabled:
