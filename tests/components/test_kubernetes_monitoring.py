@@ -53,7 +53,7 @@ def make_settings(api: KubeAPIServer, ns: str, monitoring_ns: str, on: bool = Tr
             }},
         "discovery": {"enabled": False},
     }
-    values = {k: SecretStr(v) for k, v in SECRET_VALUES.items()}
+    values: dict[str, Any] = {k: SecretStr(v) for k, v in SECRET_VALUES.items()}
     return settings_with(data, Secrets.model_construct(**values))
 
 

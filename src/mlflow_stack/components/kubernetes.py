@@ -269,8 +269,8 @@ def owned(kube: Kube, settings: Settings) -> list[dict[str, Any]]:
     if d.enabled and d.code_server:
         where.setdefault(d.code_server_namespace, (Secret, ConfigMap))
     m = settings.kubernetes.monitoring  # its objects may live in Prometheus's namespace
-    for ns in sorted({m.service_monitor.namespace, m.alerts.namespace}
-                     - {None, settings.kubernetes.namespace}):
+    for ns in sorted({ns for ns in (m.service_monitor.namespace, m.alerts.namespace)
+                      if ns and ns != settings.kubernetes.namespace}):
         where[ns] = (*where.get(ns, ()), ServiceMonitor, PrometheusRule)
     lists = [(ns, res) for ns, kinds in where.items() for res in kinds]
     found = _read_all(lambda nr: _list_owned(kube, settings, *nr), lists)
