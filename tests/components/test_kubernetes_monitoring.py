@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,12 +17,13 @@ from pydantic import SecretStr
 
 from harness.fake_controllers import FakeControllers
 from harness.kube import SECRET_VALUES, settings_with
-from harness.kubeapi import KubeAPIServer
+from harness.kubeapi import KubeAPIServer, start_kube_apiserver
 from harness.monitoring import MonitoringTools, build_tools, install_crds, promql_errors
 from mlflow_stack.components import kubernetes as k8s
 from mlflow_stack.config.model import Settings
 from mlflow_stack.config.secrets import Secrets
 from mlflow_stack.deploy import plan_system
+from mlflow_stack.kubernetes.client import KubernetesError
 from mlflow_stack.manifests import monitoring
 from mlflow_stack.progress import NullProgress
 
@@ -141,3 +143,20 @@ def test_every_alert_expression_parses_with_prometheus(tools: MonitoringTools,
     found = promql_errors(tools, [unbalanced, "up", misspelled])
     assert found.keys() == {unbalanced, misspelled}, found
     assert "unknown function" in found[misspelled], found
+
+
+def test_a_cluster_without_the_crds_is_named_before_any_write(tmp_path: Path) -> None:
+    # Its own API server: the session's has the CRDs once the tests above ran.
+    bare = start_kube_apiserver(tmp_path / "bare")
+    try:
+        ns = f"mlf-{uuid.uuid4().hex[:8]}"
+        settings = make_settings(bare, ns, ns)
+        with pytest.raises(KubernetesError) as refused:
+            plan_system(k8s.SYSTEM, settings)
+        message = str(refused.value) + " " + (refused.value.hint or "")
+        assert "does not serve monitoring.coreos.com/v1 ServiceMonitor" in message, message
+        assert "Prometheus Operator's CRDs" in message, message
+        with bare.admin_http() as http:  # nothing was written: not even the namespace
+            assert http.get(f"/api/v1/namespaces/{ns}").status_code == 404
+    finally:
+        bare.stop()

@@ -41,6 +41,7 @@ from mlflow_stack.kubernetes import sources
 from mlflow_stack.kubernetes.client import (
     HTTPRoute,
     Kube,
+    KubernetesError,
     PrometheusRule,
     ServiceMonitor,
     as_dict,
@@ -198,6 +199,8 @@ def _observe(kube: Kube, obj: dict[str, Any], *, patch: bool = False) -> Item:
         if patch:
             return Item(obj, Change(SYSTEM_NAME, "unchanged", t, "not there: nothing to patch"),
                         patch=True)
+        if obj["kind"] in _OPERATOR_KINDS:
+            _require_api(kube, obj)
         return Item(obj, Change(SYSTEM_NAME, "create", t, _create_detail(obj)))
     with call(kube, f"check {t} (server-side dry run)"):
         try:
@@ -217,6 +220,27 @@ def _observe(kube: Kube, obj: dict[str, Any], *, patch: bool = False) -> Item:
         return Item(obj, Change(SYSTEM_NAME, "unchanged", t), live, patch=patch)
     return Item(obj, Change(SYSTEM_NAME, "update", t, "; ".join(diff)), live, patch=patch,
                 handover=handover)
+
+
+_OPERATOR_KINDS = ("ServiceMonitor", "PrometheusRule")
+
+
+def _require_api(kube: Kube, obj: dict[str, Any]) -> None:
+    """A kind that comes with a CRD (the Prometheus Operator's) is served, else a clear error
+    at plan time, before any write (a read of a missing kind is only "not there")."""
+    ns = obj["metadata"].get("namespace")
+    with call(kube, f"list {obj['kind']} in {ns}"):
+        try:
+            next(iter(kube.client.list(resource_of(obj), namespace=ns, chunk_size=1)), None)
+        except httpx2.HTTPStatusError as exc:
+            if exc.response.status_code != 404:
+                raise
+            raise KubernetesError(
+                f"the cluster does not serve {obj['apiVersion']} {obj['kind']} "
+                f"(kubernetes.monitoring wants {target(obj)})",
+                hint="Install the Prometheus Operator's CRDs (kube-prometheus-stack and the "
+                     "operator's bundle bring them), or turn kubernetes.monitoring off.",
+            ) from None
 
 
 def _replicas_to_hand_over(obj: dict[str, Any], live: dict[str, Any]) -> int | None:
@@ -255,6 +279,15 @@ def _list_owned(kube: Kube, settings: Settings, ns: str, res: Any) -> list[dict[
             # List items come without kind/apiVersion: put them back.
             return [{**as_dict(o), "apiVersion": version, "kind": info.kind}
                     for o in kube.client.list(res, namespace=ns, labels=_selector(settings))]
+        except ApiError as exc:
+            # An installer role from before kubernetes.monitoring may not list these: with
+            # monitoring off there is then nothing of ours to find (it could not create any).
+            if exc.status.code == 403 and res in (ServiceMonitor, PrometheusRule) \
+                    and not settings.kubernetes.monitoring.enabled:
+                return []
+            if exc.status.code != 404:
+                raise
+            return []
         except httpx2.HTTPStatusError as exc:  # ApiError, or a 404 without a Status
             if exc.response.status_code != 404:  # 404: e.g. no Gateway API CRDs
                 raise

@@ -101,8 +101,9 @@ def call(kube: Kube, what: str) -> Iterator[None]:
         raise KubernetesError(f"Kubernetes: cannot {what}: {_reason(exc)}") from None
     except httpx2.HTTPStatusError as exc:  # an answer without a Status body
         code = exc.response.status_code
-        hint = ("Is the API (e.g. the Gateway API CRDs for kubernetes.route: httproute) "
-                "installed?") if code == 404 else None
+        hint = ("Is the API installed (e.g. the Gateway API CRDs for kubernetes.route: "
+                "httproute, the Prometheus Operator's for kubernetes.monitoring)?"
+                ) if code == 404 else None
         raise KubernetesError(f"Kubernetes: cannot {what}: HTTP {code}", hint=hint) from None
     except httpx2.TransportError as exc:
         raise KubernetesError(
