@@ -13,12 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from pydantic import SecretStr
 
 from harness.fake_controllers import FakeControllers
 from harness.kube import SECRET_VALUES, settings_with
 from harness.kubeapi import KubeAPIServer, start_kube_apiserver
 from harness.monitoring import MonitoringTools, build_tools, install_crds, promql_errors
+from harness.waits import retry_while
 from mlflow_stack.components import kubernetes as k8s
 from mlflow_stack.config.model import Settings
 from mlflow_stack.config.secrets import Secrets
@@ -28,6 +30,7 @@ from mlflow_stack.manifests import monitoring
 from mlflow_stack.progress import NullProgress
 
 pytestmark = pytest.mark.integration
+RBAC_DOC = Path(__file__).resolve().parents[2] / "docs" / "rbac" / "installer-role.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -160,3 +163,70 @@ def test_a_cluster_without_the_crds_is_named_before_any_write(tmp_path: Path) ->
             assert http.get(f"/api/v1/namespaces/{ns}").status_code == 404
     finally:
         bare.stop()
+
+
+def _installer_without_monitoring(api: KubeAPIServer, ns: str) -> Path:
+    """A ServiceAccount bound to docs/rbac/installer-role.yaml as it was before
+    kubernetes.monitoring (its monitoring.coreos.com rule taken out); its kubeconfig."""
+    system_ns = f"{ns}-sys"
+    with api.admin_http() as http:
+        for name in (system_ns, ns):
+            r = http.post("/api/v1/namespaces", json={"apiVersion": "v1", "kind": "Namespace",
+                                                      "metadata": {"name": name}})
+            assert r.status_code == 201, r.text
+        for doc in yaml.safe_load_all(RBAC_DOC.read_text()):
+            meta = doc["metadata"]
+            if meta.get("namespace") not in (None, "mlflow"):
+                continue  # code-server, the TLS source, S3 keys: not used by these settings
+            if doc["kind"].startswith("Cluster"):
+                meta["name"] = f"{meta['name']}-{ns}"
+            if meta.get("namespace") == "mlflow":
+                meta["namespace"] = ns
+            if doc.get("roleRef", {}).get("kind") == "ClusterRole":
+                doc["roleRef"]["name"] = f"{doc['roleRef']['name']}-{ns}"
+            for subject in doc.get("subjects", []):
+                subject["namespace"] = system_ns
+            rules = [r for r in doc.get("rules", [])
+                     if "monitoring.coreos.com" not in r["apiGroups"]]
+            for rule in rules:
+                if "resourceNames" in rule:
+                    rule["resourceNames"] = [ns if n == "mlflow" else n
+                                             for n in rule["resourceNames"]]
+            if "rules" in doc:
+                doc["rules"] = rules
+            group = "rbac.authorization.k8s.io/v1"
+            plural = {"ClusterRole": "clusterroles", "ClusterRoleBinding": "clusterrolebindings",
+                      "Role": "roles", "RoleBinding": "rolebindings"}[doc["kind"]]
+            where = f"/namespaces/{meta['namespace']}" if "namespace" in meta else ""
+            r = http.post(f"/apis/{group}{where}/{plural}", json=doc)
+            assert r.status_code == 201, r.text
+    token = api.service_account_token(system_ns, "mlflow-stack-installer")
+    return api.token_kubeconfig(token, name=f"installer-{ns}")
+
+
+def _names_operator_kind(message: str) -> bool:
+    return "ServiceMonitor" in message or "PrometheusRule" in message
+
+
+def test_an_installer_role_without_monitoring_still_plans_with_monitoring_off(
+        kube_api: KubeAPIServer, tools: MonitoringTools) -> None:
+    ns = f"mlf-{uuid.uuid4().hex[:8]}"
+    kubeconfig = _installer_without_monitoring(kube_api, ns)
+
+    def settings(on: bool) -> Settings:
+        s = make_settings(kube_api, ns, ns, on=on)
+        s.kubernetes.kubeconfig = kubeconfig
+        return s
+
+    def plan(on: bool) -> list[Any]:  # RBAC reaches the authorizer through an informer
+        return retry_while(lambda: plan_system(k8s.SYSTEM, settings(on)),
+                           lambda e: isinstance(e, KubernetesError)
+                           and not _names_operator_kind(e.message), 15.0, interval=0.3)
+
+    # Off: the prune listing's 403 for the operator's kinds is not an error.
+    assert any(c.action == "create" for c in plan(False))
+    # On: refused, naming the kind and pointing at the role.
+    with pytest.raises(KubernetesError, match="refused") as refused:
+        plan(True)
+    assert _names_operator_kind(refused.value.message), refused.value.message
+    assert "installer-role.yaml" in (refused.value.hint or "")

@@ -82,8 +82,17 @@ def install_crds(api: KubeAPIServer, tools: MonitoringTools,
                     pending.discard(name)
             if pending:
                 time.sleep(0.5)
-    if pending:
-        raise RuntimeError(f"CRDs not Established after {timeout:.0f} s: {sorted(pending)}")
+        # Established is not yet served: a list right after may get "storage is
+        # (re)initializing"; wait until each kind lists.
+        paths = [f"/apis/{c['spec']['group']}/{c['spec']['versions'][0]['name']}/"
+                 f"{c['spec']['names']['plural']}" for c in tools.crds()]
+        while paths and not pending and time.monotonic() < deadline:
+            paths = [p for p in paths if http.get(p).status_code != 200]
+            if paths:
+                time.sleep(0.5)
+    if pending or paths:
+        raise RuntimeError(f"CRDs not served after {timeout:.0f} s: "
+                           f"{sorted(pending) or paths}")
     return names
 
 
