@@ -118,6 +118,18 @@ def test_apply_creates_them_validated_and_switching_off_prunes_them(
     assert get(kube_api, "servicemonitors", mon, "mlflow")[0] == 404
     assert get(kube_api, "prometheusrules", ns, "mlflow")[0] == 404
 
+    # On again, then a config without the monitoring section at all (it no longer names the
+    # ServiceMonitor's namespace): apply still finds and prunes both.
+    apply(settings, kube_api)
+    bare = settings.model_copy(deep=True)
+    bare.kubernetes.monitoring = type(bare.kubernetes.monitoring)()
+    bare.kubernetes.metrics_namespace = None
+    pruned = {c.target for c in plan_system(k8s.SYSTEM, bare) if c.action == "delete"}
+    assert {f"ServiceMonitor {mon}/mlflow", f"PrometheusRule {ns}/mlflow"} <= pruned, pruned
+    apply(bare, kube_api)
+    assert get(kube_api, "servicemonitors", mon, "mlflow")[0] == 404
+    assert get(kube_api, "prometheusrules", ns, "mlflow")[0] == 404
+
 
 def test_the_api_server_really_validates_against_the_crd_schema(
         kube_api: KubeAPIServer, tools: MonitoringTools) -> None:

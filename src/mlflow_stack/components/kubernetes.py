@@ -307,7 +307,26 @@ def owned(kube: Kube, settings: Settings) -> list[dict[str, Any]]:
         where[ns] = (*where.get(ns, ()), ServiceMonitor, PrometheusRule)
     lists = [(ns, res) for ns, kinds in where.items() for res in kinds]
     found = _read_all(lambda nr: _list_owned(kube, settings, *nr), lists)
-    return [obj for objects in found for obj in objects]
+    objects = [obj for objects in found for obj in objects]
+    # A config that dropped its monitoring section no longer names the namespace its
+    # ServiceMonitor went to: look in every namespace when allowed to (a namespaced installer
+    # role is not; it finds them where the config names them).
+    seen = {_key(obj) for obj in objects}
+    for res in (ServiceMonitor, PrometheusRule):
+        objects += [obj for obj in _list_anywhere(kube, settings, res) if _key(obj) not in seen]
+    return objects
+
+
+def _list_anywhere(kube: Kube, settings: Settings, res: Any) -> list[dict[str, Any]]:
+    """Our objects of this kind in all namespaces; none when that is refused or not served."""
+    info = api_info(res).resource
+    try:
+        return [{**as_dict(o), "apiVersion": f"{info.group}/{info.version}", "kind": info.kind}
+                for o in kube.client.list(res, namespace="*", labels=_selector(settings))]
+    except httpx2.HTTPStatusError as exc:  # ApiError too
+        if exc.response.status_code in (403, 404):
+            return []
+        raise
 
 
 T = TypeVar("T")
