@@ -35,6 +35,8 @@ NAME_FIELDS: dict[str, tuple[str, str]] = {
     "kubernetes.ingress_namespace": ("Kubernetes namespace name", LABEL_RULE),
     "kubernetes.gateway_namespace": ("Kubernetes namespace name", LABEL_RULE),
     "kubernetes.metrics_namespace": ("Kubernetes namespace name", LABEL_RULE),
+    "kubernetes.monitoring.service_monitor.namespace": ("Kubernetes namespace name", LABEL_RULE),
+    "kubernetes.monitoring.alerts.namespace": ("Kubernetes namespace name", LABEL_RULE),
     "database.namespace": ("Kubernetes namespace name", LABEL_RULE),
     "artifacts.credentials_namespace": ("Kubernetes namespace name", LABEL_RULE),
     "discovery.code_server_namespace": ("Kubernetes namespace name", LABEL_RULE),

@@ -99,6 +99,10 @@ def test_a_scrape_by_pod_ip_gets_prometheus_text_without_a_login(live: Live) -> 
     # prometheus_flask_exporter's request counter, under MLflow's prefix
     assert "# TYPE mlflow_http_request_total counter" in text
     assert "mlflow_http_request_total{" in text
+    # Ours (server/db_metrics.py), installed by both apps, at 0 from the start.
+    assert "# TYPE mlflow_db_connection_errors_total counter" in text
+    for stage in ("connect", "disconnect"):
+        assert f'mlflow_db_connection_errors_total{{stage="{stage}"}} 0.0' in text, text
     head = send(port, "HEAD", "/metrics", f"{POD_IP}:{port}")
     assert head[0] == 200 and head[2] == b""
     # Also with no port in the Host, and with no Host at all (HTTP/1.1 needs one: 400 from

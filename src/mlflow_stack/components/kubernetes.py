@@ -42,6 +42,9 @@ from mlflow_stack.kubernetes import sources
 from mlflow_stack.kubernetes.client import (
     HTTPRoute,
     Kube,
+    KubernetesError,
+    PrometheusRule,
+    ServiceMonitor,
     as_dict,
     call,
     connect,
@@ -62,7 +65,7 @@ _KEEP = {"PersistentVolumeClaim", "Namespace"}  # data and the namespace: only -
 # Kinds apply may have created, listed by label to find what it no longer renders.
 _PRUNABLE: tuple[Any, ...] = (ConfigMap, Secret, Job, Deployment, Service, Ingress, HTTPRoute,
                               NetworkPolicy, PodDisruptionBudget, HorizontalPodAutoscaler,
-                              CronJob)
+                              CronJob, ServiceMonitor, PrometheusRule)
 # Holds a Deployment's `replicas` for a moment while our manager lets go of it for an HPA: a
 # field its only owner stops sending is reset to the default (1 pod) by server-side apply.
 HANDOVER_MANAGER = "mlflow-stack-replicas-handover"
@@ -198,6 +201,8 @@ def _observe(kube: Kube, obj: dict[str, Any], *, patch: bool = False) -> Item:
         if patch:
             return Item(obj, Change(SYSTEM_NAME, "unchanged", t, "not there: nothing to patch"),
                         patch=True)
+        if obj["kind"] in _OPERATOR_KINDS:
+            _require_api(kube, obj)
         return Item(obj, Change(SYSTEM_NAME, "create", t, _create_detail(obj)))
     with call(kube, f"check {t} (server-side dry run)"):
         try:
@@ -217,6 +222,27 @@ def _observe(kube: Kube, obj: dict[str, Any], *, patch: bool = False) -> Item:
         return Item(obj, Change(SYSTEM_NAME, "unchanged", t), live, patch=patch)
     return Item(obj, Change(SYSTEM_NAME, "update", t, "; ".join(diff)), live, patch=patch,
                 handover=handover)
+
+
+_OPERATOR_KINDS = ("ServiceMonitor", "PrometheusRule")
+
+
+def _require_api(kube: Kube, obj: dict[str, Any]) -> None:
+    """A kind that comes with a CRD (the Prometheus Operator's) is served, else a clear error
+    at plan time, before any write (a read of a missing kind is only "not there")."""
+    ns = obj["metadata"].get("namespace")
+    with call(kube, f"list {obj['kind']} in {ns}"):
+        try:
+            next(iter(kube.client.list(resource_of(obj), namespace=ns, chunk_size=1)), None)
+        except httpx2.HTTPStatusError as exc:
+            if exc.response.status_code != 404:
+                raise
+            raise KubernetesError(
+                f"the cluster does not serve {obj['apiVersion']} {obj['kind']} "
+                f"(kubernetes.monitoring wants {target(obj)})",
+                hint="Install the Prometheus Operator's CRDs (kube-prometheus-stack and the "
+                     "operator's bundle bring them), or turn kubernetes.monitoring off.",
+            ) from None
 
 
 def _replicas_to_hand_over(obj: dict[str, Any], live: dict[str, Any]) -> int | None:
@@ -275,6 +301,15 @@ def _list_owned(kube: Kube, settings: Settings, ns: str, res: Any) -> list[dict[
                       for o in kube.client.list(res, namespace=ns, labels=_selector(settings))]
             return [o for o in listed if not any(
                 r.get("controller") for r in o["metadata"].get("ownerReferences") or ())]
+        except ApiError as exc:
+            # An installer role from before kubernetes.monitoring may not list these: with
+            # monitoring off there is then nothing of ours to find (it could not create any).
+            if exc.status.code == 403 and res in (ServiceMonitor, PrometheusRule) \
+                    and not settings.kubernetes.monitoring.enabled:
+                return []
+            if exc.status.code != 404:
+                raise
+            return []
         except httpx2.HTTPStatusError as exc:  # ApiError, or a 404 without a Status
             if exc.response.status_code != 404:  # 404: e.g. no Gateway API CRDs
                 raise
@@ -288,9 +323,32 @@ def owned(kube: Kube, settings: Settings) -> list[dict[str, Any]]:
     d = settings.discovery
     if d.enabled and d.code_server:
         where.setdefault(d.code_server_namespace, (Secret, ConfigMap))
+    m = settings.kubernetes.monitoring  # its objects may live in Prometheus's namespace
+    for ns in sorted({ns for ns in (m.service_monitor.namespace, m.alerts.namespace)
+                      if ns and ns != settings.kubernetes.namespace}):
+        where[ns] = (*where.get(ns, ()), ServiceMonitor, PrometheusRule)
     lists = [(ns, res) for ns, kinds in where.items() for res in kinds]
     found = _read_all(lambda nr: _list_owned(kube, settings, *nr), lists)
-    return [obj for objects in found for obj in objects]
+    objects = [obj for objects in found for obj in objects]
+    # A config that dropped its monitoring section no longer names the namespace its
+    # ServiceMonitor went to: look in every namespace when allowed to (a namespaced installer
+    # role is not; it finds them where the config names them).
+    seen = {_key(obj) for obj in objects}
+    for res in (ServiceMonitor, PrometheusRule):
+        objects += [obj for obj in _list_anywhere(kube, settings, res) if _key(obj) not in seen]
+    return objects
+
+
+def _list_anywhere(kube: Kube, settings: Settings, res: Any) -> list[dict[str, Any]]:
+    """Our objects of this kind in all namespaces; none when that is refused or not served."""
+    info = api_info(res).resource
+    try:
+        return [{**as_dict(o), "apiVersion": f"{info.group}/{info.version}", "kind": info.kind}
+                for o in kube.client.list(res, namespace="*", labels=_selector(settings))]
+    except httpx2.HTTPStatusError as exc:  # ApiError too
+        if exc.response.status_code in (403, 404):
+            return []
+        raise
 
 
 T = TypeVar("T")

@@ -13,6 +13,7 @@ from pydantic import Field, model_validator
 from mlflow_stack import MLFLOW_VERSION, __version__
 from mlflow_stack.config.cleanup import GcSettings, check_gc
 from mlflow_stack.config.existing_secrets import ExistingSecrets
+from mlflow_stack.config.monitoring import MonitoringSettings, check_monitoring
 from mlflow_stack.config.permissions import PermissionsSettings
 from mlflow_stack.config.pod import (
     AutoscalingSettings,
@@ -300,6 +301,7 @@ class KubernetesSettings(Section):
     pod: PodSettings = Field(default_factory=PodSettings)
     service: ObjectMetadata = Field(default_factory=ObjectMetadata)
     ca_bundle: CaBundleSettings = Field(default_factory=CaBundleSettings)
+    monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
     pod_security: PodSecurityLevel = Field(
         "restricted", description="Pod Security Admission level enforced on the namespace "
         "(labels pod-security.kubernetes.io/*); none: leave the namespace's labels alone."
@@ -361,6 +363,9 @@ class Settings(Section):
         check_workspaces(self.workspaces, enabled=self.server.workspaces, sso=self.sso)
         check_gc(self.kubernetes.gc, database=self.database.backend,
                  artifacts=self.artifacts.backend)
+        k = self.kubernetes
+        check_monitoring(k.monitoring, prometheus=self.server.prometheus,
+                         network_policy=k.network_policy, metrics_namespace=k.metrics_namespace)
         return self
 
     # Derived values, computed in one place so local and Kubernetes targets agree.

@@ -26,6 +26,11 @@ from mlflow_stack.manifests.labels import FIELD_MANAGER
 # Gateway API is a CRD, unknown to lightkube's typed models: register it once as generic.
 HTTPRoute = create_namespaced_resource("gateway.networking.k8s.io", "v1", "HTTPRoute",
                                        "httproutes")
+# The Prometheus Operator's kinds (kubernetes.monitoring), registered for resource_of.
+ServiceMonitor = create_namespaced_resource("monitoring.coreos.com", "v1", "ServiceMonitor",
+                                            "servicemonitors")
+PrometheusRule = create_namespaced_resource("monitoring.coreos.com", "v1", "PrometheusRule",
+                                            "prometheusrules")
 TIMEOUT = httpx2.Timeout(30.0, connect=10.0)
 
 
@@ -96,8 +101,9 @@ def call(kube: Kube, what: str) -> Iterator[None]:
         raise KubernetesError(f"Kubernetes: cannot {what}: {_reason(exc)}") from None
     except httpx2.HTTPStatusError as exc:  # an answer without a Status body
         code = exc.response.status_code
-        hint = ("Is the API (e.g. the Gateway API CRDs for kubernetes.route: httproute) "
-                "installed?") if code == 404 else None
+        hint = ("Is the API installed (e.g. the Gateway API CRDs for kubernetes.route: "
+                "httproute, the Prometheus Operator's for kubernetes.monitoring)?"
+                ) if code == 404 else None
         raise KubernetesError(f"Kubernetes: cannot {what}: HTTP {code}", hint=hint) from None
     except httpx2.TransportError as exc:
         raise KubernetesError(

@@ -25,7 +25,7 @@ from pydantic import SecretStr
 from mlflow_stack.config.model import Settings
 from mlflow_stack.errors import ConfigError
 from mlflow_stack.launch.spec import SECRET_KEY_SECRET
-from mlflow_stack.manifests import cleanup, discovery, network, storage, workload
+from mlflow_stack.manifests import cleanup, discovery, monitoring, network, storage, workload
 from mlflow_stack.manifests import existing_secrets as existing
 from mlflow_stack.manifests import labels as lb
 from mlflow_stack.manifests.discovery import Patch
@@ -118,6 +118,7 @@ def render(
         objects.append(workload.pod_disruption_budget(settings))
     if k.gc.enabled:
         objects.append(cleanup.cronjob(settings, launch))
+    objects += monitoring.objects(settings)
 
     patches: list[Patch] = []
     if settings.discovery.enabled:

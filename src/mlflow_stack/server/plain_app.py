@@ -15,11 +15,12 @@ from __future__ import annotations
 
 from mlflow.server.fastapi_app import app
 
-from mlflow_stack.server import hardening, surfaces
+from mlflow_stack.server import db_metrics, hardening, surfaces
 from mlflow_stack.server.patches import metrics_scrape
 
 metrics_scrape.apply(app)  # MLflow's own Host check middleware is on the app already
 hardening.install(app, sso=False)
 surfaces.install(app, sso=False)
+db_metrics.install()  # mlflow_db_connection_errors_total on /metrics
 
 __all__ = ["app"]

@@ -95,6 +95,9 @@ surfaces.install(app)  # assistant, AI gateway, telemetry notice
 from mlflow_stack.server import audit  # noqa: E402
 
 audit.configure()
+from mlflow_stack.server import db_metrics  # noqa: E402
+
+db_metrics.install()  # mlflow_db_connection_errors_total on /metrics
 app.add_middleware(audit.AuditTrail)  # outermost: sees every final status
 
 __all__ = ["BEFORE_APP", "ON_APP", "app", "install"]
