@@ -99,6 +99,10 @@ ensure_keycloak_dist(default_cache_dir())' &
 keycloak=$!
 background+=("$keycloak")
 
+# The monitoring tests' Prometheus Operator CRDs and PromQL checker (~4.5 min cold, from the Go
+# module proxy): started here, not waited for; tests/harness/monitoring.py waits on its lock.
+setsid ./scripts/build-monitoring-tools.sh </dev/null >/dev/null 2>&1 &
+
 # The real node's builds (Kubernetes node binaries, CoreDNS, SeaweedFS, Traefik, the Debian rootfs
 # and the server image; tests/node runs last): started here and not waited for, so they use the
 # cores the rest of the run leaves idle; the node fixture waits on their lock when it gets there
