@@ -147,7 +147,11 @@ def test_all_three_systems_in_order(tmp_path: Path, keycloak: KeycloakServer,
     planned = json.loads(ok(run_cli("plan", "-c", str(config), "-o", "json", cwd=tmp_path,
                                     env=env)).stdout)
     systems = {s["system"]: s for s in planned["systems"]}
-    assert list(systems) == ["keycloak", "postgres", "bucket", "kubernetes", "permissions"]
+    assert list(systems) == ["keycloak", "postgres", "bucket", "kubernetes", "indexes",
+                             "permissions"]
+    # No MLflow schema before a server or migration Job made it: the indexes wait for it.
+    assert [(c["action"], c["target"]) for c in systems["indexes"]["changes"]] == [
+        ("unchanged", f"indexes in mlflow_{suffix}")]
     # Nothing declared: the grants system stays out of the way.
     assert "no permissions.grants" in systems["permissions"]["skipped"]
     assert [(c["action"], c["target"]) for c in systems["postgres"]["changes"]] == [
@@ -165,7 +169,7 @@ def test_all_three_systems_in_order(tmp_path: Path, keycloak: KeycloakServer,
     keycloak.sync_access_log()
     logins = keycloak.count_requests(TOKEN_PATH, "POST")
     again = ok(run_cli("apply", "-c", str(config), "-o", "json", cwd=tmp_path, env=env))
-    assert summary(again) == {"create": 0, "update": 0, "delete": 0, "unchanged": 17}
+    assert summary(again) == {"create": 0, "update": 0, "delete": 0, "unchanged": 18}
     # Reading the client secret and reading the realm share one admin login.
     keycloak.sync_access_log()
     assert keycloak.count_requests(TOKEN_PATH, "POST") - logins == 1
