@@ -1090,6 +1090,12 @@ def main() -> int:
         with contextlib.ExitStack() as stack:
             print("starting servers ...", flush=True)
             sides = [stack.enter_context(make()) for _, make in contenders]
+            # `up` created the platform's search indexes (components/postgres_indexes.py) in
+            # the database every side shares: the first pass is MLflow's schema as shipped
+            # for all of them (--tuning applies them again, with the other candidates).
+            with psycopg.connect(pg.dsn(DB), autocommit=True) as conn:
+                for index in postgres_tuning.INDEXES:
+                    conn.execute(f"DROP INDEX IF EXISTS {index.name}")
             write_artifacts(root / "plain" / "mlartifacts", dataset)
             for side in sides:
                 if side.name != "plain":
