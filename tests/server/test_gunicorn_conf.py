@@ -26,6 +26,7 @@ from harness.s3 import S3Server
 from mlflow_stack.local import process
 from mlflow_stack.server.gunicorn_conf import FORK_HAZARD, GC_LOG, GC_THRESHOLDS
 
+pytestmark = pytest.mark.integration  # real Keycloak, PostgreSQL and S3
 WORKERS = 3
 SEARCH = "/api/2.0/mlflow/experiments/search"
 SYS_PIDFD_GETFD = 438  # the same number on every architecture Linux has
