@@ -1187,9 +1187,11 @@ def print_breakdown(calls: list[str], samples: Samples, inproc: Samples,
                     floor: Samples) -> None:
     """Where a search's time goes: p50 of each part (the parts are measured apart)."""
     print("\nwhere the time of a search goes (p50 ms): server = platform over HTTP; store ="
-          " MLflow's search_runs in this process; json = protobuf + message_to_json; gc ="
-          " garbage collection during both; sql = the floor; rest = server - store - json"
-          " (HTTP, Flask, middleware)")
+          " MLflow's search_runs in this process; json = protobuf + message_to_json as"
+          " MLflow has it (pretty); gc = garbage collection during both; sql = the floor;"
+          " rest = server - store - json (HTTP, Flask, middleware; the server's JSON is"
+          " compact, so rest is an underestimate); compact json = message_to_json(pretty="
+          "False) alone, what the server now does after building the protobufs")
     print(f"  {'call':26s} {'server':>7s} {'store':>7s} {'of it sql':>9s} {'json':>6s} "
           f"{'gc':>5s} {'rest':>6s} {'compact json':>12s} {'JSON KB':>8s}")
     for call in calls:
