@@ -97,12 +97,13 @@ def test_plan_apply_deploy_keycloak_only(tmp_path: Path, keycloak: KeycloakServe
 
     planned = json.loads(ok(run_cli("plan", "-o", "json", cwd=tmp_path, env=env)).stdout)
     assert [s["system"] for s in planned["systems"]] == [
-        "keycloak", "postgres", "bucket", "kubernetes", "permissions"]
+        "keycloak", "postgres", "bucket", "kubernetes", "indexes", "permissions"]
     assert planned["systems"][0]["where"] == f"realm {realm} at {keycloak.url}"
     assert [s["skipped"] for s in planned["systems"][1:3]] == [
         "database.backend is not postgresql", "artifacts.backend is not s3"]
     assert "names no cluster" in planned["systems"][3]["skipped"]
-    assert "no permissions.grants" in planned["systems"][4]["skipped"]
+    assert planned["systems"][4]["skipped"] == "database.backend is not postgresql"
+    assert "no permissions.grants" in planned["systems"][5]["skipped"]
     assert planned["summary"] == {"create": 13, "update": 1, "delete": 0, "unchanged": 0}
 
     applied = ok(run_cli("apply", "-c", str(config), cwd=tmp_path, env=env))

@@ -267,7 +267,7 @@ def test_healthy_deployment_passes_every_check(deployed: Deployed) -> None:
         # every system's own checks, in registry order
         "OIDC discovery", "Keycloak client and roles", "OIDC client secret",
         "clock skew to Keycloak", "PostgreSQL", "artifact store", "Kubernetes objects",
-        "group plugin", ALLOWED_HOST]
+        "Indexes", "group plugin", ALLOWED_HOST]
     assert "server process" not in findings  # the pods check replaces it
     assert [f for f in findings.values() if f.status == "problem"] == []
     assert [findings[c] for c in CLUSTER_CHECKS if findings[c].status != "ok"] == []
