@@ -43,6 +43,7 @@ from harness.s3 import S3Server
 from harness.waits import wait_until
 from mlflow_stack import deploy
 from mlflow_stack.components import kubernetes as k8s
+from mlflow_stack.components import postgres_indexes
 from mlflow_stack.config.model import Settings
 from mlflow_stack.config.secrets import Secrets
 from mlflow_stack.local.state import StateDir
@@ -230,6 +231,8 @@ def deploy_to(services: Services, kube_api: KubeAPIServer, state: StateDir,
           secret_manifest("default", source, valid_certificate()))
     with FakeControllers(kube_api, ns):
         k8s.apply_objects(settings, NullProgress(), job_timeout=30, rollout_timeout_s=30)
+    # What apply does next (registry order): the search indexes, MLflow's schema being there.
+    deploy.apply_system(postgres_indexes.SYSTEM, settings)
     # Not auto-created here (no controller manager); ServiceAccount admission wants it for Pods.
     d.api("POST", f"/api/v1/namespaces/{ns}/serviceaccounts",
           {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}})
