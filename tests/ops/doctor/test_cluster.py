@@ -617,7 +617,7 @@ def test_cli_doctor_deployed(deployed: Deployed, cli_env: dict[str, str],
     healthy = doctor_cli()
     assert healthy.returncode == 0, healthy.stdout + healthy.stderr
     assert f"✓ pods: 1 of 1 pod(s) running and ready: {deployed.pod}" in healthy.stdout
-    assert "0 problem(s) in 15 checks" in healthy.stdout
+    assert "0 problem(s) in 16 checks" in healthy.stdout
 
     deployed.pod_status({"phase": "Running", "containerStatuses": [{
         "name": "mlflow", "image": "x", "imageID": "", "ready": False, "restartCount": 4,
@@ -626,7 +626,7 @@ def test_cli_doctor_deployed(deployed: Deployed, cli_env: dict[str, str],
     assert broken.returncode == 1, broken.stdout + broken.stderr
     assert f"✗ pods: pod {deployed.pod}: container mlflow is crash-looping" in broken.stdout
     assert f"fix: kubectl -n {deployed.ns} logs {deployed.pod} --previous" in broken.stdout
-    assert "1 problem(s) in 15 checks" in broken.stdout
+    assert "1 problem(s) in 16 checks" in broken.stdout
 
     as_json = doctor_cli("--output", "json")
     assert as_json.returncode == 1, as_json.stderr
