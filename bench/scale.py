@@ -37,9 +37,11 @@ that helped are in ``mlflow_stack.components.postgres_tuning``), shows what each
 SQL floor as an interleaved A/B (the candidate undone inside a rolled-back transaction), and
 measures every side again on the tuned database. ``--explain`` prints EXPLAIN ANALYZE of each
 call's slowest statement (before and after tuning), ``--profile`` a cProfile of the experiment
-page in this process. A third side, ``platform+gc``, is the platform with ``gc.freeze()`` after
-imports and higher gc thresholds in its workers (bench/gc_site; ``--gc-threshold ''`` leaves
-it out): the experiment shows that garbage collection is the bimodal ~200 vs ~450 ms split.
+page in this process. The platform's workers run with the garbage collector as
+server/gunicorn_conf.py sets it (imports frozen in the master before the fork, thresholds
+50000,20,100) and compact JSON (server/patches/compact_json.py). ``--gc-threshold a,b,c`` adds
+a side ``platform+gc`` with other thresholds (bench/gc_site; the master's freeze is the
+platform's own).
 Timings on a shared 2-core machine are noisy: read ratios and percentiles within one run.
 
     .venv/bin/python bench/scale.py --tuning --explain --profile    # the full run, ~20 min
@@ -934,7 +936,7 @@ CANDIDATES: tuple[Candidate, ...] = (
               ("DROP INDEX scale_latest_metrics_key_value",),
               "metric filters and order by a metric"),
     # What mlflow_stack.components.postgres_tuning recommends:
-    *(Candidate(index.name, (index.ddl,), (f"DROP INDEX {index.name}",), index.why)
+    *(Candidate(index.name, (index.ddl(),), (f"DROP INDEX {index.name}",), index.why)
       for index in postgres_tuning.INDEXES),
 )
 
@@ -1042,9 +1044,10 @@ def main() -> int:
                         help="print EXPLAIN ANALYZE of each call's slowest statement")
     parser.add_argument("--profile", action="store_true",
                         help="print a cProfile of the experiment page's search in this process")
-    parser.add_argument("--gc-threshold", default="50000,20,100",
-                        help="also the platform with gc.freeze() after imports and these gc "
-                             "thresholds in its workers (bench/gc_site); '' to leave it out")
+    parser.add_argument("--gc-threshold", default="",
+                        help="also the platform with these gc thresholds in its workers "
+                             "(bench/gc_site, e.g. 10000,10,10); the platform's own are "
+                             "50000,20,100")
     parser.add_argument("--seed", type=int, default=15)
     args = parser.parse_args()
     shape = Shape(args.runs, min(args.metrics, len(METRIC_KEYS)), args.steps, args.models,
@@ -1087,6 +1090,12 @@ def main() -> int:
         with contextlib.ExitStack() as stack:
             print("starting servers ...", flush=True)
             sides = [stack.enter_context(make()) for _, make in contenders]
+            # `up` created the platform's search indexes (components/postgres_indexes.py) in
+            # the database every side shares: the first pass is MLflow's schema as shipped
+            # for all of them (--tuning applies them again, with the other candidates).
+            with psycopg.connect(pg.dsn(DB), autocommit=True) as conn:
+                for index in postgres_tuning.INDEXES:
+                    conn.execute(f"DROP INDEX IF EXISTS {index.name}")
             write_artifacts(root / "plain" / "mlartifacts", dataset)
             for side in sides:
                 if side.name != "plain":
@@ -1178,9 +1187,11 @@ def print_breakdown(calls: list[str], samples: Samples, inproc: Samples,
                     floor: Samples) -> None:
     """Where a search's time goes: p50 of each part (the parts are measured apart)."""
     print("\nwhere the time of a search goes (p50 ms): server = platform over HTTP; store ="
-          " MLflow's search_runs in this process; json = protobuf + message_to_json; gc ="
-          " garbage collection during both; sql = the floor; rest = server - store - json"
-          " (HTTP, Flask, middleware)")
+          " MLflow's search_runs in this process; json = protobuf + message_to_json as"
+          " MLflow has it (pretty); gc = garbage collection during both; sql = the floor;"
+          " rest = server - store - json (HTTP, Flask, middleware; the server's JSON is"
+          " compact, so rest is an underestimate); compact json = message_to_json(pretty="
+          "False) alone, what the server now does after building the protobufs")
     print(f"  {'call':26s} {'server':>7s} {'store':>7s} {'of it sql':>9s} {'json':>6s} "
           f"{'gc':>5s} {'rest':>6s} {'compact json':>12s} {'JSON KB':>8s}")
     for call in calls:
@@ -1216,10 +1227,11 @@ def run_tuning(pg: PostgresServer, sides: list[Side], calls: list[Call],
 
 @contextlib.contextmanager
 def gc_side(pg: PostgresServer, root: Path, threshold: str) -> Iterator[Side]:
-    """The platform with bench/gc_site/sitecustomize.py on its workers' PYTHONPATH (`up`
-    passes PYTHON* variables through to the server, and only those of ours)."""
+    """The platform with bench/gc_site/sitecustomize.py on its server's PYTHONPATH (`up`
+    passes PYTHON* variables through to the server, and only those of ours): other thresholds
+    in its workers."""
     extra = {"PYTHONPATH": str(Path(__file__).resolve().parent / "gc_site"),
-             "PYTHONSCALE_GC_FREEZE": "1", "PYTHONSCALE_GC_THRESHOLD": threshold}
+             "PYTHONSCALE_GC_THRESHOLD": threshold}
     saved = {key: os.environ.get(key) for key in extra}
     os.environ.update(extra)
     try:

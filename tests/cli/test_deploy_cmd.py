@@ -97,12 +97,13 @@ def test_plan_apply_deploy_keycloak_only(tmp_path: Path, keycloak: KeycloakServe
 
     planned = json.loads(ok(run_cli("plan", "-o", "json", cwd=tmp_path, env=env)).stdout)
     assert [s["system"] for s in planned["systems"]] == [
-        "keycloak", "postgres", "bucket", "kubernetes", "permissions"]
+        "keycloak", "postgres", "bucket", "kubernetes", "indexes", "permissions"]
     assert planned["systems"][0]["where"] == f"realm {realm} at {keycloak.url}"
     assert [s["skipped"] for s in planned["systems"][1:3]] == [
         "database.backend is not postgresql", "artifacts.backend is not s3"]
     assert "names no cluster" in planned["systems"][3]["skipped"]
-    assert "no permissions.grants" in planned["systems"][4]["skipped"]
+    assert planned["systems"][4]["skipped"] == "database.backend is not postgresql"
+    assert "no permissions.grants" in planned["systems"][5]["skipped"]
     assert planned["summary"] == {"create": 13, "update": 1, "delete": 0, "unchanged": 0}
 
     applied = ok(run_cli("apply", "-c", str(config), cwd=tmp_path, env=env))
@@ -147,7 +148,11 @@ def test_all_three_systems_in_order(tmp_path: Path, keycloak: KeycloakServer,
     planned = json.loads(ok(run_cli("plan", "-c", str(config), "-o", "json", cwd=tmp_path,
                                     env=env)).stdout)
     systems = {s["system"]: s for s in planned["systems"]}
-    assert list(systems) == ["keycloak", "postgres", "bucket", "kubernetes", "permissions"]
+    assert list(systems) == ["keycloak", "postgres", "bucket", "kubernetes", "indexes",
+                             "permissions"]
+    # No MLflow schema before a server or migration Job made it: the indexes wait for it.
+    assert [(c["action"], c["target"]) for c in systems["indexes"]["changes"]] == [
+        ("unchanged", f"indexes in mlflow_{suffix}")]
     # Nothing declared: the grants system stays out of the way.
     assert "no permissions.grants" in systems["permissions"]["skipped"]
     assert [(c["action"], c["target"]) for c in systems["postgres"]["changes"]] == [
@@ -165,7 +170,7 @@ def test_all_three_systems_in_order(tmp_path: Path, keycloak: KeycloakServer,
     keycloak.sync_access_log()
     logins = keycloak.count_requests(TOKEN_PATH, "POST")
     again = ok(run_cli("apply", "-c", str(config), "-o", "json", cwd=tmp_path, env=env))
-    assert summary(again) == {"create": 0, "update": 0, "delete": 0, "unchanged": 17}
+    assert summary(again) == {"create": 0, "update": 0, "delete": 0, "unchanged": 18}
     # Reading the client secret and reading the realm share one admin login.
     keycloak.sync_access_log()
     assert keycloak.count_requests(TOKEN_PATH, "POST") - logins == 1

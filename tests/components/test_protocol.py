@@ -57,7 +57,7 @@ def test_a_failing_step_stops_the_run() -> None:
 
 def test_registry_order_and_every_system_implements_the_protocol() -> None:
     assert [e.name for e in SYSTEMS] == ["keycloak", "postgres", "bucket", "kubernetes",
-                                            "permissions"]
+                                            "indexes", "permissions"]
     for entry in SYSTEMS:
         system = entry.system
         assert system.name == entry.name
@@ -70,7 +70,7 @@ def test_skip_reasons_follow_the_config() -> None:
     skipped = {e.name: e.skip_reason(default) for e in SYSTEMS}
     assert all(reason for reason in skipped.values()), skipped  # embedded defaults: none
     pg = Settings.model_validate({"database": {"backend": "postgresql", "host": "db"}})
-    assert [e.name for e in SYSTEMS if e.skip_reason(pg) is None] == ["postgres"]
+    assert [e.name for e in SYSTEMS if e.skip_reason(pg) is None] == ["postgres", "indexes"]
     assert [e.name for e in SYSTEMS if e.local] == ["postgres", "bucket"]
     grants = {"grants": [{"group": "g", "experiment": "x", "permission": "READ"}]}
     sso_pg = Settings.model_validate({

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import signal
 import socket
 import time
@@ -23,8 +24,9 @@ from harness.platforms import SsoPlatform, sso_platform
 from harness.postgres import PostgresServer
 from harness.s3 import S3Server
 from mlflow_stack.local import process
-from mlflow_stack.server.gunicorn_conf import FORK_HAZARD
+from mlflow_stack.server.gunicorn_conf import FORK_HAZARD, GC_LOG, GC_THRESHOLDS
 
+pytestmark = pytest.mark.integration  # real Keycloak, PostgreSQL and S3
 WORKERS = 3
 SEARCH = "/api/2.0/mlflow/experiments/search"
 SYS_PIDFD_GETFD = 438  # the same number on every architecture Linux has
@@ -136,3 +138,18 @@ def test_a_killed_worker_is_replaced_with_every_check_in_place(plat: SsoPlatform
     # The new worker is forked from the same imported app: tokens checked, refusals audited.
     served_everywhere(plat, plat.token())
     assert audit.read_text().count('"action": "request.refused"') >= refusals + 12 * WORKERS
+
+
+def test_every_worker_runs_with_the_tuned_collector(plat: SsoPlatform) -> None:
+    # Last in the module: the worker forked after the kill above is among them. Each worker
+    # reports from inside itself, once ready to serve, what its collector runs with.
+    log = plat.state.log_file.read_text(errors="replace")
+    expected = ",".join(str(t) for t in GC_THRESHOLDS)
+    assert expected != "700,10,10"  # Python's defaults: the line must show something else
+    for worker in wait_for_workers(plat, WORKERS):
+        found = re.findall(rf"worker {worker.pid}: {GC_LOG} (\S+), (\d+) objects frozen", log)
+        assert found, f"worker {worker.pid} logged no {GC_LOG} line"
+        thresholds, frozen = found[-1]
+        assert thresholds == expected
+        # What the master froze before forking (MLflow and the app: hundreds of thousands).
+        assert int(frozen) > 100_000, frozen

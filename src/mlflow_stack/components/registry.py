@@ -49,6 +49,11 @@ SYSTEMS: tuple[Entry, ...] = (
           _unless(names_cluster, "the config names no cluster (kubernetes.kubeconfig or "
                   "kubernetes.context); --target kubernetes uses the default kubeconfig"),
           local=False),
+    # After Kubernetes: its migration Job creates MLflow's schema of a new database. `up`
+    # creates them once its server has made the schema (local/platform.py).
+    Entry("indexes", "mlflow_stack.components.postgres_indexes",
+          _unless(lambda s: s.database.backend == "postgresql",
+                  "database.backend is not postgresql"), local=False),
     # After Kubernetes: its migration Job creates the SSO schema the grants live in. The local
     # platform's sqlite grants are applied by `up` (local/platform.py).
     Entry("permissions", "mlflow_stack.components.permissions",

@@ -16,6 +16,7 @@ from pydantic import SecretStr
 from mlflow_stack.components.base import Change
 from mlflow_stack.config.model import Settings
 from mlflow_stack.deploy import apply_system, local_entries
+from mlflow_stack.errors import StackError
 from mlflow_stack.launch.command import build_server_launch
 from mlflow_stack.launch.spec import ServerLaunch, ServerPaths
 from mlflow_stack.local import process, schema
@@ -141,7 +142,29 @@ def up(settings: Settings, state: StateDir, progress: Progress, *,
             state.pid_file.unlink(missing_ok=True)
             raise
         progress.detail(f"{settings.local_url}/health answered")
+    if settings.database.backend == "postgresql":
+        changes += _indexes(settings, progress)
     return UpResult(record, stale_removed=lookup.stale_removed, changes=changes, process=proc)
+
+
+def _indexes(settings: Settings, progress: Progress) -> list[Change]:
+    """The search indexes (components/postgres_indexes.py), now that the server has made
+    MLflow's schema. The server already serves: a failure is reported, not raised (`doctor`
+    and the next `up` or apply show them missing)."""
+    import psycopg
+
+    from mlflow_stack.components import postgres_indexes
+
+    with progress.step("indexes"):
+        try:
+            done = postgres_indexes.ensure_indexes(settings, progress)
+        except (StackError, psycopg.Error) as exc:
+            text = exc.message if isinstance(exc, StackError) else str(exc).strip()
+            progress.detail(f"not created: {text}")
+            return []
+        for c in done:
+            progress.detail(f"{c.target}: {c.action}")
+        return done
 
 
 def _grants(settings: Settings, state: StateDir, progress: Progress) -> list[Change]:

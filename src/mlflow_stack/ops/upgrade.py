@@ -167,6 +167,12 @@ def upgrade_local(settings: Settings, state: StateDir, progress: Progress, *,
         result.backup = backup_dir or default_backup_dir(state)
     result.done = migrate(settings, state, launch, progress, backup_to=result.backup,
                           serving=serving)
+    if settings.database.backend == "postgresql" and revision is not None:
+        # An existing schema, now at head: the search indexes (a new one gets them from `up`).
+        from mlflow_stack.components.postgres_indexes import ensure_indexes
+
+        result.done += [f"{c.target}: created" for c in ensure_indexes(settings, progress)
+                        if c.is_change]
     if record is not None:
         try:
             with platform.restarting(state):

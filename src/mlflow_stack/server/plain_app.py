@@ -8,16 +8,23 @@ a same-host proxy) and the AI Gateway answer 404 unless turned on (server/surfac
 bodies, request heads and idle bodies are bounded, the Host header is parsed strictly, and bad
 artifact paths are refused without internals in errors (server/hardening.py); exactly
 ``GET /metrics`` passes MLflow's Host check, so Prometheus can scrape by pod IP
-(server/patches/metrics_scrape.py, as on the SSO app).
+(server/patches/metrics_scrape.py, as on the SSO app). API responses are compact JSON
+(server/patches/compact_json.py) and read-only store sessions keep what they loaded at commit
+(server/patches/read_sessions.py), as on the SSO app.
 """
 
 from __future__ import annotations
 
-from mlflow.server.fastapi_app import app
+from mlflow_stack.server.patches import read_sessions
 
-from mlflow_stack.server import db_metrics, hardening, surfaces
-from mlflow_stack.server.patches import metrics_scrape
+read_sessions.apply()  # before MLflow's app is imported: no store may exist without it
 
+from mlflow.server.fastapi_app import app  # noqa: E402
+
+from mlflow_stack.server import db_metrics, hardening, surfaces  # noqa: E402
+from mlflow_stack.server.patches import compact_json, metrics_scrape  # noqa: E402
+
+compact_json.apply_mlflow()  # the handlers module this app serves the API with
 metrics_scrape.apply(app)  # MLflow's own Host check middleware is on the app already
 hardening.install(app, sso=False)
 surfaces.install(app, sso=False)

@@ -26,7 +26,9 @@ Security:
 Speed (the "SSO tax" of ``bench/sso_tax.py``; none of it weakens a check): ``user_facts``
 (user flags cached for seconds), ``flask_pool`` (Flask on a thread pool), ``run_lookup``
 (a run's experiment looked up once), ``idle_middleware`` (layers with nothing to do step
-aside), ``flask_first`` (tracking requests routed straight to Flask).
+aside), ``flask_first`` (tracking requests routed straight to Flask), ``compact_json`` (API
+responses without pretty-printing: the same JSON values, ~0.4x the bytes, C encoder),
+``read_sessions`` (read-only store sessions do not expire the objects they loaded at commit).
 
 Measured with ``bench/sso_tax.py`` (3 workers, PostgreSQL, 4 client threads): plain
 mlflow-oidc-auth runs log-metric at ~0.5x the requests/s of no auth; this app at ~1.0x.
@@ -40,6 +42,7 @@ from mlflow_stack.server.patches import (
     OnApp,
     basic_auth,
     bearer_auth,
+    compact_json,
     cross_site,
     denial_reason,
     flask_first,
@@ -50,6 +53,7 @@ from mlflow_stack.server.patches import (
     login_identity,
     metrics_scrape,
     otlp_ingest,
+    read_sessions,
     run_lookup,
     trace_links,
     user_facts,
@@ -58,7 +62,7 @@ from mlflow_stack.server.patches import (
 #: Applied before mlflow-oidc-auth builds its app, in this order.
 BEFORE_APP: tuple[BeforeApp, ...] = (
     jwks_refresh, bearer_auth, user_facts, denial_reason, login_identity, otlp_ingest,
-    flask_pool, idle_middleware,
+    flask_pool, idle_middleware, compact_json, read_sessions,
 )
 #: Applied to the built app, in this order (the middleware added last runs outermost).
 ON_APP: tuple[OnApp, ...] = (run_lookup, trace_links, flask_first, basic_auth, cross_site,

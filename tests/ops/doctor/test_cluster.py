@@ -43,6 +43,7 @@ from harness.s3 import S3Server
 from harness.waits import wait_until
 from mlflow_stack import deploy
 from mlflow_stack.components import kubernetes as k8s
+from mlflow_stack.components import postgres_indexes
 from mlflow_stack.config.model import Settings
 from mlflow_stack.config.secrets import Secrets
 from mlflow_stack.local.state import StateDir
@@ -230,6 +231,8 @@ def deploy_to(services: Services, kube_api: KubeAPIServer, state: StateDir,
           secret_manifest("default", source, valid_certificate()))
     with FakeControllers(kube_api, ns):
         k8s.apply_objects(settings, NullProgress(), job_timeout=30, rollout_timeout_s=30)
+    # What apply does next (registry order): the search indexes, MLflow's schema being there.
+    deploy.apply_system(postgres_indexes.SYSTEM, settings)
     # Not auto-created here (no controller manager); ServiceAccount admission wants it for Pods.
     d.api("POST", f"/api/v1/namespaces/{ns}/serviceaccounts",
           {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}})
@@ -267,7 +270,7 @@ def test_healthy_deployment_passes_every_check(deployed: Deployed) -> None:
         # every system's own checks, in registry order
         "OIDC discovery", "Keycloak client and roles", "OIDC client secret",
         "clock skew to Keycloak", "PostgreSQL", "artifact store", "Kubernetes objects",
-        "group plugin", ALLOWED_HOST]
+        "Indexes", "group plugin", ALLOWED_HOST]
     assert "server process" not in findings  # the pods check replaces it
     assert [f for f in findings.values() if f.status == "problem"] == []
     assert [findings[c] for c in CLUSTER_CHECKS if findings[c].status != "ok"] == []
@@ -614,7 +617,7 @@ def test_cli_doctor_deployed(deployed: Deployed, cli_env: dict[str, str],
     healthy = doctor_cli()
     assert healthy.returncode == 0, healthy.stdout + healthy.stderr
     assert f"✓ pods: 1 of 1 pod(s) running and ready: {deployed.pod}" in healthy.stdout
-    assert "0 problem(s) in 15 checks" in healthy.stdout
+    assert "0 problem(s) in 16 checks" in healthy.stdout
 
     deployed.pod_status({"phase": "Running", "containerStatuses": [{
         "name": "mlflow", "image": "x", "imageID": "", "ready": False, "restartCount": 4,
@@ -623,7 +626,7 @@ def test_cli_doctor_deployed(deployed: Deployed, cli_env: dict[str, str],
     assert broken.returncode == 1, broken.stdout + broken.stderr
     assert f"✗ pods: pod {deployed.pod}: container mlflow is crash-looping" in broken.stdout
     assert f"fix: kubectl -n {deployed.ns} logs {deployed.pod} --previous" in broken.stdout
-    assert "1 problem(s) in 15 checks" in broken.stdout
+    assert "1 problem(s) in 16 checks" in broken.stdout
 
     as_json = doctor_cli("--output", "json")
     assert as_json.returncode == 1, as_json.stderr
