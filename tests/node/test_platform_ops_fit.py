@@ -184,6 +184,8 @@ def test_the_platform_fits_a_tainted_node_with_a_ca_psa_and_an_autoscaler(
             assert again.returncode == 0 and "No changes" in again.stdout, again.stdout
             assert platform.get(deployment_path)["spec"]["replicas"] == 3
         finally:
+            # Untainted first: the original template has no toleration to get back on the node.
+            _set_node(platform, None, None)
             back = platform.cli("apply", "-c", str(platform.config))
             assert back.returncode == 0, back.stdout + back.stderr
             wait_for(lambda: not any(p["spec"].get("priorityClassName")
