@@ -18,6 +18,7 @@ from harness.postgres import PostgresServer
 from mlflow_stack.components import postgres, postgres_indexes
 from mlflow_stack.components.postgres_indexes import SYSTEM, Observed
 from mlflow_stack.components.postgres_tuning import INDEXES
+from mlflow_stack.components.protocol import run_steps
 from mlflow_stack.config.model import Settings
 from mlflow_stack.config.secrets import Secrets
 from mlflow_stack.deploy import apply_system, plan_system
@@ -114,6 +115,31 @@ def test_created_once_the_schema_exists_as_the_owner_and_idempotent(
     apply_system(SYSTEM, s)
     assert _indexes(postgres_server, f"idx_{suffix}")[NAMES[1]] == (True, f"idx_{suffix}")
     assert postgres_indexes.ensure_indexes(s) == plan_system(SYSTEM, s)
+
+
+@pytest.mark.integration
+def test_a_schema_made_later_in_the_same_apply_gets_them_in_that_apply(
+        postgres_server: PostgresServer) -> None:
+    """A first Kubernetes deploy: the plan is read before the migration Job makes the schema,
+    which then exists when this system's turn comes; the next apply has nothing to do."""
+    suffix = uuid.uuid4().hex[:8]
+    s = settings(postgres_server.host, postgres_server.port, f"idl_{suffix}", f"idl_{suffix}",
+                 admin=(postgres_server.superuser, postgres_server.password))
+    apply_system(postgres.SYSTEM, s)
+    with postgres.connect(postgres.admin_target(s)) as client:
+        steps = postgres_indexes.plan(s, postgres_indexes.observe(client, s))
+    assert [st.change.action for st in steps] == ["unchanged"]
+    run_steps(SYSTEM.name, steps, NullProgress())  # still no schema: nothing happens
+    assert _indexes(postgres_server, f"idl_{suffix}") == {}
+
+    with postgres.connect(postgres.owner_target(s), f"idl_{suffix}") as conn:
+        for table in ("params", "tags"):
+            conn.execute(f"CREATE TABLE {table} (key varchar(250), value varchar(8000), "
+                         "run_uuid varchar(32))")
+    run_steps(SYSTEM.name, steps, NullProgress())  # the same plan, the schema there now
+    assert _indexes(postgres_server, f"idl_{suffix}") == {
+        n: (True, f"idl_{suffix}") for n in NAMES}
+    assert [c.action for c in plan_system(SYSTEM, s)] == ["unchanged", "unchanged"]
 
 
 @pytest.mark.integration

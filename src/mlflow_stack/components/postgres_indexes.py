@@ -88,8 +88,13 @@ def build(settings: Settings, index: TuningIndex, *, rebuild: bool) -> None:
 
 def plan(settings: Settings, observed: Observed) -> list[Step]:
     if not observed.schema:
+        # On a first Kubernetes deploy the migration Job creates the schema during this very
+        # apply (this system runs after the Kubernetes one): build them then, so that the next
+        # apply has nothing left to do. Without a schema by then, nothing happens.
+        def settle(progress: Progress) -> None:
+            ensure_indexes(settings, progress)
         return [Step(Change(SYSTEM_NAME, "unchanged", f"indexes in {settings.database.name}",
-                            NO_SCHEMA))]
+                            NO_SCHEMA), settle=settle)]
     steps: list[Step] = []
     for index in INDEXES:
         target = f"index {index.name} on {index.table} ({', '.join(index.columns)})"
