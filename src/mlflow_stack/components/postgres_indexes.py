@@ -38,8 +38,8 @@ from mlflow_stack.progress import NullProgress, Progress
 SYSTEM_NAME = "indexes"
 # MLflow's tables the indexes are on: their existence is "MLflow's schema exists".
 TABLES = tuple(sorted({index.table for index in INDEXES}))
-NO_SCHEMA = ("MLflow's schema does not exist yet: `up`, or the next apply or upgrade once it "
-             "does, creates them")
+NO_SCHEMA = ("MLflow's schema does not exist yet: built once it does (later in this apply when "
+             "the migration Job makes it, else by `up` or a later apply or upgrade)")
 
 
 @dataclass(frozen=True)
