@@ -10,7 +10,8 @@ artifact paths are refused without internals in errors (server/hardening.py); ex
 ``GET /metrics`` passes MLflow's Host check, so Prometheus can scrape by pod IP
 (server/patches/metrics_scrape.py, as on the SSO app). API responses are compact JSON
 (server/patches/compact_json.py) and read-only store sessions keep what they loaded at commit
-(server/patches/read_sessions.py), as on the SSO app.
+(server/patches/read_sessions.py), and ``runs/search`` is answered from rows without ORM
+entities or protobufs (server/patches/fast_runs_search.py), as on the SSO app.
 """
 
 from __future__ import annotations
@@ -22,9 +23,14 @@ read_sessions.apply()  # before MLflow's app is imported: no store may exist wit
 from mlflow.server.fastapi_app import app  # noqa: E402
 
 from mlflow_stack.server import db_metrics, hardening, surfaces  # noqa: E402
-from mlflow_stack.server.patches import compact_json, metrics_scrape  # noqa: E402
+from mlflow_stack.server.patches import (  # noqa: E402
+    compact_json,
+    fast_runs_search,
+    metrics_scrape,
+)
 
 compact_json.apply_mlflow()  # the handlers module this app serves the API with
+fast_runs_search.apply()  # runs/search from rows, on MLflow's Flask app
 metrics_scrape.apply(app)  # MLflow's own Host check middleware is on the app already
 hardening.install(app, sso=False)
 surfaces.install(app, sso=False)

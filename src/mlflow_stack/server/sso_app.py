@@ -28,7 +28,9 @@ Speed (the "SSO tax" of ``bench/sso_tax.py``; none of it weakens a check): ``use
 (a run's experiment looked up once), ``idle_middleware`` (layers with nothing to do step
 aside), ``flask_first`` (tracking requests routed straight to Flask), ``compact_json`` (API
 responses without pretty-printing: the same JSON values, ~0.4x the bytes, C encoder),
-``read_sessions`` (read-only store sessions do not expire the objects they loaded at commit).
+``read_sessions`` (read-only store sessions do not expire the objects they loaded at commit),
+``fast_runs_search`` (``runs/search`` from rows, without ORM entities or protobufs: the same
+JSON).
 
 Measured with ``bench/sso_tax.py`` (3 workers, PostgreSQL, 4 client threads): plain
 mlflow-oidc-auth runs log-metric at ~0.5x the requests/s of no auth; this app at ~1.0x.
@@ -45,6 +47,7 @@ from mlflow_stack.server.patches import (
     compact_json,
     cross_site,
     denial_reason,
+    fast_runs_search,
     flask_first,
     flask_pool,
     host_validation,
@@ -66,7 +69,7 @@ BEFORE_APP: tuple[BeforeApp, ...] = (
 )
 #: Applied to the built app, in this order (the middleware added last runs outermost).
 ON_APP: tuple[OnApp, ...] = (run_lookup, trace_links, flask_first, basic_auth, cross_site,
-                             host_validation, metrics_scrape)
+                             host_validation, metrics_scrape, fast_runs_search)
 
 _PATCHED = False
 
