@@ -11,7 +11,8 @@ artifact paths are refused without internals in errors (server/hardening.py); ex
 (server/patches/metrics_scrape.py, as on the SSO app). API responses are compact JSON
 (server/patches/compact_json.py) and read-only store sessions keep what they loaded at commit
 (server/patches/read_sessions.py), and ``runs/search`` is answered from rows without ORM
-entities or protobufs (server/patches/fast_runs_search.py), as on the SSO app.
+entities or protobufs (server/patches/fast_runs_search.py), and downloads through the server
+stream from S3 without a temporary copy (server/patches/stream_downloads.py), as on the SSO app.
 """
 
 from __future__ import annotations
@@ -27,10 +28,12 @@ from mlflow_stack.server.patches import (  # noqa: E402
     compact_json,
     fast_runs_search,
     metrics_scrape,
+    stream_downloads,
 )
 
 compact_json.apply_mlflow()  # the handlers module this app serves the API with
 fast_runs_search.apply()  # runs/search from rows, on MLflow's Flask app
+stream_downloads.apply(app)  # downloads stream from S3: its Flask view and FastAPI routes
 metrics_scrape.apply(app)  # MLflow's own Host check middleware is on the app already
 hardening.install(app, sso=False)
 surfaces.install(app, sso=False)

@@ -30,7 +30,8 @@ aside), ``flask_first`` (tracking requests routed straight to Flask), ``compact_
 responses without pretty-printing: the same JSON values, ~0.4x the bytes, C encoder),
 ``read_sessions`` (read-only store sessions do not expire the objects they loaded at commit),
 ``fast_runs_search`` (``runs/search`` from rows, without ORM entities or protobufs: the same
-JSON).
+JSON). Disk: ``stream_downloads`` (downloads through the server stream from S3, without a
+temporary copy of the file).
 
 Measured with ``bench/sso_tax.py`` (3 workers, PostgreSQL, 4 client threads): plain
 mlflow-oidc-auth runs log-metric at ~0.5x the requests/s of no auth; this app at ~1.0x.
@@ -58,6 +59,7 @@ from mlflow_stack.server.patches import (
     otlp_ingest,
     read_sessions,
     run_lookup,
+    stream_downloads,
     trace_links,
     user_facts,
 )
@@ -69,7 +71,7 @@ BEFORE_APP: tuple[BeforeApp, ...] = (
 )
 #: Applied to the built app, in this order (the middleware added last runs outermost).
 ON_APP: tuple[OnApp, ...] = (run_lookup, trace_links, flask_first, basic_auth, cross_site,
-                             host_validation, metrics_scrape, fast_runs_search)
+                             host_validation, metrics_scrape, fast_runs_search, stream_downloads)
 
 _PATCHED = False
 
