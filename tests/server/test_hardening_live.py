@@ -7,7 +7,9 @@ default worker count, and short timeouts (set through the tunables `up` passes o
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import socket
 import threading
 import time
@@ -26,6 +28,7 @@ from pydantic import SecretStr
 from harness.keycloak import KeycloakServer
 from harness.ports import free_port
 from harness.s3 import S3Server
+from harness.server_watch import ServerWatch
 from harness.sso import ADMIN_ROLE, USER_ROLE, SsoRealm, SsoServer, provision_realm, running
 from harness.waits import wait_until
 from mlflow_stack.config.model import Settings
@@ -61,8 +64,10 @@ class Live:
     def log(self) -> Path:
         return self.server.state.log_file
 
-    def call(self, who: str | None, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    def call(self, who: str | None, method: str, path: str,
+             headers_extra: dict[str, str] | None = None, **kwargs: Any) -> httpx.Response:
         headers = {"Authorization": f"Bearer {self.realm.token(who)}"} if who else {}
+        headers.update(headers_extra or {})
         return httpx.request(method, f"{self.url}{path}", headers=headers, timeout=60.0,
                              **kwargs)
 
@@ -206,6 +211,47 @@ def test_bodies_within_the_bound_and_large_artifact_uploads_pass(s3_live: Live) 
     assert s3_live.call("bob", "PUT", path, content=blob).status_code == 200
     got = s3_live.call("bob", "GET", path)
     assert got.status_code == 200 and got.content == blob
+
+
+def test_artifacts_pass_through_the_sso_server_without_a_copy(s3_live: Live) -> None:
+    """What plain MLflow clients send and fetch through the server (files under MLflow's
+    500 MiB multipart threshold): streamed between the connection and S3, never a whole copy
+    on the server's disk (server/patches/flask_pool.py, stream_downloads.py)."""
+    size, piece = 96 * 2**20, 2**20
+    exp = s3_live.call("bob", "POST", f"{API}/experiments/create",
+                       json={"name": f"stream-{uuid.uuid4().hex[:6]}"}).json()["experiment_id"]
+    run_id = s3_live.call("bob", "POST", f"{API}/runs/create",
+                          json={"experiment_id": exp}).json()["run"]["info"]["run_id"]
+    path = f"{ARTIFACTS}/{exp}/{run_id}/artifacts/model.bin"
+    seed = os.urandom(piece)
+
+    def body() -> Iterator[bytes]:
+        for index in range(size // piece):
+            yield index.to_bytes(4, "big") + seed[4:]
+
+    expected = hashlib.sha256(b"".join(body())).hexdigest()
+    pid = json.loads(s3_live.server.state.pid_file.read_text())["pid"]
+    state = s3_live.server.state
+    with ServerWatch(pid, [state.root], ignore_files={state.log_file}) as watch:
+        sent = s3_live.call("bob", "PUT", path, content=body(),
+                            headers_extra={"Content-Length": str(size)})
+        assert sent.status_code == 200, sent.text[:300]
+        digest = hashlib.sha256()
+        headers = {"Authorization": f"Bearer {s3_live.realm.token('bob')}"}
+        with httpx.stream("GET", f"{s3_live.url}{path}", headers=headers, timeout=60) as got:
+            assert got.status_code == 200
+            assert got.headers["content-length"] == str(size)
+            for chunk in got.iter_bytes():
+                digest.update(chunk)
+    report = watch.report
+    explain = (f"USS +{report.uss_growth / 2**20:.1f} MiB, largest open file "
+               f"{report.largest_open_file.size / 2**20:.1f} MiB "
+               f"{report.largest_open_file.path!r}, largest in the state dir "
+               f"{report.largest_dir_file.size / 2**20:.1f} MiB {report.largest_dir_file.path!r}")
+    assert digest.hexdigest() == expected
+    assert report.largest_open_file.size < 16 * 2**20, explain
+    assert report.largest_dir_file.size < 16 * 2**20, explain
+    assert report.uss_growth < 64 * 2**20, explain
 
 
 # --------------------------------------------------------------------------------------------

@@ -4,9 +4,12 @@ gateway, as in the reference platform): refused for plain boto3, working through
 
 from __future__ import annotations
 
+import asyncio
+import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -21,6 +24,7 @@ from mlflow_stack.config.secrets import Secrets
 from mlflow_stack.local import platform
 from mlflow_stack.local.state import StateDir
 from mlflow_stack.progress import NullProgress
+from mlflow_stack.server import s3_repository
 from mlflow_stack.server.s3_repository import S3ArtifactRepository
 
 pytestmark = pytest.mark.integration
@@ -91,3 +95,76 @@ def test_server_artifact_proxy_deletes_on_the_gateway(server: str, s3_server: S3
     deleted = httpx.delete(url, timeout=60)
     assert deleted.status_code == 200, deleted.text
     assert keys(s3_server, bucket) == []
+
+
+# --------------------------------------------------------------------------------------------
+# Streamed uploads (MLflow's StreamUploadMixin): the request body straight to S3
+
+
+class _OneWay:
+    """A request body as the handlers see it: read() only, no seek, no length."""
+
+    def __init__(self, data: bytes, piece: int) -> None:
+        self.data, self.piece, self.at = data, piece, 0
+
+    def read(self, size: int = -1) -> bytes:
+        size = self.piece if size < 0 else min(size, self.piece)
+        chunk = self.data[self.at:self.at + size]
+        self.at += len(chunk)
+        return chunk
+
+
+@pytest.fixture
+def stream_repo(s3_server: S3Server, bucket: str,
+                monkeypatch: pytest.MonkeyPatch) -> S3ArtifactRepository:
+    monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", s3_server.endpoint_url)
+    make: Any = S3ArtifactRepository  # MLflow's constructor is untyped
+    repo: S3ArtifactRepository = make(f"s3://{bucket}/exp/run/artifacts",
+                                      access_key_id=s3_server.access_key,
+                                      secret_access_key=s3_server.secret_key)
+    return repo
+
+
+def test_a_stream_is_uploaded_as_mlflow_would_upload_the_file(
+        stream_repo: S3ArtifactRepository, s3_server: S3Server, bucket: str) -> None:
+    data = os.urandom(s3_repository.UPLOAD_PART * 2 + 12345)  # three parts
+    stream_repo.log_artifact_from_stream(cast(Any, _OneWay(data, 65536)), "dir/model.json",
+                                         artifact_path="models/m1")
+    got = s3_server.client().get_object(Bucket=bucket, Key="exp/run/artifacts/models/m1/model.json")
+    assert got["Body"].read() == data
+    assert got["ContentType"] == "application/json"  # guessed from the name, as MLflow does
+    small = b"tiny"
+    stream_repo.log_artifact_from_stream(cast(Any, _OneWay(small, 2)), "notes.txt")
+    assert s3_server.client().get_object(
+        Bucket=bucket, Key="exp/run/artifacts/notes.txt")["Body"].read() == small
+
+
+def test_an_async_stream_is_uploaded_with_bounded_buffering(
+        stream_repo: S3ArtifactRepository, s3_server: S3Server, bucket: str) -> None:
+    data = os.urandom(s3_repository.UPLOAD_PART + 999)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for start in range(0, len(data), 70000):
+            yield data[start:start + 70000]
+
+    asyncio.run(stream_repo.log_artifact_from_async_stream(chunks(), "weights.bin"))
+    got = s3_server.client().get_object(Bucket=bucket, Key="exp/run/artifacts/weights.bin")
+    assert got["Body"].read() == data
+
+
+def test_a_failed_async_upload_raises_instead_of_waiting(s3_server: S3Server,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", s3_server.endpoint_url)
+    make: Any = S3ArtifactRepository
+    repo = make(f"s3://no-such-bucket-{uuid.uuid4().hex[:6]}/x",
+                access_key_id=s3_server.access_key, secret_access_key=s3_server.secret_key)
+
+    async def body() -> AsyncIterator[bytes]:
+        for _ in range(3 * s3_repository.UPLOAD_PART // 65536):  # more than the pipe holds
+            yield b"x" * 65536
+
+    async def upload() -> None:
+        await asyncio.wait_for(repo.log_artifact_from_async_stream(body(), "f.bin"), 120)
+
+    with pytest.raises(ClientError, match="NoSuchBucket"):
+        asyncio.run(upload())

@@ -6,7 +6,8 @@
   ``MLFLOW_STACK_MAX_REQUEST_BODY`` bytes (``server.max_request_body``) are refused with 413 —
   before anything is read when ``Content-Length`` says so, as soon as the limit is passed when
   the body is chunked. Artifact uploads (``PUT .../mlflow-artifacts/artifacts/...``) stay
-  unbounded: they are streamed to a temp file, never held in memory.
+  unbounded: they are streamed to the store (server/patches/flask_pool.py,
+  server/s3_repository.py) or a temp file, never held in memory.
 - **Idle bodies.** A request whose body stops arriving for
   ``MLFLOW_STACK_BODY_IDLE_TIMEOUT_SECONDS`` (default 60, nginx's ``client_body_timeout``) is
   answered 408 and its connection closed. Only gaps count: a slow but steady upload goes on.
@@ -38,6 +39,11 @@ DEFAULT_BODY_IDLE_TIMEOUT = 60.0
 # PUT .../mlflow-artifacts/artifacts/<path> (/api and /ajax-api, under any prefix a proxy adds):
 # streamed to a temp file or straight to the store, never parsed, so not bounded.
 UNBOUNDED_UPLOAD = "/2.0/mlflow-artifacts/artifacts/"
+
+
+def is_artifact_upload(scope: Scope) -> bool:
+    """An artifact upload through the server (its body is a file, not a message)."""
+    return bool(scope["method"] == "PUT" and UNBOUNDED_UPLOAD in scope["path"])
 
 
 def env_number(name: str, default: float) -> float:
@@ -130,7 +136,7 @@ class RequestBodyLimit:
             await self.app(scope, receive, send)
             return
         limit: int | None = self.limit
-        if scope["method"] == "PUT" and UNBOUNDED_UPLOAD in scope["path"]:
+        if is_artifact_upload(scope):
             limit = None
         elif length is not None and length > self.limit:
             await send_error(send, 413, "REQUEST_LIMIT_EXCEEDED", self.too_large, close=True)

@@ -9,18 +9,28 @@ artifact proxy and any client using s3:// directly both send it. Content-MD5 is 
 API for this call: AWS S3 accepts it alongside the newer checksum.
 
 ``open_object`` gives the server's download handlers a file as a stream from S3
-(server/patches/stream_downloads.py): no temporary copy on the server's disk.
+(server/patches/stream_downloads.py), and the repository streams uploads (MLflow's
+``StreamUploadMixin``, which both of MLflow's upload handlers use when the repository has it):
+no temporary copy of the file on the server's disk either way. An upload is sent as an S3
+multipart upload of ``UPLOAD_PART`` parts, ``UPLOAD_THREADS`` at a time: what the server
+holds of it is bounded by their product (plus one part being read), whatever the file's size.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
+import io
+import mimetypes
 import posixpath
-from collections.abc import Iterator
+import queue
+import threading
+from collections.abc import AsyncIterable, Iterator
 from datetime import datetime
-from typing import Any
+from typing import Any, BinaryIO, cast
 
+from mlflow.store.artifact.artifact_repo import StreamUploadMixin
 from mlflow.store.artifact.s3_artifact_repo import S3ArtifactRepository as _MlflowS3Repository
 
 _HANDLER_ID = "mlflow-stack-delete-objects-content-md5"
@@ -40,13 +50,71 @@ def add_content_md5(params: dict[str, Any], **_: Any) -> None:
         headers["Content-MD5"] = base64.b64encode(digest).decode("ascii")
 
 
-class S3ArtifactRepository(_MlflowS3Repository):
+UPLOAD_PART = 8 * 1024 * 1024
+UPLOAD_THREADS = 2
+_END = object()
+
+
+class S3ArtifactRepository(_MlflowS3Repository, StreamUploadMixin):
     def _get_s3_client(self) -> Any:
         client = super()._get_s3_client()  # type: ignore[no-untyped-call]
         # MLflow caches clients; unique_id makes registering again a no-op.
         client.meta.events.register("before-call.s3.DeleteObjects", add_content_md5,
                                     unique_id=_HANDLER_ID)
         return client
+
+    def _upload_target(self, artifact_file_name: str, artifact_path: str | None
+                       ) -> tuple[str, str, dict[str, str]]:
+        """Bucket, key and ExtraArgs as MLflow's log_artifact/_upload_file make them."""
+        untyped: Any = self  # MLflow's repository is untyped
+        bucket, dest = untyped.parse_s3_compliant_uri(self.artifact_uri)
+        if artifact_path:
+            dest = posixpath.join(dest, artifact_path)
+        key = posixpath.join(dest, posixpath.basename(artifact_file_name))
+        extra: dict[str, str] = {}
+        guessed_type, guessed_encoding = mimetypes.guess_type(artifact_file_name)
+        if guessed_type is not None:
+            extra["ContentType"] = guessed_type
+        if guessed_encoding is not None:
+            extra["ContentEncoding"] = guessed_encoding
+        extra.update(untyped._bucket_owner_params or {})
+        extra.update(untyped.get_s3_file_upload_extra_args() or {})
+        return bucket, key, extra
+
+    def log_artifact_from_stream(self, stream: BinaryIO, artifact_file_name: str,
+                                 artifact_path: str | None = None) -> None:
+        """The request body straight to S3 (MLflow's Flask upload handler calls this)."""
+        from boto3.s3.transfer import TransferConfig
+
+        bucket, key, extra = self._upload_target(artifact_file_name, artifact_path)
+        config = TransferConfig(multipart_threshold=UPLOAD_PART, multipart_chunksize=UPLOAD_PART,
+                                max_concurrency=UPLOAD_THREADS, use_threads=True)
+        self._get_s3_client().upload_fileobj(_FullReads(stream), bucket, key, ExtraArgs=extra,
+                                             Config=config)
+
+    async def log_artifact_from_async_stream(self, chunks: AsyncIterable[bytes],
+                                             artifact_file_name: str,
+                                             artifact_path: str | None = None) -> None:
+        """The request body straight to S3 (MLflow's FastAPI upload route calls this): the
+        chunks are handed to the sync upload through a small bounded queue."""
+        pipe = _Pipe()
+
+        def send() -> None:
+            try:
+                self.log_artifact_from_stream(cast(BinaryIO, pipe), artifact_file_name,
+                                              artifact_path)
+            finally:
+                pipe.abandon()  # a failed upload reads no more: the producer must not wait
+
+        upload = asyncio.ensure_future(asyncio.to_thread(send))
+        try:
+            async for chunk in chunks:
+                if upload.done():
+                    break  # the upload failed: its error is raised below
+                await asyncio.to_thread(pipe.put, chunk)
+        finally:
+            await asyncio.to_thread(pipe.put, _END)
+        await upload
 
     def open_object(self, artifact_path: str) -> StreamedObject | None:
         """The file at ``artifact_path`` (relative to this repository) as a stream from S3, or
@@ -68,6 +136,83 @@ class S3ArtifactRepository(_MlflowS3Repository):
             raise
         return StreamedObject(found["Body"], int(found["ContentLength"]),
                               found.get("LastModified"))
+
+
+class _FullReads(io.RawIOBase):
+    """``read(n)`` gives n bytes unless the stream ends first. s3transfer reads a part from a
+    non-seekable stream with one ``read(part_size)`` call and takes a short read as the whole
+    part; request streams (Flask's LimitedStream, an ASGI body) return what has arrived."""
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__()
+        self._stream = stream
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            return bytes(self._stream.read())
+        parts, have = [], 0
+        while have < size:
+            chunk = self._stream.read(size - have)
+            if not chunk:
+                break
+            parts.append(bytes(chunk))
+            have += len(chunk)
+        return b"".join(parts)
+
+
+class _Pipe(io.RawIOBase):
+    """A readable file fed chunk by chunk from another thread; ``put`` blocks while 8 chunks
+    wait (back-pressure on the request body instead of buffering it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=8)
+        self._pending = b""
+        self._ended = False
+        self._abandoned = threading.Event()
+
+    def put(self, chunk: object) -> None:
+        """Hand ``chunk`` (or ``_END``) to the reader; dropped once the reader has gone."""
+        if chunk is not _END and not chunk:
+            return
+        while not self._abandoned.is_set():
+            try:
+                self._queue.put(chunk, timeout=0.25)
+                return
+            except queue.Full:
+                continue
+
+    def abandon(self) -> None:
+        self._abandoned.set()
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        parts = [self._pending]
+        have = len(self._pending)
+        while not self._ended and (size < 0 or have < size):
+            chunk = self._queue.get()
+            if chunk is _END:
+                self._ended = True
+                break
+            data = bytes(cast(bytes, chunk))
+            parts.append(data)
+            have += len(data)
+        data = b"".join(parts)
+        if size < 0:
+            self._pending = b""
+            return data
+        self._pending = data[size:]
+        return data[:size]
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
 
 
 class StreamedObject:

@@ -4,14 +4,25 @@ mlflow-oidc-auth mounts MLflow's Flask app through asgiref's ``WsgiToAsgi``, whi
 request of a worker on *one* shared thread, one after the other; plain ``mlflow server`` runs
 them on a pool. Here the same adapter (same body spooling, same auth context injection) runs on
 a pool of ``MLFLOW_STACK_FLASK_THREADS`` (default 40, anyio's default that plain MLflow gets).
+
+The adapter also writes every request body to a temporary file before Flask sees it
+(``SpooledTemporaryFile``, on disk past 64 KiB). For artifact uploads through the server
+(``PUT .../mlflow-artifacts/artifacts/...``: files up to MLflow's 500 MiB multipart threshold
+from plain clients) that was a whole copy of the file on the server's disk. Those bodies are
+instead read from the connection as Flask reads them (``ReceivedBody``), and MLflow's upload
+handler passes them on to the store as they arrive (server/s3_repository.py streams them to
+S3). Every other body is spooled as before.
 """
 
 from __future__ import annotations
 
+import asyncio
+import io
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from mlflow_stack.server.guards import Shape, UpstreamChanged
+from mlflow_stack.server.request_limits import is_artifact_upload
 from mlflow_stack.server.tunables import seconds
 
 RUN_WSGI_APP = Shape("asgiref.wsgi", "WsgiToAsgiInstance.run_wsgi_app", ("self", "body"))
@@ -21,14 +32,74 @@ INSTANCE = Shape("asgiref.wsgi", "WsgiToAsgiInstance",
 # AuthAwareWSGIMiddleware builds its adapter per request from this module-level name.
 MOUNT_ADAPTER = Shape("mlflow_oidc_auth.middleware.auth_aware_wsgi_middleware", "WSGIMiddleware",
                       ("wsgi_application", "duplicate_header_limit"))
-UPSTREAM = (RUN_WSGI_APP, ADAPTER, INSTANCE, MOUNT_ADAPTER)
+CALL = Shape("asgiref.wsgi", "WsgiToAsgiInstance.__call__", ("self", "scope", "receive", "send"))
+UPSTREAM = (RUN_WSGI_APP, ADAPTER, INSTANCE, MOUNT_ADAPTER, CALL)
+
+
+class ReceivedBody(io.RawIOBase):
+    """A request body read from the ASGI connection as the WSGI app reads it:
+    ``wsgi.input`` without a copy. Made in the event loop's thread; read from any thread (the
+    app's, or the store's upload threads), each read running ``receive`` on that loop."""
+
+    def __init__(self, receive: Any) -> None:
+        super().__init__()
+        self._loop = asyncio.get_running_loop()
+        self._receive_async = receive
+        self._pending = b""
+        self._ended = False
+
+    def readable(self) -> bool:
+        return True
+
+    def _receive(self) -> Any:
+        return asyncio.run_coroutine_threadsafe(self._receive_async(), self._loop).result()
+
+    def _more(self) -> bytes:
+        message = self._receive()
+        if message["type"] == "http.disconnect":
+            raise OSError("the client went away during the upload")
+        if message["type"] != "http.request":
+            raise ValueError(f"unexpected ASGI message {message['type']!r} in a request body")
+        if not message.get("more_body"):
+            self._ended = True
+        return bytes(message.get("body", b""))
+
+    def read(self, size: int | None = -1) -> bytes:
+        wanted = -1 if size is None else size
+        parts, have = [self._pending], len(self._pending)
+        while not self._ended and (wanted < 0 or have < wanted):
+            chunk = self._more()
+            parts.append(chunk)
+            have += len(chunk)
+        data = b"".join(parts)
+        if wanted < 0:
+            self._pending = b""
+            return data
+        self._pending = data[wanted:]
+        return data[:wanted]
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+    def readline(self, size: int | None = -1) -> bytes:
+        wanted = -1 if size is None else size
+        while b"\n" not in self._pending and not self._ended \
+                and (wanted < 0 or len(self._pending) < wanted):
+            self._pending += self._more()
+        end = self._pending.find(b"\n") + 1 or len(self._pending)
+        if wanted >= 0:
+            end = min(end, wanted)
+        line, self._pending = self._pending[:end], self._pending[end:]
+        return line
 
 
 def apply() -> None:
-    for shape in (RUN_WSGI_APP, ADAPTER, INSTANCE):
+    for shape in (RUN_WSGI_APP, ADAPTER, INSTANCE, CALL):
         shape.require()
     mounted = MOUNT_ADAPTER.require()
-    from asgiref.sync import SyncToAsync
+    from asgiref.sync import AsyncToSync, SyncToAsync
     from asgiref.wsgi import WsgiToAsgi, WsgiToAsgiInstance
 
     if not (isinstance(mounted, type) and issubclass(mounted, WsgiToAsgi)):
@@ -42,6 +113,15 @@ def apply() -> None:
 
     class PooledInstance(WsgiToAsgiInstance):
         run_wsgi_app = SyncToAsync(func, thread_sensitive=False, executor=pool)
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] != "http" or not is_artifact_upload(scope):
+                await super().__call__(scope, receive, send)  # type: ignore[no-untyped-call]
+                return
+            # What the adapter's __call__ does, without spooling the body first.
+            self.scope = scope
+            self.sync_send = AsyncToSync(send)
+            await self.run_wsgi_app(ReceivedBody(receive))
 
     class PooledWsgiToAsgi(WsgiToAsgi):
         async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
