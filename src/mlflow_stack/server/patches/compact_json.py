@@ -13,13 +13,25 @@ int64-as-number conversion, same ``ensure_ascii``), only the whitespace between 
 Every JSON parser (MLflow's Python client, the UI's ``fetch(...).json()``) reads the same
 values. A call that already asks for ``pretty=False`` is unchanged.
 
+The dict itself is built by ``message_dict``, one walk over the message instead of
+protobuf's ``MessageToDict`` plus MLflow's second walk that turns int64 strings back into
+numbers: for the charts' ``metrics/get-history-bulk-interval`` (1,000 metrics) 11 ms became
+~3 ms. It produces the same dict, key order included (tests/server/patches/test_compact_json.py
+compares the JSON text of every MLflow message type, populated at random, with MLflow's).
+Maps, well-known types (Timestamp, Struct, ...), extensions and enum numbers without a name
+are left to MLflow's function (``Unusual``).
+
 Applied to the SSO app (``apply``) and MLflow's own app without SSO (``apply_mlflow``, from
 server/plain_app.py), which serve the API through the same handlers module.
 """
 
 from __future__ import annotations
 
+import base64
 import importlib
+import json
+import math
+from collections.abc import Callable
 from typing import Any
 
 from mlflow_stack.server.guards import Shape, UpstreamChanged, wrapping
@@ -31,12 +43,110 @@ FILTERS = Shape("mlflow_oidc_auth.hooks.after_request", "message_to_json", PARAM
 UPSTREAM = (SOURCE, HANDLERS, FILTERS)
 
 
+class Unusual(Exception):
+    """A message part ``message_dict`` does not convert: MLflow's function does the message."""
+
+
+Convert = Callable[[Any], Any]
+_PLANS: dict[Any, tuple[str, bool, Convert]] = {}
+
+
+def _double(value: float) -> float | str:
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "-Infinity" if value < 0 else "Infinity"
+    return value
+
+
+def _float(value: float) -> float | str:
+    from google.protobuf.internal import type_checkers
+
+    if math.isnan(value) or math.isinf(value):
+        return _double(value)
+    shortest: float = type_checkers.ToShortestFloat(value)
+    return shortest
+
+
+def _bytes(value: bytes) -> str:
+    return base64.b64encode(value).decode("utf-8")
+
+
+def _enum(field: Any) -> Convert:
+    names: dict[int, str] = {number: value.name
+                             for number, value in field.enum_type.values_by_number.items()}
+    if field.enum_type.full_name == "google.protobuf.NullValue":
+        raise Unusual(field.full_name)
+
+    def convert(value: int) -> str:
+        name = names.get(value)
+        if name is None:
+            raise Unusual(f"{field.full_name}: enum number {value} without a name")
+        return name
+
+    return convert
+
+
+def _plan(field: Any) -> tuple[str, bool, Convert]:
+    """How one field is written (name, repeated, converter), as MessageToDict with
+    preserving_proto_field_name and MLflow's int64-as-number pass write it."""
+    from google.protobuf.descriptor import FieldDescriptor as F
+
+    if field.is_extension:
+        raise Unusual(field.full_name)
+    convert: Convert
+    if field.type in (F.TYPE_MESSAGE, F.TYPE_GROUP):
+        options = field.message_type.GetOptions()
+        if options.map_entry or field.message_type.full_name.startswith("google.protobuf."):
+            raise Unusual(field.full_name)
+        convert = message_dict
+    elif field.type == F.TYPE_ENUM:
+        convert = _enum(field)
+    elif field.type in (F.TYPE_INT64, F.TYPE_UINT64, F.TYPE_FIXED64, F.TYPE_SFIXED64,
+                        F.TYPE_SINT64, F.TYPE_INT32, F.TYPE_UINT32, F.TYPE_FIXED32,
+                        F.TYPE_SFIXED32, F.TYPE_SINT32):
+        convert = int
+    elif field.type == F.TYPE_DOUBLE:
+        convert = _double
+    elif field.type == F.TYPE_FLOAT:
+        convert = _float
+    elif field.type == F.TYPE_BOOL:
+        convert = bool
+    elif field.type == F.TYPE_STRING:
+        convert = str
+    elif field.type == F.TYPE_BYTES:
+        convert = _bytes
+    else:
+        raise Unusual(field.full_name)
+    return field.name, field.is_repeated, convert
+
+
+def message_dict(message: Any) -> dict[str, Any]:
+    """``message`` as MLflow's ``message_to_json`` builds its dict (Unusual if not here)."""
+    if message.DESCRIPTOR.full_name.startswith("google.protobuf."):
+        raise Unusual(message.DESCRIPTOR.full_name)
+    out: dict[str, Any] = {}
+    for field, value in message.ListFields():
+        plan = _PLANS.get(field)
+        if plan is None:
+            plan = _PLANS[field] = _plan(field)
+        name, repeated, convert = plan
+        out[name] = [convert(item) for item in value] if repeated else convert(value)
+    return out
+
+
 def compact(original: Any) -> Any:
-    """``original`` with ``pretty`` forced off; ``original`` is its ``__wrapped__``."""
+    """``original`` with ``pretty`` forced off and the dict built in one walk;
+    ``original`` is its ``__wrapped__``."""
 
     @wrapping(original)
     def message_to_json(message: Any, *, pretty: bool = True,
                         convert_int64_to_number: bool = True) -> str:
+        if convert_int64_to_number:
+            try:
+                return json.dumps(message_dict(message), separators=(",", ":"))
+            except Unusual:
+                pass
         result: str = original(message, pretty=False,
                                convert_int64_to_number=convert_int64_to_number)
         return result
