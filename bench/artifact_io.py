@@ -30,6 +30,10 @@ the figures are the product, not a test.
 
     .venv/bin/python bench/artifact_io.py [--size-mib 1024] [--rounds 2] \
         [--client stack|env|mlflow[,...]]
+
+With `--client mlflow` and a file under MLflow's 500 MiB multipart threshold (`--size-mib
+256`), both directions pass through the server itself (streamed to and from S3: what the
+memory and no-copy goals then measure); from 500 MiB they use the presigned URLs.
 """
 
 from __future__ import annotations
