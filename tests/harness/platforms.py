@@ -113,3 +113,20 @@ def schema_stamped(dsn: str, revision: str) -> Iterator[None]:
     finally:
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute("UPDATE alembic_version SET version_num = %s", (row[0],))
+
+
+def s3_platform_settings(pg: PostgresServer, s3: S3Server, bucket: str,
+                         database: str) -> Settings:
+    """A platform without SSO on ``pg`` and ``s3`` (artifacts proxied to ``bucket``), on a
+    free port, with the passwords and keys in its secrets."""
+    settings = Settings.model_validate({
+        "server": {"port": free_port()},
+        "database": {"backend": "postgresql", "host": pg.host, "port": pg.port,
+                     "user": pg.superuser, "name": database, "sslmode": "disable"},
+        "artifacts": {"backend": "s3", "bucket": bucket, "endpoint_url": s3.endpoint_url},
+    })
+    return settings.model_copy(update={"secrets": Secrets.model_construct(
+        admin_password=SecretStr(pg.password),
+        s3_access_key_id=SecretStr(s3.access_key),
+        s3_secret_access_key=SecretStr(s3.secret_key),
+    )})

@@ -23,15 +23,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from pydantic import SecretStr
 
 from harness.artifact_client import client_env, run_transfer
-from harness.ports import free_port
+from harness.platforms import s3_platform_settings
 from harness.postgres import PostgresServer
 from harness.s3 import S3Server
 from harness.server_watch import ServerWatch, WatchReport, prime_workers, sample_memory
 from mlflow_stack.config.model import Settings
-from mlflow_stack.config.secrets import Secrets
 from mlflow_stack.local import platform
 from mlflow_stack.local.state import StateDir
 from mlflow_stack.progress import NullProgress
@@ -57,19 +55,8 @@ class Platform:
 @pytest.fixture
 def platform_on_s3(tmp_path: Path, postgres_server: PostgresServer,
                    s3_server: S3Server) -> Iterator[Platform]:
-    settings = Settings.model_validate({
-        "server": {"port": free_port()},
-        "database": {"backend": "postgresql", "host": postgres_server.host,
-                     "port": postgres_server.port, "user": postgres_server.superuser,
-                     "name": f"large_{uuid.uuid4().hex[:8]}",
-                     "sslmode": "disable"},
-        "artifacts": {"backend": "s3", "bucket": BUCKET, "endpoint_url": s3_server.endpoint_url},
-    })
-    settings = settings.model_copy(update={"secrets": Secrets.model_construct(
-        admin_password=SecretStr(postgres_server.password),
-        s3_access_key_id=SecretStr(s3_server.access_key),
-        s3_secret_access_key=SecretStr(s3_server.secret_key),
-    )})
+    settings = s3_platform_settings(postgres_server, s3_server, BUCKET,
+                                    f"large_{uuid.uuid4().hex[:8]}")
     state = StateDir(tmp_path / "state")
     result = platform.up(settings, state, NullProgress())
     try:

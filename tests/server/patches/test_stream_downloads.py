@@ -26,15 +26,13 @@ import pytest
 from mlflow.server import app as flask_app
 from mlflow.server import handlers
 from mlflow.tracking import MlflowClient
-from pydantic import SecretStr
 
 from harness.artifact_client import client_env, run_transfer
-from harness.ports import free_port
+from harness.platforms import s3_platform_settings
 from harness.postgres import PostgresServer
 from harness.s3 import S3Server
 from harness.server_watch import ServerWatch, prime_workers
 from mlflow_stack.config.model import Settings
-from mlflow_stack.config.secrets import Secrets
 from mlflow_stack.local import platform
 from mlflow_stack.local.state import StateDir
 from mlflow_stack.progress import NullProgress
@@ -74,18 +72,8 @@ def _sha256(path: Path) -> str:
 @pytest.fixture
 def platform_on_s3(tmp_path: Path, postgres_server: PostgresServer,
                    s3_server: S3Server) -> Iterator[tuple[Settings, StateDir, int]]:
-    settings = Settings.model_validate({
-        "server": {"port": free_port()},
-        "database": {"backend": "postgresql", "host": postgres_server.host,
-                     "port": postgres_server.port, "user": postgres_server.superuser,
-                     "name": f"streamed_{uuid.uuid4().hex[:8]}", "sslmode": "disable"},
-        "artifacts": {"backend": "s3", "bucket": BUCKET, "endpoint_url": s3_server.endpoint_url},
-    })
-    settings = settings.model_copy(update={"secrets": Secrets.model_construct(
-        admin_password=SecretStr(postgres_server.password),
-        s3_access_key_id=SecretStr(s3_server.access_key),
-        s3_secret_access_key=SecretStr(s3_server.secret_key),
-    )})
+    settings = s3_platform_settings(postgres_server, s3_server, BUCKET,
+                                    f"streamed_{uuid.uuid4().hex[:8]}")
     state = StateDir(tmp_path / "state")
     result = platform.up(settings, state, NullProgress())
     try:
