@@ -192,9 +192,10 @@ def _uss(proc: psutil.Process) -> int:
         return 0
 
 
-def _prime_once(url: str) -> None:
-    """The requests a large upload and download make, on a fresh connection (so any worker)."""
-    with httpx.Client(base_url=url, timeout=30.0) as c:
+def _prime_once(url: str, headers: dict[str, str] | None = None) -> None:
+    """The requests a large upload and download make, on a fresh connection (so any worker):
+    presigned and through the server."""
+    with httpx.Client(base_url=url, timeout=30.0, headers=headers) as c:
         c.get("/api/3.0/mlflow/server-info").raise_for_status()
         c.get("/api/2.0/mlflow/experiments/search", params={"max_results": 1}).raise_for_status()
         run = c.post("/api/2.0/mlflow/runs/create", json={"experiment_id": "0"})
@@ -209,11 +210,15 @@ def _prime_once(url: str) -> None:
                json={"path": "prime.bin", "upload_id": mpu.json()["upload_id"]}).raise_for_status()
         c.get("/api/2.0/mlflow-artifacts/artifacts", params={"path": where}).raise_for_status()
         c.get(f"/api/2.0/mlflow-artifacts/presigned/{where}/absent.bin")  # 404 is fine
+        through = f"/api/2.0/mlflow-artifacts/artifacts/{where}/prime-through.bin"
+        c.put(through, content=b"p" * 65536).raise_for_status()
+        c.get(through).raise_for_status()
         c.post("/api/2.0/mlflow/runs/delete", json={"run_id": run_id}).raise_for_status()
 
 
 def prime_workers(url: str, pid: int, min_growth: int = 8 * 2**20,
-                  timeout: float = 120.0) -> dict[int, int]:
+                  timeout: float = 120.0, headers: dict[str, str] | None = None
+                  ) -> dict[int, int]:
     """Send the requests of a transfer, concurrently on fresh connections, until every worker
     has grown by min_growth (i.e. served them at least once). Returns growth per worker pid."""
     procs = workers(pid)
@@ -223,7 +228,8 @@ def prime_workers(url: str, pid: int, min_growth: int = 8 * 2**20,
     deadline = time.monotonic() + timeout
     with ThreadPoolExecutor(2 * len(procs)) as pool:
         while True:
-            for future in [pool.submit(_prime_once, url) for _ in range(2 * len(procs))]:
+            for future in [pool.submit(_prime_once, url, headers)
+                           for _ in range(2 * len(procs))]:
                 future.result()
             grown = {p.pid: _uss(p) - start[p.pid] for p in procs}
             if all(g >= min_growth for g in grown.values()):

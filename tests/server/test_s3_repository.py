@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, cast
 
@@ -114,6 +115,12 @@ class _OneWay:
         return chunk
 
 
+def _run(coroutine: Coroutine[Any, Any, None]) -> None:
+    """On a loop of its own thread (another test may have left one running in this one)."""
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, coroutine).result()
+
+
 @pytest.fixture
 def stream_repo(s3_server: S3Server, bucket: str,
                 monkeypatch: pytest.MonkeyPatch) -> S3ArtifactRepository:
@@ -147,7 +154,7 @@ def test_an_async_stream_is_uploaded_with_bounded_buffering(
         for start in range(0, len(data), 70000):
             yield data[start:start + 70000]
 
-    asyncio.run(stream_repo.log_artifact_from_async_stream(chunks(), "weights.bin"))
+    _run(stream_repo.log_artifact_from_async_stream(chunks(), "weights.bin"))
     got = s3_server.client().get_object(Bucket=bucket, Key="exp/run/artifacts/weights.bin")
     assert got["Body"].read() == data
 
@@ -167,4 +174,4 @@ def test_a_failed_async_upload_raises_instead_of_waiting(s3_server: S3Server,
         await asyncio.wait_for(repo.log_artifact_from_async_stream(body(), "f.bin"), 120)
 
     with pytest.raises(ClientError, match="NoSuchBucket"):
-        asyncio.run(upload())
+        _run(upload())

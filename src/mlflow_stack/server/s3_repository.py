@@ -12,8 +12,8 @@ API for this call: AWS S3 accepts it alongside the newer checksum.
 (server/patches/stream_downloads.py), and the repository streams uploads (MLflow's
 ``StreamUploadMixin``, which both of MLflow's upload handlers use when the repository has it):
 no temporary copy of the file on the server's disk either way. An upload is sent as an S3
-multipart upload of ``UPLOAD_PART`` parts, ``UPLOAD_THREADS`` at a time: what the server
-holds of it is bounded by their product (plus one part being read), whatever the file's size.
+multipart upload of ``UPLOAD_PART`` parts, ``UPLOAD_THREADS`` at a time and no more queued:
+what the server holds of it is bounded by about twice their product, whatever the file's size.
 """
 
 from __future__ import annotations
@@ -87,8 +87,11 @@ class S3ArtifactRepository(_MlflowS3Repository, StreamUploadMixin):
         from boto3.s3.transfer import TransferConfig
 
         bucket, key, extra = self._upload_target(artifact_file_name, artifact_path)
+        # max_request_queue_size bounds how far s3transfer reads ahead of the parts it has sent
+        # (its default, 1000 parts, would let a fast client fill the server's memory).
         config = TransferConfig(multipart_threshold=UPLOAD_PART, multipart_chunksize=UPLOAD_PART,
                                 max_concurrency=UPLOAD_THREADS, use_threads=True)
+        config.max_request_queue_size = UPLOAD_THREADS  # s3transfer's, not a boto3 argument
         self._get_s3_client().upload_fileobj(_FullReads(stream), bucket, key, ExtraArgs=extra,
                                              Config=config)
 
