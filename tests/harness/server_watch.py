@@ -211,7 +211,8 @@ def _prime_once(url: str, headers: dict[str, str] | None = None) -> None:
         c.get("/api/2.0/mlflow-artifacts/artifacts", params={"path": where}).raise_for_status()
         c.get(f"/api/2.0/mlflow-artifacts/presigned/{where}/absent.bin")  # 404 is fine
         through = f"/api/2.0/mlflow-artifacts/artifacts/{where}/prime-through.bin"
-        c.put(through, content=b"p" * 65536).raise_for_status()
+        # Over one S3 part (5 MiB): the multipart path of a streamed upload is primed too.
+        c.put(through, content=b"p" * (5 * 2**20 + 65536)).raise_for_status()
         c.get(through).raise_for_status()
         c.post("/api/2.0/mlflow/runs/delete", json={"run_id": run_id}).raise_for_status()
 

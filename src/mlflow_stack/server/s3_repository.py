@@ -12,8 +12,8 @@ API for this call: AWS S3 accepts it alongside the newer checksum.
 (server/patches/stream_downloads.py), and the repository streams uploads (MLflow's
 ``StreamUploadMixin``, which both of MLflow's upload handlers use when the repository has it):
 no temporary copy of the file on the server's disk either way. An upload is sent as an S3
-multipart upload of ``UPLOAD_PART`` parts, ``UPLOAD_THREADS`` at a time and no more queued:
-what the server holds of it is bounded by about twice their product, whatever the file's size.
+multipart upload of ``UPLOAD_PART`` parts, ``UPLOAD_THREADS`` at a time and one queued:
+what the server holds of an upload is a few parts, whatever the file's size.
 """
 
 from __future__ import annotations
@@ -50,8 +50,9 @@ def add_content_md5(params: dict[str, Any], **_: Any) -> None:
         headers["Content-MD5"] = base64.b64encode(digest).decode("ascii")
 
 
-UPLOAD_PART = 8 * 1024 * 1024
+UPLOAD_PART = 5 * 1024 * 1024  # S3's smallest part: what the server holds is a few of them
 UPLOAD_THREADS = 2
+PIPE_PIECE = 1024 * 1024
 _END = object()
 
 
@@ -91,7 +92,7 @@ class S3ArtifactRepository(_MlflowS3Repository, StreamUploadMixin):
         # (its default, 1000 parts, would let a fast client fill the server's memory).
         config = TransferConfig(multipart_threshold=UPLOAD_PART, multipart_chunksize=UPLOAD_PART,
                                 max_concurrency=UPLOAD_THREADS, use_threads=True)
-        config.max_request_queue_size = UPLOAD_THREADS  # s3transfer's, not a boto3 argument
+        config.max_request_queue_size = 1  # s3transfer's, not a boto3 argument
         self._get_s3_client().upload_fileobj(_FullReads(stream), bucket, key, ExtraArgs=extra,
                                              Config=config)
 
@@ -110,11 +111,20 @@ class S3ArtifactRepository(_MlflowS3Repository, StreamUploadMixin):
                 pipe.abandon()  # a failed upload reads no more: the producer must not wait
 
         upload = asyncio.ensure_future(asyncio.to_thread(send))
+        batch = bytearray()
         try:
             async for chunk in chunks:
                 if upload.done():
                     break  # the upload failed: its error is raised below
-                await asyncio.to_thread(pipe.put, chunk)
+                batch += chunk
+                # ~64 KiB chunks are handed over 1 MiB at a time, without a thread hop while
+                # the pipe has room.
+                if len(batch) >= PIPE_PIECE:
+                    piece, batch = bytes(batch), bytearray()
+                    if not pipe.offer(piece):
+                        await asyncio.to_thread(pipe.put, piece)
+            if batch and not upload.done():
+                await asyncio.to_thread(pipe.put, bytes(batch))
         finally:
             await asyncio.to_thread(pipe.put, _END)
         await upload
@@ -167,12 +177,12 @@ class _FullReads(io.RawIOBase):
 
 
 class _Pipe(io.RawIOBase):
-    """A readable file fed chunk by chunk from another thread; ``put`` blocks while 8 chunks
+    """A readable file fed chunk by chunk from another thread; ``put`` blocks while 4 chunks
     wait (back-pressure on the request body instead of buffering it)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self._queue: queue.Queue[object] = queue.Queue(maxsize=8)
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=4)
         self._pending = b""
         self._ended = False
         self._abandoned = threading.Event()
@@ -187,6 +197,16 @@ class _Pipe(io.RawIOBase):
                 return
             except queue.Full:
                 continue
+
+    def offer(self, chunk: bytes) -> bool:
+        """``put`` if there is room now (no waiting); False when there is none."""
+        if self._abandoned.is_set():
+            return True  # dropped, as put drops it
+        try:
+            self._queue.put_nowait(chunk)
+        except queue.Full:
+            return False
+        return True
 
     def abandon(self) -> None:
         self._abandoned.set()
