@@ -41,8 +41,8 @@ page in this process. The platform's workers run with the garbage collector as
 server/gunicorn_conf.py sets it (imports frozen in the master before the fork, thresholds
 50000,20,100), compact JSON built in one walk (server/patches/compact_json.py) and
 ``runs/search`` answered from rows (server/patches/fast_runs_search.py).
-``--gc-threshold a,b,c`` adds a side ``platform+gc`` with other thresholds (bench/gc_site; the master's freeze is the
-platform's own).
+``--gc-threshold a,b,c`` adds a side ``platform+gc`` with other thresholds (bench/gc_site;
+the master's freeze is the platform's own).
 Timings on a shared 2-core machine are noisy: read ratios and percentiles within one run.
 
     .venv/bin/python bench/scale.py --tuning --explain --profile    # the full run, ~20 min
