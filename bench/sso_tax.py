@@ -209,7 +209,7 @@ def settings_for(pg: PostgresServer, port: int, realm: SsoRealm | None,
                      "user": pg.superuser, "name": "mlflow_bench",
                      "auth_name": "mlflow_bench_auth"},
     }
-    secrets: dict[str, SecretStr] = {"db_password": SecretStr(pg.password)}
+    secrets: dict[str, Any] = {"db_password": SecretStr(pg.password)}
     if realm is not None:
         data["auth"] = {"provider": "keycloak", "keycloak_url": realm.server.url,
                         "realm": realm.realm, "client_id": realm.client_id,
