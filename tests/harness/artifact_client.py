@@ -15,6 +15,7 @@ timings (its DEBUG log records) to a download's result.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -54,6 +55,15 @@ def client_env(tracking_uri: str, home: Path,
     if leaked:
         raise ValueError(f"client env must not carry AWS_* variables: {leaked}")
     return env
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file, read 16 MiB at a time."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while piece := f.read(16 * 2**20):
+            digest.update(piece)
+    return digest.hexdigest()
 
 
 def run_transfer(op: str, env: dict[str, str], *args: str, timeout: float = 600.0) -> Transfer:

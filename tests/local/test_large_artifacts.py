@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from harness.artifact_client import client_env, run_transfer
+from harness.artifact_client import client_env, file_sha256, run_transfer
 from harness.platforms import s3_platform_settings
 from harness.postgres import PostgresServer
 from harness.s3 import S3Server
@@ -75,14 +75,6 @@ def _write_random(path: Path, size: int) -> str:
     return digest.hexdigest()
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while piece := f.read(16 * MIB):
-            digest.update(piece)
-    return digest.hexdigest()
-
-
 def _explain(report: WatchReport) -> str:
     return (f"USS +{report.uss_growth / MIB:.1f} MiB (RSS +{report.rss_growth / MIB:.1f} MiB) "
             f"over {report.baseline.uss / MIB:.0f} MiB in {report.baseline.processes} processes; "
@@ -122,7 +114,7 @@ def test_1gib_artifact_round_trip_bypasses_server_memory_and_disk(
         print(f"1 GiB up and down ({client_repo} client): {_explain(report)}")
         got = Path(down.path)
         assert got.stat().st_size == SIZE
-        assert _sha256(got) == digest
+        assert file_sha256(got) == digest
         got.unlink()
 
         # The object really is in the bucket, under the platform's artifact layout.

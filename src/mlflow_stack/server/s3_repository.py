@@ -33,6 +33,8 @@ from typing import Any, BinaryIO, cast
 from mlflow.store.artifact.artifact_repo import StreamUploadMixin
 from mlflow.store.artifact.s3_artifact_repo import S3ArtifactRepository as _MlflowS3Repository
 
+from mlflow_stack.server.streams import PulledReader
+
 _HANDLER_ID = "mlflow-stack-delete-objects-content-md5"
 
 
@@ -176,15 +178,13 @@ class _FullReads(io.RawIOBase):
         return b"".join(parts)
 
 
-class _Pipe(io.RawIOBase):
+class _Pipe(PulledReader):
     """A readable file fed chunk by chunk from another thread; ``put`` blocks while 4 chunks
     wait (back-pressure on the request body instead of buffering it)."""
 
     def __init__(self) -> None:
         super().__init__()
         self._queue: queue.Queue[object] = queue.Queue(maxsize=4)
-        self._pending = b""
-        self._ended = False
         self._abandoned = threading.Event()
 
     def put(self, chunk: object) -> None:
@@ -211,31 +211,9 @@ class _Pipe(io.RawIOBase):
     def abandon(self) -> None:
         self._abandoned.set()
 
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int = -1) -> bytes:
-        parts = [self._pending]
-        have = len(self._pending)
-        while not self._ended and (size < 0 or have < size):
-            chunk = self._queue.get()
-            if chunk is _END:
-                self._ended = True
-                break
-            data = bytes(cast(bytes, chunk))
-            parts.append(data)
-            have += len(data)
-        data = b"".join(parts)
-        if size < 0:
-            self._pending = b""
-            return data
-        self._pending = data[size:]
-        return data[:size]
-
-    def readinto(self, buffer: Any) -> int:
-        data = self.read(len(buffer))
-        buffer[:len(data)] = data
-        return len(data)
+    def _pull(self) -> bytes | None:
+        chunk = self._queue.get()
+        return None if chunk is _END else bytes(cast(bytes, chunk))
 
 
 class StreamedObject:

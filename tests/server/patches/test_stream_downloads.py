@@ -27,7 +27,7 @@ from mlflow.server import app as flask_app
 from mlflow.server import handlers
 from mlflow.tracking import MlflowClient
 
-from harness.artifact_client import client_env, run_transfer
+from harness.artifact_client import client_env, file_sha256, run_transfer
 from harness.platforms import s3_platform_settings
 from harness.postgres import PostgresServer
 from harness.s3 import S3Server
@@ -58,14 +58,6 @@ def _put_random(s3_server: S3Server, key: str, size: int) -> str:
             f.write(piece)
         f.seek(0)
         s3.upload_fileobj(f, BUCKET, key)
-    return digest.hexdigest()
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while piece := f.read(16 * MIB):
-            digest.update(piece)
     return digest.hexdigest()
 
 
@@ -120,7 +112,7 @@ def test_a_plain_client_s_download_streams_through_the_server(
                f"{report.largest_open_file.path!r}, largest file in the state dir "
                f"{report.largest_dir_file.size / MIB:.1f} MiB {report.largest_dir_file.path!r}")
     print(f"256 MiB through the server in {down.seconds:.1f} s: {explain}")
-    assert _sha256(Path(down.path)) == digest
+    assert file_sha256(Path(down.path)) == digest
     assert report.samples >= 2, "the transfer was too quick to watch"
     assert report.largest_open_file.size < FILE_LIMIT, explain
     assert report.largest_dir_file.size < FILE_LIMIT, explain

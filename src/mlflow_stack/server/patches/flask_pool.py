@@ -17,12 +17,12 @@ S3). Every other body is spooled as before.
 from __future__ import annotations
 
 import asyncio
-import io
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from mlflow_stack.server.guards import Shape, UpstreamChanged
 from mlflow_stack.server.request_limits import is_artifact_upload
+from mlflow_stack.server.streams import PulledReader
 from mlflow_stack.server.tunables import seconds
 
 RUN_WSGI_APP = Shape("asgiref.wsgi", "WsgiToAsgiInstance.run_wsgi_app", ("self", "body"))
@@ -36,7 +36,7 @@ CALL = Shape("asgiref.wsgi", "WsgiToAsgiInstance.__call__", ("self", "scope", "r
 UPSTREAM = (RUN_WSGI_APP, ADAPTER, INSTANCE, MOUNT_ADAPTER, CALL)
 
 
-class ReceivedBody(io.RawIOBase):
+class ReceivedBody(PulledReader):
     """A request body read from the ASGI connection as the WSGI app reads it:
     ``wsgi.input`` without a copy. Made in the event loop's thread; read from any thread (the
     app's, or the store's upload threads), each read running ``receive`` on that loop."""
@@ -44,55 +44,19 @@ class ReceivedBody(io.RawIOBase):
     def __init__(self, receive: Any) -> None:
         super().__init__()
         self._loop = asyncio.get_running_loop()
-        self._receive_async = receive
-        self._pending = b""
-        self._ended = False
+        self._receive = receive
+        self._last = False
 
-    def readable(self) -> bool:
-        return True
-
-    def _receive(self) -> Any:
-        return asyncio.run_coroutine_threadsafe(self._receive_async(), self._loop).result()
-
-    def _more(self) -> bytes:
-        message = self._receive()
+    def _pull(self) -> bytes | None:
+        if self._last:
+            return None
+        message = asyncio.run_coroutine_threadsafe(self._receive(), self._loop).result()
         if message["type"] == "http.disconnect":
             raise OSError("the client went away during the upload")
         if message["type"] != "http.request":
             raise ValueError(f"unexpected ASGI message {message['type']!r} in a request body")
-        if not message.get("more_body"):
-            self._ended = True
+        self._last = not message.get("more_body")
         return bytes(message.get("body", b""))
-
-    def read(self, size: int | None = -1) -> bytes:
-        wanted = -1 if size is None else size
-        parts, have = [self._pending], len(self._pending)
-        while not self._ended and (wanted < 0 or have < wanted):
-            chunk = self._more()
-            parts.append(chunk)
-            have += len(chunk)
-        data = b"".join(parts)
-        if wanted < 0:
-            self._pending = b""
-            return data
-        self._pending = data[wanted:]
-        return data[:wanted]
-
-    def readinto(self, buffer: Any) -> int:
-        data = self.read(len(buffer))
-        buffer[:len(data)] = data
-        return len(data)
-
-    def readline(self, size: int | None = -1) -> bytes:
-        wanted = -1 if size is None else size
-        while b"\n" not in self._pending and not self._ended \
-                and (wanted < 0 or len(self._pending) < wanted):
-            self._pending += self._more()
-        end = self._pending.find(b"\n") + 1 or len(self._pending)
-        if wanted >= 0:
-            end = min(end, wanted)
-        line, self._pending = self._pending[:end], self._pending[end:]
-        return line
 
 
 def apply() -> None:
