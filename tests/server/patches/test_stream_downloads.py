@@ -183,6 +183,39 @@ def test_the_flask_view_streams_what_mlflow_s_view_sends(
         assert got.status_code >= 400, other
 
 
+def test_the_ui_s_get_artifact_streams_what_mlflow_sends(
+        flask_repo: Any, s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    payload = os.urandom(2 * MIB + 5)
+    s3_server.client().put_object(Bucket=BUCKET, Key="inproc/run/artifacts/model.pkl",
+                                  Body=payload)
+    original = getattr(handlers._send_artifact, "__wrapped__", handlers._send_artifact)
+    streamed = stream_downloads.send_artifact(original)
+    url = "/get-artifact?path=model.pkl&run_uuid=run"
+
+    def answer(send: Any, path: str) -> tuple[Any, bytes]:
+        with flask_app.test_request_context(url):
+            response = flask_app.make_response(send(flask_repo, path))
+            body = b"".join(c if isinstance(c, bytes) else c.encode()
+                            for c in response.response)
+            response.close()
+        return response, body
+
+    expected, expected_body = answer(original, "run/artifacts/model.pkl")
+    temp_dirs: list[object] = []
+    real = tempfile.TemporaryDirectory
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        temp_dirs.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tempfile, "TemporaryDirectory", counted)
+    got, body = answer(streamed, "run/artifacts/model.pkl")
+    assert temp_dirs == [] and body == expected_body == payload
+    for header in ("Content-Type", "Content-Disposition", "X-Content-Type-Options",
+                   "Content-Length"):
+        assert got.headers.get(header) == expected.headers.get(header), header
+
+
 def test_both_apps_download_through_it() -> None:
     from mlflow.server import artifact_router
 
@@ -190,6 +223,7 @@ def test_both_apps_download_through_it() -> None:
 
     assert sso_app.app is not None
     assert getattr(flask_app.view_functions["_download_artifact"], stream_downloads.MARKER)
+    assert getattr(handlers._send_artifact, stream_downloads.MARKER)  # the UI's get-artifact
     routes = [r for r in plain_app.app.router.routes
               if getattr(r, "path", "").endswith("/mlflow-artifacts/artifacts/{artifact_path:path}")
               and "GET" in getattr(r, "methods", ())]
