@@ -95,6 +95,9 @@ class S3ArtifactRepository(_MlflowS3Repository, StreamUploadMixin):
         config = TransferConfig(multipart_threshold=UPLOAD_PART, multipart_chunksize=UPLOAD_PART,
                                 max_concurrency=UPLOAD_THREADS, use_threads=True)
         config.max_request_queue_size = 1  # s3transfer's, not a boto3 argument
+        # s3transfer buffers up to this many parts read from a non-seekable stream (default
+        # 10: 50 MiB here, measured +70 MiB peak for a 256 MiB upload; with 2, +28-35 MiB).
+        config.max_in_memory_upload_chunks = UPLOAD_THREADS
         self._get_s3_client().upload_fileobj(_FullReads(stream), bucket, key, ExtraArgs=extra,
                                              Config=config)
 
