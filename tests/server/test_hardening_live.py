@@ -234,7 +234,7 @@ def test_artifacts_pass_through_the_sso_server_without_a_copy(s3_live: Live) -> 
     state = s3_live.server.state
     # Each worker's one-time first use (boto3, the S3 client, ORM) is paid before the baseline.
     prime_workers(s3_live.url, pid,
-                  headers={"Authorization": f"Bearer {s3_live.realm.token('alice')}"})
+                  headers={"Authorization": f"Bearer {s3_live.realm.new_token('alice')}"})
     with ServerWatch(pid, [state.root], ignore_files={state.log_file}) as watch:
         sent = s3_live.call("bob", "PUT", path, content=body(),
                             headers_extra={"Content-Length": str(size)})
