@@ -137,6 +137,19 @@ def flask_repo(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> Iterator
     yield repo
 
 
+def _count_temp_dirs(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """From now on, every temporary directory made (MLflow's handlers copy files into one)."""
+    made: list[object] = []
+    real = tempfile.TemporaryDirectory
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        made.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tempfile, "TemporaryDirectory", counted)
+    return made
+
+
 def _get(view: Any, path: str, headers: dict[str, str] | None = None) -> Any:
     url = f"/api/2.0/mlflow-artifacts/artifacts/{path}"
     with flask_app.test_request_context(url, headers=headers or {}):
@@ -157,14 +170,7 @@ def test_the_flask_view_streams_what_mlflow_s_view_sends(
     path = "run/artifacts/plot ü.png"
 
     mlflow_response, mlflow_body = _get(original, path)
-    temp_dirs: list[object] = []
-    real = tempfile.TemporaryDirectory
-
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        temp_dirs.append(args)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(tempfile, "TemporaryDirectory", counted)
+    temp_dirs = _count_temp_dirs(monkeypatch)
     response, body = _get(streamed, path)
     assert temp_dirs == []  # no copy
     assert body == mlflow_body == payload
@@ -201,14 +207,7 @@ def test_the_ui_s_get_artifact_streams_what_mlflow_sends(
         return response, body
 
     expected, expected_body = answer(original, "run/artifacts/model.pkl")
-    temp_dirs: list[object] = []
-    real = tempfile.TemporaryDirectory
-
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        temp_dirs.append(args)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(tempfile, "TemporaryDirectory", counted)
+    temp_dirs = _count_temp_dirs(monkeypatch)
     got, body = answer(streamed, "run/artifacts/model.pkl")
     assert temp_dirs == [] and body == expected_body == payload
     for header in ("Content-Type", "Content-Disposition", "X-Content-Type-Options",
