@@ -55,6 +55,13 @@ class PostgresServer:
         password = quote(self.password, safe="")
         return f"postgresql://{user}:{password}@{self.host}:{self.port}/{dbname}"
 
+    def new_database(self, prefix: str) -> str:
+        """A fresh database named ``prefix_<random>``; its SQLAlchemy URL (psycopg 3)."""
+        name = f"{prefix}_{secrets.token_hex(4)}"
+        with psycopg.connect(self.dsn(), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.dsn(name).replace("postgresql://", "postgresql+psycopg://", 1)
+
     def stop(self) -> None:
         """Fast shutdown of the postmaster we started, then remove its data. Safe to call twice."""
         proc, self._proc = self._proc, None

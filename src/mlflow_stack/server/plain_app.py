@@ -11,8 +11,11 @@ artifact paths are refused without internals in errors (server/hardening.py); ex
 (server/patches/metrics_scrape.py, as on the SSO app). API responses are compact JSON
 (server/patches/compact_json.py) and read-only store sessions keep what they loaded at commit
 (server/patches/read_sessions.py), and ``runs/search`` is answered from rows without ORM
-entities or protobufs (server/patches/fast_runs_search.py), and downloads through the server
-stream from S3 without a temporary copy (server/patches/stream_downloads.py), as on the SSO app.
+entities or protobufs (server/patches/fast_runs_search.py), and so are metric history, the
+charts' bulk-interval call and artifact listings (server/patches/fast_reads.py) and the
+registry searches (server/patches/fast_registry.py), and
+downloads through the server stream from S3 without a temporary copy
+(server/patches/stream_downloads.py), as on the SSO app.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from mlflow.server.fastapi_app import app  # noqa: E402
 from mlflow_stack.server import db_metrics, hardening, surfaces  # noqa: E402
 from mlflow_stack.server.patches import (  # noqa: E402
     compact_json,
+    fast_reads,
+    fast_registry,
     fast_runs_search,
     metrics_scrape,
     stream_downloads,
@@ -33,6 +38,8 @@ from mlflow_stack.server.patches import (  # noqa: E402
 
 compact_json.apply_mlflow()  # the handlers module this app serves the API with
 fast_runs_search.apply()  # runs/search from rows, on MLflow's Flask app
+fast_reads.apply()  # metric history, bulk interval, artifact listing: the same
+fast_registry.apply()  # registry searches from rows, on MLflow's registry store
 stream_downloads.apply(app)  # downloads stream from S3: its Flask view and FastAPI routes
 metrics_scrape.apply(app)  # MLflow's own Host check middleware is on the app already
 hardening.install(app, sso=False)

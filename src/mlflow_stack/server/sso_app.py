@@ -30,8 +30,11 @@ aside), ``flask_first`` (tracking requests routed straight to Flask), ``compact_
 responses without pretty-printing: the same JSON values, ~0.4x the bytes, C encoder),
 ``read_sessions`` (read-only store sessions do not expire the objects they loaded at commit),
 ``fast_runs_search`` (``runs/search`` from rows, without ORM entities or protobufs: the same
-JSON). Disk: ``stream_downloads`` (downloads through the server stream from S3, without a
-temporary copy of the file).
+JSON), ``fast_reads`` (metric history, the charts' bulk-interval call and artifact listings
+likewise, the charts' call in one statement instead of two per run), ``fast_registry``
+(registry searches read tags, aliases and latest versions as rows, not ORM objects). Disk:
+``stream_downloads`` (downloads through the server stream from S3, without a temporary copy of
+the file).
 
 Measured with ``bench/sso_tax.py`` (3 workers, PostgreSQL, 4 client threads): plain
 mlflow-oidc-auth runs log-metric at ~0.5x the requests/s of no auth; this app at ~1.0x.
@@ -48,6 +51,8 @@ from mlflow_stack.server.patches import (
     compact_json,
     cross_site,
     denial_reason,
+    fast_reads,
+    fast_registry,
     fast_runs_search,
     flask_first,
     flask_pool,
@@ -71,7 +76,8 @@ BEFORE_APP: tuple[BeforeApp, ...] = (
 )
 #: Applied to the built app, in this order (the middleware added last runs outermost).
 ON_APP: tuple[OnApp, ...] = (run_lookup, trace_links, flask_first, basic_auth, cross_site,
-                             host_validation, metrics_scrape, fast_runs_search, stream_downloads)
+                             host_validation, metrics_scrape, fast_runs_search, fast_reads,
+                             fast_registry, stream_downloads)
 
 _PATCHED = False
 

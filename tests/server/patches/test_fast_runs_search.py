@@ -80,15 +80,12 @@ def _populate(store: Any) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def pg_store(postgres_server: PostgresServer, tmp_path_factory: pytest.TempPathFactory
              ) -> Iterator[tuple[Any, dict[str, Any]]]:
-    name = f"fast_search_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(postgres_server.dsn(), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    uri = postgres_server.dsn(name).replace("postgresql://", "postgresql+psycopg://", 1)
+    uri = postgres_server.new_database("fast_search")
     make: Any = SqlAlchemyStore  # MLflow is untyped
     store = make(uri, str(tmp_path_factory.mktemp("fast-search-artifacts")))
     data = _populate(store)
     # A run whose name column is empty: MLflow names it from its mlflow.runName tag.
-    with psycopg.connect(postgres_server.dsn(name), autocommit=True) as conn:
+    with psycopg.connect(uri.replace("+psycopg", "", 1), autocommit=True) as conn:
         conn.execute("UPDATE runs SET name = NULL WHERE run_uuid = %s", (data["runs"][1],))
         conn.execute("UPDATE runs SET name = '' WHERE run_uuid = %s", (data["runs"][3],))
     yield store, data

@@ -26,16 +26,14 @@ cached: every call reads the database.
 
 from __future__ import annotations
 
-import hashlib
-import inspect
 import json
 import logging
-import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 from mlflow_stack.server.guards import Shape, wrapping
+from mlflow_stack.server.mirrors import Unusual, changed, json_double, resolve
 
 log = logging.getLogger(__name__)
 
@@ -84,28 +82,9 @@ RUN_STATUSES = frozenset({"RUNNING", "SCHEDULED", "FINISHED", "FAILED", "KILLED"
 RUN_NAME_TAG = "mlflow.runName"
 
 
-class Unusual(Exception):
-    """A row this module does not mirror: MLflow's own view answers the request."""
-
-
-def _resolve(qualified: str) -> Any:
-    module_name, _, path = qualified.partition(":")
-    import importlib
-
-    target: Any = importlib.import_module(module_name)
-    for part in path.split("."):
-        target = getattr(target, part)
-    return getattr(target, "__wrapped__", target)
-
-
-def source_digest(qualified: str) -> str:
-    """SHA-256 of the source of ``module:dotted.path`` as installed."""
-    return hashlib.sha256(inspect.getsource(_resolve(qualified)).encode()).hexdigest()
-
-
 def changed_upstream() -> list[str]:
     """The mirrored functions whose source is not the one this module was checked against."""
-    return [name for name, digest in MIRRORED.items() if source_digest(name) != digest]
+    return changed(MIRRORED)
 
 
 # --------------------------------------------------------------------------------------------
@@ -160,15 +139,6 @@ def _select_runs(store: Any, session: Any, experiment_ids: list[str], filter_str
 # What they contain: one query per table, straight to message_to_json's dict
 
 
-def _double(value: float) -> float | str:
-    """A proto double as MLflow's JSON has it (json_format writes these three as strings)."""
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "Infinity" if value > 0 else "-Infinity"
-    return value
-
-
 def _by_run(rows: Iterable[Any]) -> dict[str, list[Any]]:
     grouped: dict[str, list[Any]] = defaultdict(list)
     for row in rows:
@@ -198,7 +168,7 @@ def _metric(row: Any) -> dict[str, Any]:
     _, key, value, timestamp, step, is_nan = row
     if key is None or value is None or timestamp is None or step is None:
         raise Unusual("metric with a null column")
-    return {"key": key, "value": "NaN" if is_nan else _double(value), "timestamp": timestamp,
+    return {"key": key, "value": "NaN" if is_nan else json_double(value), "timestamp": timestamp,
             "step": step}
 
 
@@ -321,7 +291,7 @@ def fast_view(original: Callable[[], Any]) -> Callable[[], Any]:
         "order_by": [handlers._assert_array, handlers._assert_item_type_string],
     }
     store_type = STORE_TYPE.owner().SqlAlchemyStore
-    search_runs = _resolve("mlflow.store.tracking.abstract_store:AbstractStore.search_runs")
+    search_runs = resolve("mlflow.store.tracking.abstract_store:AbstractStore.search_runs")
 
     @wrapping(original)
     def _search_runs() -> Any:
