@@ -9,11 +9,12 @@ both views again and the digests are renewed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import inspect
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 
@@ -47,3 +48,34 @@ def json_double(value: float) -> float | str:
     if math.isinf(value):
         return "Infinity" if value > 0 else "-Infinity"
     return value
+
+
+@contextlib.contextmanager
+def read_rows(store: Any) -> Iterator[Any]:
+    """Something to ``execute`` read-only Core statements on, for ``store``'s database.
+
+    On PostgreSQL a pooled connection in autocommit: no BEGIN and COMMIT round trips around a
+    read (what each statement sees is the same: PostgreSQL's default READ COMMITTED gives every
+    statement of a transaction its own snapshot anyway). Elsewhere MLflow's managed session,
+    with its per-session settings (SQLite's PRAGMAs). Database errors become the
+    MlflowExceptions MLflow's managed session raises for them."""
+    from mlflow.exceptions import MlflowException
+
+    if store.db_type != "postgresql":
+        with store.ManagedSessionMaker() as session:
+            yield session
+        return
+    from mlflow.protos import databricks_pb2
+    from sqlalchemy import exc
+
+    try:
+        with store.engine.connect() as connection:
+            yield connection.execution_options(isolation_level="AUTOCOMMIT")
+    except MlflowException:
+        raise
+    except exc.OperationalError as error:
+        raise MlflowException(message=str(error),
+                              error_code=databricks_pb2.TEMPORARILY_UNAVAILABLE) from error
+    except exc.SQLAlchemyError as error:
+        raise MlflowException(message=str(error),
+                              error_code=databricks_pb2.BAD_REQUEST) from error

@@ -15,7 +15,9 @@ entities or protobufs (server/patches/fast_runs_search.py), and so are metric hi
 charts' bulk-interval call and artifact listings (server/patches/fast_reads.py) and the
 registry searches (server/patches/fast_registry.py), and
 downloads through the server stream from S3 without a temporary copy
-(server/patches/stream_downloads.py), as on the SSO app.
+(server/patches/stream_downloads.py), as on the SSO app. MLflow's gateway-timing and
+workspace layers step aside for requests they do nothing for (server/idle_layers.py), and
+Flask's responses come back from its thread in one piece (server/wsgi_bridge.py).
 """
 
 from __future__ import annotations
@@ -26,7 +28,13 @@ read_sessions.apply()  # before MLflow's app is imported: no store may exist wit
 
 from mlflow.server.fastapi_app import app  # noqa: E402
 
-from mlflow_stack.server import db_metrics, hardening, surfaces  # noqa: E402
+from mlflow_stack.server import (  # noqa: E402
+    db_metrics,
+    hardening,
+    idle_layers,
+    surfaces,
+    wsgi_bridge,
+)
 from mlflow_stack.server.patches import (  # noqa: E402
     compact_json,
     fast_reads,
@@ -45,5 +53,7 @@ metrics_scrape.apply(app)  # MLflow's own Host check middleware is on the app al
 hardening.install(app, sso=False)
 surfaces.install(app, sso=False)
 db_metrics.install()  # mlflow_db_connection_errors_total on /metrics
+idle_layers.install(app)  # MLflow's gateway and workspace layers pass idle requests on
+wsgi_bridge.install(app)  # Flask's responses reach the loop in one piece, not per message
 
 __all__ = ["app"]

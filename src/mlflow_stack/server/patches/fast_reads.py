@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from mlflow_stack.server.guards import Shape, wrapping
-from mlflow_stack.server.mirrors import changed, json_double
+from mlflow_stack.server.mirrors import changed, json_double, read_rows
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ def history_json(store: Any, run_id: str, metric_key: str, max_results: int | No
     from sqlalchemy import select
 
     SearchUtils: Any = Untyped  # MLflow is untyped
-    with store.ManagedSessionMaker() as session:
+    with read_rows(store) as session:
         offset = SearchUtils.parse_start_offset_from_page_token(page_token)
         statement: Any = (select(M.key, M.value, M.timestamp, M.step, M.is_nan)
                      .where(M.run_uuid == run_id, M.key == metric_key)
@@ -240,7 +240,7 @@ def bulk_interval_json(store: Any, run_ids: list[str], metric_key: str, max_resu
     max_results = max(1, max_results)
     by_run: dict[str, list[Any]] = defaultdict(list)
     if run_ids:
-        with store.ManagedSessionMaker() as session:
+        with read_rows(store) as session:
             statement = _sampling_statement(sorted(set(run_ids)), metric_key, max_results,
                                             start_step, end_step)
             for row in session.execute(statement):
@@ -331,7 +331,7 @@ def artifact_location(store: Any, run_id: str) -> _Run:
     from mlflow.store.tracking.dbmodels.models import SqlRun
     from sqlalchemy import select
 
-    with store.ManagedSessionMaker() as session:
+    with read_rows(store) as session:
         found = session.execute(
             select(SqlRun.artifact_uri).where(SqlRun.run_uuid == run_id)).scalars().all()
     if not found:

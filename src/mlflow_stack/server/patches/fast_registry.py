@@ -26,7 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mlflow_stack.server.guards import Shape, wrapping
-from mlflow_stack.server.mirrors import changed
+from mlflow_stack.server.mirrors import changed, read_rows
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,13 @@ VERSIONS_PINS: dict[str, str] = {
 
 def _base() -> Any:
     return MODELS.owner()
+
+
+def _as_columns(query: Any, model: Any) -> Any:
+    """MLflow's ORM select of ``model`` as a select of its columns (same FROMs, joins, filters,
+    order and limit): rows with the columns by name, no ORM objects; runs on a plain
+    connection too."""
+    return query.with_only_columns(*model.__table__.columns, maintain_column_froms=True)
 
 
 def _module() -> Any:
@@ -251,14 +258,14 @@ def search_model_versions(original: Callable[..., Any]) -> Callable[..., Any]:
             order_by or ["last_updated_timestamp DESC", "name ASC", "version_number DESC"])
         offset = utils.SearchUtils.parse_start_offset_from_page_token(page_token)
         max_results_for_query = max_results + 1
-        with self.ManagedSessionMaker() as session:
+        with read_rows(self) as session:
             query = (filter_query
                      .filter(MV.current_stage != module.STAGE_DELETED_INTERNAL)
                      .order_by(*parsed_orderby)
                      .limit(max_results_for_query))
             if page_token:
                 query = query.offset(offset)
-            rows = session.execute(query).scalars().all()
+            rows = session.execute(_as_columns(query, MV)).all()
             next_page_token = self._compute_next_token(
                 max_results_for_query, len(rows), offset, max_results)
             versions = _versions(self, session, list(rows)[:max_results])
@@ -279,6 +286,7 @@ def search_registered_models(original: Callable[..., Any]) -> Callable[..., Any]
             return original(self, filter_string, max_results, order_by, page_token)
         from mlflow.entities.model_registry import RegisteredModel
         from mlflow.store.entities.paged_list import PagedList
+        from mlflow.store.model_registry.dbmodels.models import SqlRegisteredModel as RM
         from mlflow.utils import search_utils
 
         utils: Any = search_utils  # MLflow is untyped
@@ -289,13 +297,13 @@ def search_registered_models(original: Callable[..., Any]) -> Callable[..., Any]
         parsed_orderby = self._parse_search_registered_models_order_by(order_by)
         offset = utils.SearchUtils.parse_start_offset_from_page_token(page_token)
         max_results_for_query = max_results + 1
-        with self.ManagedSessionMaker() as session:
+        with read_rows(self) as session:
             filter_query = self._get_search_registered_model_filter_query(
                 session, parsed_filters, self.engine.dialect.name)
             query = filter_query.order_by(*parsed_orderby).limit(max_results_for_query)
             if page_token:
                 query = query.offset(offset)
-            models = session.execute(query).scalars().all()
+            models = session.execute(_as_columns(query, RM)).all()
             next_page_token = self._compute_next_token(
                 max_results_for_query, len(models), offset, max_results)
             models = list(models)[:max_results]
