@@ -11,6 +11,7 @@ import secrets
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import httpx
@@ -57,7 +58,8 @@ def env(keycloak: KeycloakServer, tmp_path_factory: pytest.TempPathFactory) -> I
     base = f"http://127.0.0.1:{port}"
     realm = provision_realm(keycloak, REALM, base, users={
         "alice": [ADMIN_ROLE], "bob": [USER_ROLE], "carol": [], "dave": [USER_ROLE],
-        "erin": [USER_ROLE],
+        "erin": [USER_ROLE], **{name: [USER_ROLE] for name in FIRST_SIGHT[1:]},
+        FIRST_SIGHT[0]: [ADMIN_ROLE],
     })
     # Same client id and audience in another realm: only the issuer is wrong.
     other = provision_realm(keycloak, f"{REALM}-other", base, users={"alice": [ADMIN_ROLE]})
@@ -72,6 +74,9 @@ def env(keycloak: KeycloakServer, tmp_path_factory: pytest.TempPathFactory) -> I
     settings = sso_settings(realm, port)
     with running(settings, tmp_path_factory.mktemp("sso-api") / "state") as server:
         yield Env(realm, server, other, short, other_client)
+
+
+FIRST_SIGHT = ("frank", "gina", "hank", "ivy", "jack")  # accounts first seen all at once
 
 
 def _b64(data: bytes) -> str:
@@ -191,6 +196,21 @@ def test_removed_user_role_is_refused_with_next_token(env: Env) -> None:
     env.realm.set_roles("dave", [USER_ROLE])  # and back again
     assert env.call(env.realm.new_token("dave"), "GET", f"{API}/experiments/search?max_results=1"
                     ).status_code == 200
+
+
+def test_a_new_user_s_first_requests_all_pass_when_they_arrive_together(env: Env) -> None:
+    """The first requests of an account never seen, sent at once on separate connections (a
+    client's threads, the UI): one worker provisions the account while the others check its
+    roles. Every one of them is answered, none refused while the account is being written
+    (before: one 401 "Could not check the token's roles" now and then)."""
+    for name in FIRST_SIGHT:
+        token = env.realm.new_token(name)
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda t: env.call(
+                t, "GET", f"{API}/experiments/search?max_results=1"), [token] * 8))
+        codes = [answer.status_code for answer in answers]
+        assert codes == [200] * 8, (name, codes, [a.text[:200] for a in answers
+                                                  if a.status_code != 200])
 
 
 def test_granted_admin_role_gives_admin_rights_and_removal_takes_them(env: Env) -> None:

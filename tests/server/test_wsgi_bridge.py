@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -78,6 +79,12 @@ async def _call(app: Any, method: str, path: str, body: bytes = b"",
     return sent, None
 
 
+def _run(coroutine: Any) -> Any:
+    """Run on a loop of its own thread (an earlier test may leave one running in this one)."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
 def _delivered(sent: list[dict[str, Any]]) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
     assert sent[0]["type"] == "http.response.start"
     assert all(m["type"] == "http.response.body" for m in sent[1:])
@@ -91,9 +98,9 @@ def _delivered(sent: list[dict[str, Any]]) -> tuple[int, list[tuple[bytes, bytes
 def test_responses_are_delivered_as_mlflow_s_adapter_delivers_them(
         method: str, path: str, body: bytes) -> None:
     flask_app = _flask()
-    theirs, error = asyncio.run(_call(_EfficientWSGIMiddleware(flask_app), method, path, body))
+    theirs, error = _run(_call(_EfficientWSGIMiddleware(flask_app), method, path, body))
     assert error is None
-    ours, error = asyncio.run(_call(LeanWSGIMiddleware(flask_app, LIMIT), method, path, body,
+    ours, error = _run(_call(LeanWSGIMiddleware(flask_app, LIMIT), method, path, body,
                                     parts=3))
     assert error is None
     assert _delivered(ours) == _delivered(theirs)
@@ -101,8 +108,8 @@ def test_responses_are_delivered_as_mlflow_s_adapter_delivers_them(
 
 def test_an_error_in_the_app_is_flask_s_500_both_ways() -> None:
     flask_app = _flask()
-    theirs, _ = asyncio.run(_call(_EfficientWSGIMiddleware(flask_app), "GET", "/boom"))
-    ours, _ = asyncio.run(_call(LeanWSGIMiddleware(flask_app, LIMIT), "GET", "/boom"))
+    theirs, _ = _run(_call(_EfficientWSGIMiddleware(flask_app), "GET", "/boom"))
+    ours, _ = _run(_call(LeanWSGIMiddleware(flask_app, LIMIT), "GET", "/boom"))
     assert _delivered(ours)[0] == _delivered(theirs)[0] == 500
 
 
@@ -116,10 +123,10 @@ def test_small_responses_need_no_hand_off_and_big_ones_stream_bounded(
         return real(coro, loop)
 
     monkeypatch.setattr(asyncio, "run_coroutine_threadsafe", counted)
-    sent, _ = asyncio.run(_call(LeanWSGIMiddleware(_flask(), LIMIT), "GET", "/small"))
+    sent, _ = _run(_call(LeanWSGIMiddleware(_flask(), LIMIT), "GET", "/small"))
     assert handed == [] and len(sent) == 2  # start, then the whole body at once
     closed.clear()
-    sent, _ = asyncio.run(_call(LeanWSGIMiddleware(_flask(), LIMIT), "GET", "/big"))
+    sent, _ = _run(_call(LeanWSGIMiddleware(_flask(), LIMIT), "GET", "/big"))
     assert len(handed) > 10  # past the limit: chunk by chunk, as it is made
     assert max(len(m.get("body", b"")) for m in sent) <= LIMIT + 10_000
     assert _delivered(sent)[2] == b"".join(bytes([n]) * 10_000 for n in range(40))
@@ -136,8 +143,8 @@ def test_websockets_are_refused_and_other_scopes_ignored() -> None:
         return {}
 
     bridge = LeanWSGIMiddleware(_flask())
-    asyncio.run(bridge({"type": "websocket", "path": "/"}, receive, send))
-    asyncio.run(bridge({"type": "lifespan"}, receive, send))
+    _run(bridge({"type": "websocket", "path": "/"}, receive, send))
+    _run(bridge({"type": "lifespan"}, receive, send))
     assert sent == [{"type": "websocket.close", "code": 1000}]
 
 

@@ -96,7 +96,10 @@ def refusal(username: str | None, claims: Mapping[str, Any]) -> str:
         return ("the email address of this Keycloak account changed since it was first used "
                 "here, and MLflow accounts stay with the Keycloak user they belong to: ask an "
                 "MLflow administrator")
-    if bound is None and bound_subjects(username):
+    # Bound to another subject: another Keycloak user's account. (Bound to this very subject
+    # is this user: the lookup above can miss a binding another worker committed between the
+    # two reads, during an account's first requests.)
+    if bound is None and any(s != subject.strip() for s in bound_subjects(username)):
         return (f"the MLflow account {username} belongs to another Keycloak user; ask an "
                 "MLflow administrator")
     return ""

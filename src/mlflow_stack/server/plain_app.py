@@ -13,7 +13,8 @@ artifact paths are refused without internals in errors (server/hardening.py); ex
 (server/patches/read_sessions.py), and ``runs/search`` is answered from rows without ORM
 entities or protobufs (server/patches/fast_runs_search.py), and so are metric history, the
 charts' bulk-interval call and artifact listings (server/patches/fast_reads.py) and the
-registry searches (server/patches/fast_registry.py), and
+registry searches (server/patches/fast_registry.py), search filters and orderings are parsed
+once per text (server/patches/parse_cache.py), and
 downloads through the server stream from S3 without a temporary copy
 (server/patches/stream_downloads.py), as on the SSO app. MLflow's gateway-timing and
 workspace layers step aside for requests they do nothing for (server/idle_layers.py), and
@@ -41,6 +42,7 @@ from mlflow_stack.server.patches import (  # noqa: E402
     fast_registry,
     fast_runs_search,
     metrics_scrape,
+    parse_cache,
     stream_downloads,
 )
 
@@ -48,6 +50,7 @@ compact_json.apply_mlflow()  # the handlers module this app serves the API with
 fast_runs_search.apply()  # runs/search from rows, on MLflow's Flask app
 fast_reads.apply()  # metric history, bulk interval, artifact listing: the same
 fast_registry.apply()  # registry searches from rows, on MLflow's registry store
+parse_cache.apply()  # search filters and orderings parsed once per text
 stream_downloads.apply(app)  # downloads stream from S3: its Flask view and FastAPI routes
 metrics_scrape.apply(app)  # MLflow's own Host check middleware is on the app already
 hardening.install(app, sso=False)

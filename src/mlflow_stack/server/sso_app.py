@@ -32,7 +32,8 @@ responses without pretty-printing: the same JSON values, ~0.4x the bytes, C enco
 ``fast_runs_search`` (``runs/search`` from rows, without ORM entities or protobufs: the same
 JSON), ``fast_reads`` (metric history, the charts' bulk-interval call and artifact listings
 likewise, the charts' call in one statement instead of two per run), ``fast_registry``
-(registry searches read tags, aliases and latest versions as rows, not ORM objects). Disk:
+(registry searches read tags, aliases and latest versions as rows, not ORM objects),
+``parse_cache`` (search filters and orderings parsed once per text). Disk:
 ``stream_downloads`` (downloads through the server stream from S3, without a temporary copy of
 the file).
 
@@ -62,6 +63,7 @@ from mlflow_stack.server.patches import (
     login_identity,
     metrics_scrape,
     otlp_ingest,
+    parse_cache,
     read_sessions,
     run_lookup,
     stream_downloads,
@@ -77,7 +79,7 @@ BEFORE_APP: tuple[BeforeApp, ...] = (
 #: Applied to the built app, in this order (the middleware added last runs outermost).
 ON_APP: tuple[OnApp, ...] = (run_lookup, trace_links, flask_first, basic_auth, cross_site,
                              host_validation, metrics_scrape, fast_runs_search, fast_reads,
-                             fast_registry, stream_downloads)
+                             fast_registry, parse_cache, stream_downloads)
 
 _PATCHED = False
 

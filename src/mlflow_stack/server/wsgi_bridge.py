@@ -8,7 +8,8 @@ start and every body chunk are each handed to the event loop and waited for
 GIL to come back). Here the thread collects the response, and the loop sends it once the
 thread is done: no hand-off at all for what API calls answer. A response that grows past
 ``BUFFER_LIMIT`` (a streamed file) switches to sending each chunk as it comes, as before, so
-memory stays bounded. The rest is as MLflow's: the whole request body read first, Starlette's
+memory stays bounded (MLflow's event streams, the gateway's and the Assistant's, are FastAPI
+routes and never pass here). The rest is as MLflow's: the whole request body read first, Starlette's
 ``build_environ``, websocket handshakes refused, other scopes ignored, an ``exc_info`` given to
 ``start_response`` raised after the response; the response iterable is also closed, as the
 WSGI specification asks.

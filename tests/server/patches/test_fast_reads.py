@@ -26,9 +26,9 @@ from mlflow.server import handlers
 from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
 from mlflow.store.tracking.dbmodels.models import SqlMetric
 from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-from sqlalchemy import event
 
 from harness.postgres import PostgresServer
+from harness.statements import statements_sent
 from mlflow_stack.server.patches import fast_reads
 
 pytestmark = pytest.mark.integration
@@ -263,20 +263,12 @@ def test_bulk_interval_reads_every_run_in_one_statement(
         views: Callable[[Any, dict[str, Any]], dict[str, Any]]) -> None:
     store, data = pg_store
     mlflow_view, fast = views(store, data)[BULK]
-    sent: list[str] = []
-
-    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        sent.append(statement)
-
-    event.listen(store.engine, "before_cursor_execute", record)
-    try:
-        query = _bulk(data["runs"][:10], max_results=50)
+    query = _bulk(data["runs"][:10], max_results=50)
+    with statements_sent(store.engine) as sent:
         _answer(mlflow_view, BULK, query)
-        theirs = len(sent)
-        sent.clear()
+    theirs = len(sent)
+    with statements_sent(store.engine) as sent:
         _answer(fast, BULK, query)
-    finally:
-        event.remove(store.engine, "before_cursor_execute", record)
     assert theirs >= 20  # MLflow: two statements per run
     assert len([s for s in sent if "metrics" in s]) == 1, sent
 
@@ -313,16 +305,8 @@ def test_a_listing_reads_the_run_s_location_only(
         views: Callable[[Any, dict[str, Any]], dict[str, Any]]) -> None:
     store, data = pg_store
     _, fast = views(store, data)[LIST]
-    sent: list[str] = []
-
-    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        sent.append(statement)
-
-    event.listen(store.engine, "before_cursor_execute", record)
-    try:
+    with statements_sent(store.engine) as sent:
         assert _answer(fast, LIST, {"run_id": data["runs"][0]})[0] == 200
-    finally:
-        event.remove(store.engine, "before_cursor_execute", record)
     assert len(sent) == 1 and "artifact_uri" in sent[0], sent  # MLflow: 7 (the whole run)
 
 

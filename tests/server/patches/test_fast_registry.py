@@ -18,9 +18,9 @@ from mlflow.exceptions import MlflowException
 from mlflow.store.model_registry.dbmodels.models import SqlModelVersion
 from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
 from mlflow.utils.proto_json_utils import message_to_json
-from sqlalchemy import event
 
 from harness.postgres import PostgresServer
+from harness.statements import statements_sent
 from mlflow_stack.server.patches import fast_registry
 
 pytestmark = pytest.mark.integration
@@ -197,11 +197,6 @@ def test_bad_arguments_get_mlflow_s_errors(backend: str, request: pytest.Fixture
 
 def test_versions_are_read_as_rows_in_a_few_statements(
         pg_store: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    sent: list[str] = []
-
-    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        sent.append(statement)
-
     built: list[Any] = []
     entity: Any = SqlModelVersion.to_mlflow_entity
 
@@ -210,11 +205,8 @@ def test_versions_are_read_as_rows_in_a_few_statements(
         return entity(self)
 
     monkeypatch.setattr(SqlModelVersion, "to_mlflow_entity", counted)
-    event.listen(pg_store.engine, "before_cursor_execute", record)
-    try:
+    with statements_sent(pg_store.engine) as sent:
         _fast("search_registered_models")(pg_store, max_results=100)
-    finally:
-        event.remove(pg_store.engine, "before_cursor_execute", record)
     assert built == []  # no ORM version objects became entities
     assert len(sent) <= 5, sent  # models, latest versions, their tags, model tags, aliases
 

@@ -11,6 +11,12 @@
   for every new token in every worker process (a repeated token is answered by the cache
   below): a per-process "already synced these groups" shortcut was wrong with several
   workers, where another process may have written other roles since.
+- **A new account's first requests all pass.** They often arrive together on several workers
+  (a client's threads): while one worker creates the account, binds it to the token's subject
+  and writes its roles, another's writes of the same rows collide and it was refused ("could
+  not check the token's roles", "this account cannot be used here"). Such a refusal is checked
+  again, whole, after a short pause (up to ``ATTEMPTS`` times); a refusal for a real reason
+  refuses again.
 - **A verified token is verified once.** mlflow-oidc-auth checks signature, expiry, audience
   and issuer and then queries the auth DB (does the user exist?) on every request, on the
   event loop. Here a token that passed all of that — and the role check — is remembered, keyed
@@ -22,6 +28,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import hashlib
 import time
@@ -49,6 +56,13 @@ BEARER_SOURCE = Shape("mlflow_oidc_auth.utils.oidc_field_extraction", "BEARER_TO
 UPSTREAM = (VALIDATE, AUTHENTICATE, WORKLOAD_BEARER, BEARER_IDENTITY, EXTRACT_USERNAME,
             BEARER_SOURCE)
 
+#: Refusals a new account's first requests can meet while another worker is still writing
+#: that account (creating it, binding it to the token's subject, writing its roles).
+FIRST_SIGHT_RACES = frozenset({"This account cannot be used here",
+                               "Could not check the token's roles"})
+ATTEMPTS = 4
+PAUSE = 0.05  # seconds, times the attempt: a provisioning commits within milliseconds
+
 _VALIDATED_CLAIMS: contextvars.ContextVar[Mapping[str, Any] | None] = contextvars.ContextVar(
     "mlflow_stack_validated_claims", default=None)
 
@@ -75,6 +89,14 @@ def verified_ttl(claims: Mapping[str, Any], cap: float,
     if isinstance(exp, bool) or not isinstance(exp, int | float):
         return 0.0
     return max(0.0, min(float(exp) - now(), cap))
+
+
+def sync(username: str, claims: Mapping[str, Any], groups: list[str], allowed: bool,
+         is_admin: bool) -> None:
+    """Bind the account to the token's subject (when allowed) and write its roles."""
+    if allowed:
+        identity.bind(username, claims)
+    roles.sync_user(username, groups, is_admin)
 
 
 def apply() -> None:
@@ -120,9 +142,7 @@ def apply() -> None:
         try:
             groups = roles.groups_from(token, claims)
             allowed, is_admin = roles.admission_of(groups)
-            if allowed:
-                identity.bind(username, claims)
-            roles.sync_user(username, groups, is_admin)
+            sync(username, claims, groups, allowed, is_admin)
         except Exception as exc:  # fail closed: a sync we cannot do must not grant access
             server_log().warning("Bearer sync for %s failed: %s", username, type(exc).__name__)
             identity.REFUSAL.set("the token's roles could not be applied to this account (is "
@@ -145,6 +165,16 @@ def apply() -> None:
             bearer_identity.set(hit.identity)
             return True, hit.username, ""
         ok, username, error, claims = await verify_and_sync(self, auth_header, token)
+        attempt = 1
+        while not ok and error in FIRST_SIGHT_RACES and attempt < ATTEMPTS:
+            # A new account's first requests arrive together on several workers: while one
+            # creates, binds and syncs the account, another's writes of the same rows collide
+            # and it is refused. Once the first has committed, the whole check passes (or
+            # refuses again for a real reason, e.g. an account bound to another subject).
+            await asyncio.sleep(PAUSE * attempt)
+            identity.REFUSAL.set("")
+            ok, username, error, claims = await verify_and_sync(self, auth_header, token)
+            attempt += 1
         if ok and username and claims is not None:
             # A new token is where role changes arrive: read the user's flags fresh for it.
             USER_FACTS.discard(username)
