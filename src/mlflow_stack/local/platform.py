@@ -126,6 +126,7 @@ def up(settings: Settings, state: StateDir, progress: Progress, *,
             artifacts=artifacts, auth=auth, versions=process.installed_versions(),
             host=settings.server.bind_host,
             config=str(config.expanduser().resolve()) if config is not None else None,
+            start_ticks=process.start_ticks(proc.pid),
         )
         record.save(state)
         progress.detail(f"pid {proc.pid}, log {state.log_file}")

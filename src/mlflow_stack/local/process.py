@@ -52,6 +52,9 @@ class ServerRecord:
     versions: str = ""  # what it runs (installed_versions()); "" before upgrade existed
     host: str = ""  # the address it is bound to; "" in records written before it was kept
     config: str | None = None  # absolute path of the config file `up` loaded; None: defaults
+    # Start time in clock ticks since boot (/proc/<pid>/stat): unlike create_time it does not
+    # move when the wall clock is stepped (NTP, a VM's clock correction). None: not known.
+    start_ticks: int | None = None
 
     @property
     def knows_start(self) -> bool:
@@ -86,10 +89,30 @@ def find_running(state: StateDir) -> RecordLookup:
     return RecordLookup(None, stale_removed=True)
 
 
+def start_ticks(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (Linux), None where unreadable."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        # Fields after the command name (which may hold spaces and parentheses): state is the
+        # 3rd field of the line, starttime the 22nd.
+        return int(stat.rpartition(")")[2].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def is_alive(record: ServerRecord) -> bool:
+    """The recorded server is still running (not another process that got its pid). Matched
+    by start ticks when both are known: create_time is boot time (from the wall clock) plus
+    ticks, so a stepped clock moves it, and a record a second off looked stale — `down` then
+    left the server running and removed its record."""
     try:
         proc = psutil.Process(record.pid)
-        return abs(proc.create_time() - record.create_time) < 1.0 and proc.status() != "zombie"
+        if proc.status() == "zombie":
+            return False
+        ticks = start_ticks(record.pid) if record.start_ticks is not None else None
+        if ticks is not None:
+            return ticks == record.start_ticks
+        return abs(proc.create_time() - record.create_time) < 1.0
     except psutil.Error:
         return False
 
