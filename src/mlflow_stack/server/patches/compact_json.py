@@ -35,6 +35,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mlflow_stack.server.guards import Shape, UpstreamChanged, wrapping
+from mlflow_stack.server.mirrors import json_double
 
 PARAMS = ("message", "pretty", "convert_int64_to_number")
 SOURCE = Shape("mlflow.utils.proto_json_utils", "message_to_json", PARAMS)
@@ -51,19 +52,11 @@ Convert = Callable[[Any], Any]
 _PLANS: dict[Any, tuple[str, bool, Convert]] = {}
 
 
-def _double(value: float) -> float | str:
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "-Infinity" if value < 0 else "Infinity"
-    return value
-
-
 def _float(value: float) -> float | str:
     from google.protobuf.internal import type_checkers
 
     if math.isnan(value) or math.isinf(value):
-        return _double(value)
+        return json_double(value)
     shortest: float = type_checkers.ToShortestFloat(value)
     return shortest
 
@@ -107,7 +100,7 @@ def _plan(field: Any) -> tuple[str, bool, Convert]:
                         F.TYPE_SFIXED32, F.TYPE_SINT32):
         convert = int
     elif field.type == F.TYPE_DOUBLE:
-        convert = _double
+        convert = json_double
     elif field.type == F.TYPE_FLOAT:
         convert = _float
     elif field.type == F.TYPE_BOOL:
