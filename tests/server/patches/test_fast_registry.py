@@ -208,7 +208,37 @@ def test_versions_are_read_as_rows_in_a_few_statements(
     with statements_sent(pg_store.engine) as sent:
         _fast("search_registered_models")(pg_store, max_results=100)
     assert built == []  # no ORM version objects became entities
-    assert len(sent) <= 5, sent  # models, latest versions, their tags, model tags, aliases
+    assert len(sent) <= 3, sent  # models; latest versions with their tags; tags and aliases
+
+
+def test_a_search_s_statement_is_built_once_and_its_rows_read_every_time(
+        postgres_server: PostgresServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    make: Any = SqlAlchemyStore  # MLflow is untyped
+    store = make(postgres_server.new_database("fast_registry_kept"))
+    store.create_registered_model("kept-1")
+    store.create_model_version("kept-1", "s3://bucket/kept-1/1")
+    built: list[Any] = []
+    clauses = SqlAlchemyStore._get_search_model_versions_filter_clauses
+
+    def counted(self: Any, *args: Any) -> Any:
+        built.append(args)
+        return clauses(self, *args)
+
+    monkeypatch.setattr(SqlAlchemyStore, "_get_search_model_versions_filter_clauses", counted)
+    search = _fast("search_model_versions")
+    assert [v.version for v in search(store, "name = 'kept-1'")] == [1]
+    store.create_model_version("kept-1", "s3://bucket/kept-1/2")
+    store.update_model_version("kept-1", "1", "now described")
+    again = search(store, "name = 'kept-1'")
+    assert sorted(v.version for v in again) == [1, 2]  # rows read again: nothing stale
+    assert {v.version: v.description for v in again}[1] == "now described"
+    assert len(built) == 1  # MLflow built the statement once for both
+    assert len(search(store, "name = 'kept-1'", 1)) == 1  # other arguments: built again
+    assert len(built) == 2
+    with pytest.raises(MlflowException):  # an error is raised every time, never kept
+        search(store, "name = ")
+    with pytest.raises(MlflowException):
+        search(store, "name = ")
 
 
 def test_a_store_subclass_keeps_mlflow_s_method(pg_store: Any) -> None:
@@ -254,3 +284,51 @@ def test_both_apps_use_it() -> None:
     assert plain_app.app is not None and sso_app.app is not None
     for method in fast_registry.METHODS:
         assert getattr(getattr(SqlAlchemyStore, method), "fast_registry", False), method
+
+
+def test_mlflow_s_handlers_get_the_same_answer_through_it(
+        pg_store: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through the server's handlers (which pass a protobuf repeated field as ``order_by``),
+    first with MLflow's methods, then with the fast ones."""
+    from mlflow.server import app as flask_app
+    from mlflow.server import handlers
+
+    monkeypatch.setattr(handlers, "_model_registry_store", pg_store)
+    calls = [
+        (handlers._search_registered_models, "/api/2.0/mlflow/registered-models/search",
+         [("max_results", "4"), ("order_by", "name DESC"), ("order_by", "timestamp ASC")]),
+        (handlers._search_registered_models, "/api/2.0/mlflow/registered-models/search",
+         [("filter", "tags.team = 'nlp'")]),
+        (handlers._search_model_versions, "/api/2.0/mlflow/model-versions/search",
+         [("filter", "name LIKE 'model-0%'"), ("max_results", "3"),
+          ("order_by", "version_number ASC")]),
+    ]
+
+    def answers() -> list[tuple[int, Any]]:
+        found = []
+        for view, path, query in calls * 2:  # twice: the kept statements answer again
+            with flask_app.test_request_context(path, method="GET", query_string=query):
+                response = flask_app.make_response(view())
+            body = json.loads(response.get_data(as_text=True))
+            for key in ("registered_models", "model_versions"):
+                body[key] = [_sorted_body(item) for item in body.get(key, [])]
+            found.append((response.status_code, body))
+        return found
+
+    for method in fast_registry.METHODS:
+        monkeypatch.setattr(SqlAlchemyStore, method, _mlflow(method))
+    expected = answers()
+    assert all(status == 200 for status, _ in expected), expected
+    for method in fast_registry.METHODS:
+        monkeypatch.setattr(SqlAlchemyStore, method, _fast(method))
+    assert answers() == expected
+
+
+def _sorted_body(item: dict[str, Any]) -> dict[str, Any]:
+    for field in ("tags", "aliases"):
+        if field in item:
+            item[field] = _sorted(item[field])
+    if "latest_versions" in item:
+        item["latest_versions"] = _sorted([
+            {**v, "tags": _sorted(v.get("tags", []))} for v in item["latest_versions"]])
+    return item

@@ -17,13 +17,15 @@ messages), page tokens, which rows are read and in which order, the sampling rul
 ``max_results``-th bucket's first point, plus the last point), presence and number rules of the
 JSON. A store that is not MLflow's plain ``SqlAlchemyStore`` (a workspace-aware one scopes its
 queries), a database other than PostgreSQL or SQLite, and a mirrored function whose source
-changed (``mirrors.changed``) leave MLflow's view answering. Nothing is cached: every call
-reads the database. tests/server/patches/test_fast_reads.py asks both views the same calls on
-real PostgreSQL and SQLite and requires the same answer byte for byte.
+changed (``mirrors.changed``) leave MLflow's view answering. No rows are cached: every call
+reads the database (the fixed statements are built once, their values bound per call).
+tests/server/patches/test_fast_reads.py asks both views the same calls on real PostgreSQL and
+SQLite and requires the same answer byte for byte.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections import defaultdict
@@ -116,22 +118,31 @@ def _dump(body: dict[str, Any]) -> str:
 # metrics/get-history
 
 
+@functools.cache
+def _history_statement(paged: bool) -> Any:
+    """SqlAlchemyStore.get_metric_history's query, built once: its values are bound at each
+    call (building the ORM expression cost more than running it)."""
+    from mlflow.store.tracking.dbmodels.models import SqlMetric as M
+    from sqlalchemy import bindparam, select
+
+    statement: Any = (select(M.key, M.value, M.timestamp, M.step, M.is_nan)
+                      .where(M.run_uuid == bindparam("run_id"), M.key == bindparam("key"))
+                      .order_by(M.timestamp, M.step, M.value).offset(bindparam("offset")))
+    return statement.limit(bindparam("limit")) if paged else statement
+
+
 def history_json(store: Any, run_id: str, metric_key: str, max_results: int | None,
                  page_token: str | None) -> str:
     """The body of MLflow's ``metrics/get-history`` for these arguments."""
-    from mlflow.store.tracking.dbmodels.models import SqlMetric as M
     from mlflow.utils.search_utils import SearchUtils as Untyped
-    from sqlalchemy import select
 
     SearchUtils: Any = Untyped  # MLflow is untyped
+    offset = SearchUtils.parse_start_offset_from_page_token(page_token)
+    values: dict[str, Any] = {"run_id": run_id, "key": metric_key, "offset": offset}
+    if max_results is not None:
+        values["limit"] = max_results + 1
     with read_rows(store) as session:
-        offset = SearchUtils.parse_start_offset_from_page_token(page_token)
-        statement: Any = (select(M.key, M.value, M.timestamp, M.step, M.is_nan)
-                     .where(M.run_uuid == run_id, M.key == metric_key)
-                     .order_by(M.timestamp, M.step, M.value).offset(offset))
-        if max_results is not None:
-            statement = statement.limit(max_results + 1)
-        rows = session.execute(statement).all()
+        rows = session.execute(_history_statement(max_results is not None), values).all()
     token = None
     if max_results is not None and len(rows) == max_results + 1:
         token = SearchUtils.create_page_token(offset + max_results)
@@ -324,16 +335,21 @@ class _Run:
         self.info = _RunInfo(artifact_uri)
 
 
+@functools.cache
+def _location_statement() -> Any:
+    from mlflow.store.tracking.dbmodels.models import SqlRun
+    from sqlalchemy import bindparam, select
+
+    return select(SqlRun.artifact_uri).where(SqlRun.run_uuid == bindparam("run_id"))
+
+
 def artifact_location(store: Any, run_id: str) -> _Run:
     """The run's artifact location, with SqlAlchemyStore._get_run's errors for a missing run."""
     from mlflow.exceptions import MlflowException
     from mlflow.protos.databricks_pb2 import INVALID_STATE, RESOURCE_DOES_NOT_EXIST
-    from mlflow.store.tracking.dbmodels.models import SqlRun
-    from sqlalchemy import select
 
     with read_rows(store) as session:
-        found = session.execute(
-            select(SqlRun.artifact_uri).where(SqlRun.run_uuid == run_id)).scalars().all()
+        found = session.execute(_location_statement(), {"run_id": run_id}).scalars().all()
     if not found:
         raise MlflowException(f"Run with id={run_id} not found", RESOURCE_DOES_NOT_EXIST)
     if len(found) > 1:

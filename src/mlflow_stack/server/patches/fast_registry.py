@@ -14,16 +14,23 @@ each, then call MLflow's entity constructors with exactly what ``to_mlflow_entit
 The entities go on to MLflow's ``to_proto`` and JSON unchanged, so the answer cannot differ
 in form. What MLflow leaves unordered (a model's tags, aliases and latest versions) may come
 in another order. A subclass of the store (a workspace-aware one) and a mirrored function
-whose source changed (``mirrors.changed``) keep MLflow's methods. Nothing is cached.
+whose source changed (``mirrors.changed``) keep MLflow's methods. No rows are cached: every
+call reads the database. What is kept is statements: the fixed ones (latest versions, tags,
+aliases) are built once with their values bound per call, and MLflow's statement for a search
+is kept per store, workspace and arguments (the last 256): building them cost more than
+running them.
 tests/server/patches/test_fast_registry.py compares both on real PostgreSQL and SQLite.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
+
+from sqlalchemy import bindparam, select
 
 from mlflow_stack.server.guards import Shape, wrapping
 from mlflow_stack.server.mirrors import changed, read_rows
@@ -41,6 +48,12 @@ WORKSPACE = Shape(STORE, "SqlAlchemyStore._get_workspace_clauses", ("self", "mod
 UPSTREAM = (MODELS, VERSIONS, LATEST, WORKSPACE)
 
 _ENTITIES = {
+    # The statements bind the workspace these choose; the search's is built without a session.
+    "mlflow.store.model_registry.sqlalchemy_store:SqlAlchemyStore._get_workspace_clauses":
+        "87d556a923c8fbdad931c8cc8024118890bab2726d7e14d7930e3fb6e6585e88",
+    "mlflow.store.model_registry.sqlalchemy_store:SqlAlchemyStore."
+    "_get_search_registered_model_filter_query":
+        "801b2e20d6db46272ba6738d2413a10c0547876703b05973bc13a9702cfebf54",
     "mlflow.store.model_registry.dbmodels.models:SqlModelVersion.to_mlflow_entity":
         "919a029f1286c6e1ae7cf67ed1ea194be29c781f2ba5e74aa837b17540aa0298",
     "mlflow.store.model_registry.dbmodels.models:SqlRegisteredModel.to_mlflow_entity":
@@ -94,20 +107,43 @@ def _module() -> Any:
     return importlib.import_module(STORE)
 
 
+def _workspace(store: Any, model: Any) -> str | None:
+    """The workspace MLflow's ``_get_workspace_clauses`` filters ``model`` on, or None."""
+    return store._get_active_workspace() if model in _module()._WORKSPACE_MODELS else None
+
+
+def _in(column: Any, name: str) -> Any:
+    return column.in_(bindparam(name, expanding=True))
+
+
+def _scoped(model: Any, workspace: str | None) -> list[Any]:
+    """MLflow's workspace clauses for ``model``, with the workspace bound at each call."""
+    return [] if workspace is None else [model.workspace == bindparam("workspace")]
+
+
+# The statements below are built once per shape and run with their values bound: building
+# an ORM expression cost more than running it (bench/scale.py: ~0.3 ms a statement).
+
+
+@functools.cache
+def _version_tags_statement() -> Any:
+    from mlflow.store.model_registry.dbmodels.models import SqlModelVersionTag as T
+
+    # IN lists per column, not a tuple IN: a few parameters (the driver's statement
+    # preparation grows with them), then only the versions asked for are kept.
+    return (select(T.workspace, T.name, T.version, T.key, T.value)
+            .where(_in(T.workspace, "workspaces"), _in(T.name, "names"),
+                   _in(T.version, "versions")))
+
+
 def _version_tags(session: Any, versions: list[Any]) -> dict[tuple[Any, ...], list[Any]]:
     """(workspace, name, version) -> its ModelVersionTag entities (the eager load's rows)."""
-    from mlflow.store.model_registry.dbmodels.models import SqlModelVersionTag as T
-    from sqlalchemy import select
-
     found: dict[tuple[Any, ...], list[Any]] = defaultdict(list)
     keys = {(v.workspace, v.name, v.version) for v in versions}
     if keys:
-        # IN lists per column, not a tuple IN: a few parameters (the driver's statement
-        # preparation grows with them), then only the versions asked for are kept.
-        rows = session.execute(
-            select(T.workspace, T.name, T.version, T.key, T.value)
-            .where(T.workspace.in_({k[0] for k in keys}), T.name.in_({k[1] for k in keys}),
-                   T.version.in_({k[2] for k in keys})))
+        rows = session.execute(_version_tags_statement(), {
+            "workspaces": list({k[0] for k in keys}), "names": list({k[1] for k in keys}),
+            "versions": list({k[2] for k in keys})})
         for workspace, name, version, key, value in rows:
             if (workspace, name, version) in keys:
                 found[(workspace, name, version)].append(_version_tag(key, value))
@@ -149,34 +185,43 @@ def _versions(store: Any, session: Any, rows: list[Any]) -> list[Any]:
     return [_version(row, tags.get((row.workspace, row.name, row.version), [])) for row in rows]
 
 
-def _latest_versions(store: Any, session: Any, model_names: list[str]) -> dict[str, list[Any]]:
-    """_get_latest_versions_for_models, as column rows turned into entities."""
+@functools.cache
+def _latest_statement(scoped: bool) -> Any:
+    """_get_latest_versions_for_models's window query, the versions' tags joined to it (a
+    version without tags: one row of NULLs)."""
     import sqlalchemy
     from mlflow.store.model_registry.dbmodels.models import SqlModelVersion as MV
     from mlflow.store.model_registry.dbmodels.models import SqlModelVersionTag as T
-    from sqlalchemy import select
 
-    if not model_names:
-        return {}
-    stage_deleted = _module().STAGE_DELETED_INTERNAL
-    workspace_clauses = store._get_workspace_clauses(MV)
+    workspace_clauses = _scoped(MV, "" if scoped else None)
     row_num = sqlalchemy.func.row_number().over(
         partition_by=[MV.workspace, MV.name, MV.current_stage],
         order_by=MV.version.desc()).label("rn")
     subquery = (select(MV.workspace, MV.name, MV.version, row_num)
-                .where(*workspace_clauses, MV.name.in_(model_names),
-                       MV.current_stage != stage_deleted)
+                .where(*workspace_clauses, _in(MV.name, "names"),
+                       MV.current_stage != _module().STAGE_DELETED_INTERNAL)
                 .subquery())
-    # The versions and their tags in one statement (a version without tags: one row of NULLs).
-    rows = session.execute(
-        select(*MV.__table__.columns, T.key.label("tag_key"), T.value.label("tag_value"))
-        .where(*workspace_clauses)
-        .join(subquery, sqlalchemy.and_(MV.workspace == subquery.c.workspace,
-                                        MV.name == subquery.c.name,
-                                        MV.version == subquery.c.version))
-        .outerjoin(T, sqlalchemy.and_(T.workspace == MV.workspace, T.name == MV.name,
-                                      T.version == MV.version))
-        .where(subquery.c.rn == 1)).all()
+    return (select(*MV.__table__.columns, T.key.label("tag_key"), T.value.label("tag_value"))
+            .where(*workspace_clauses)
+            .join(subquery, sqlalchemy.and_(MV.workspace == subquery.c.workspace,
+                                            MV.name == subquery.c.name,
+                                            MV.version == subquery.c.version))
+            .outerjoin(T, sqlalchemy.and_(T.workspace == MV.workspace, T.name == MV.name,
+                                          T.version == MV.version))
+            .where(subquery.c.rn == 1))
+
+
+def _latest_versions(store: Any, session: Any, model_names: list[str]) -> dict[str, list[Any]]:
+    """_get_latest_versions_for_models, as column rows turned into entities."""
+    from mlflow.store.model_registry.dbmodels.models import SqlModelVersion as MV
+
+    if not model_names:
+        return {}
+    workspace = _workspace(store, MV)
+    values: dict[str, Any] = {"names": model_names}
+    if workspace is not None:
+        values["workspace"] = workspace
+    rows = session.execute(_latest_statement(workspace is not None), values).all()
     versions: dict[tuple[Any, ...], tuple[Any, list[Any]]] = {}
     for row in rows:
         _, tags = versions.setdefault((row.workspace, row.name, row.version), (row, []))
@@ -188,12 +233,25 @@ def _latest_versions(store: Any, session: Any, model_names: list[str]) -> dict[s
     return result
 
 
+@functools.cache
+def _children_statement() -> Any:
+    """The models' tags and aliases in one statement: (is_alias, workspace, name, key or
+    alias, tag value, alias version)."""
+    from mlflow.store.model_registry.dbmodels.models import SqlRegisteredModelAlias as A
+    from mlflow.store.model_registry.dbmodels.models import SqlRegisteredModelTag as T
+    from sqlalchemy import Integer, String, cast, false, null, true, union_all
+
+    return union_all(
+        select(false().label("is_alias"), T.workspace, T.name, T.key, T.value,
+               cast(null(), Integer).label("version"))
+        .where(_in(T.workspace, "workspaces"), _in(T.name, "names")),
+        select(true(), A.workspace, A.name, A.alias, cast(null(), String), A.version)
+        .where(_in(A.workspace, "workspaces"), _in(A.name, "names")))
+
+
 def _model_children(session: Any, models: list[Any]) -> tuple[dict[Any, list[Any]], ...]:
     """(workspace, name) -> tags, and -> aliases, of these models (the eager loads' rows)."""
     from mlflow.entities import model_registry
-    from mlflow.store.model_registry.dbmodels.models import SqlRegisteredModelAlias as A
-    from mlflow.store.model_registry.dbmodels.models import SqlRegisteredModelTag as T
-    from sqlalchemy import select
 
     RegisteredModelTag: Any = model_registry.RegisteredModelTag  # MLflow is untyped
     RegisteredModelAlias: Any = model_registry.RegisteredModelAlias
@@ -201,17 +259,15 @@ def _model_children(session: Any, models: list[Any]) -> tuple[dict[Any, list[Any
     aliases: dict[Any, list[Any]] = defaultdict(list)
     keys = {(m.workspace, m.name) for m in models}
     if keys:
-        workspaces, names = {k[0] for k in keys}, {k[1] for k in keys}
-        for workspace, name, key, value in session.execute(
-                select(T.workspace, T.name, T.key, T.value)
-                .where(T.workspace.in_(workspaces), T.name.in_(names))):
-            if (workspace, name) in keys:
+        rows = session.execute(_children_statement(), {
+            "workspaces": list({k[0] for k in keys}), "names": list({k[1] for k in keys})})
+        for is_alias, workspace, name, key, value, version in rows:
+            if (workspace, name) not in keys:
+                continue
+            if is_alias:
+                aliases[(workspace, name)].append(RegisteredModelAlias(key, version))
+            else:
                 tags[(workspace, name)].append(RegisteredModelTag(key, value))
-        for workspace, name, alias, version in session.execute(
-                select(A.workspace, A.name, A.alias, A.version)
-                .where(A.workspace.in_(workspaces), A.name.in_(names))):
-            if (workspace, name) in keys:
-                aliases[(workspace, name)].append(RegisteredModelAlias(alias, version))
     return tags, aliases
 
 
@@ -233,6 +289,60 @@ def _check_max_results(max_results: Any, threshold: int, *, positive: bool) -> N
         )
 
 
+def _hashable(order_by: Any) -> Any:
+    """``order_by`` as a cache key: MLflow's handlers pass a protobuf repeated field."""
+    return order_by if order_by is None or isinstance(order_by, str) else tuple(order_by)
+
+
+# MLflow's statement for a search, built by MLflow's own code, kept per (store, workspace,
+# arguments): the same arguments build the same statement (it holds the values it binds, not
+# rows), and building it cost more than running it. Errors are raised, not kept.
+_QUERIES = 256
+
+
+@functools.lru_cache(maxsize=_QUERIES)
+def _versions_query(store: Any, workspace: str, filter_string: Any, order_by: Any,
+                    page_token: Any, limit: int) -> tuple[Any, int]:
+    """search_model_versions's statement (its columns) and offset, by MLflow's code."""
+    from mlflow.store.model_registry.dbmodels.models import SqlModelVersion as MV
+    from mlflow.utils import search_utils
+
+    utils: Any = search_utils  # MLflow is untyped
+    parsed_filters = utils.SearchModelVersionUtils.parse_search_filter(filter_string)
+    filter_query = store._get_search_model_versions_filter_clauses(
+        parsed_filters, store.engine.dialect.name)
+    parsed_orderby = store._parse_search_model_versions_order_by(
+        order_by or ["last_updated_timestamp DESC", "name ASC", "version_number DESC"])
+    offset = utils.SearchUtils.parse_start_offset_from_page_token(page_token)
+    query = (filter_query
+             .filter(MV.current_stage != _module().STAGE_DELETED_INTERNAL)
+             .order_by(*parsed_orderby)
+             .limit(limit))
+    if page_token:
+        query = query.offset(offset)
+    return _as_columns(query, MV), offset
+
+
+@functools.lru_cache(maxsize=_QUERIES)
+def _models_query(store: Any, workspace: str, filter_string: Any, order_by: Any,
+                  page_token: Any, limit: int) -> tuple[Any, int]:
+    """search_registered_models's statement (its columns) and offset, by MLflow's code."""
+    from mlflow.store.model_registry.dbmodels.models import SqlRegisteredModel as RM
+    from mlflow.utils import search_utils
+
+    utils: Any = search_utils  # MLflow is untyped
+    parsed_filters = utils.SearchModelUtils.parse_search_filter(filter_string)
+    parsed_orderby = store._parse_search_registered_models_order_by(order_by)
+    offset = utils.SearchUtils.parse_start_offset_from_page_token(page_token)
+    # MLflow passes its session here; the statement is built without using it.
+    filter_query = store._get_search_registered_model_filter_query(
+        None, parsed_filters, store.engine.dialect.name)
+    query = filter_query.order_by(*parsed_orderby).limit(limit)
+    if page_token:
+        query = query.offset(offset)
+    return _as_columns(query, RM), offset
+
+
 def search_model_versions(original: Callable[..., Any]) -> Callable[..., Any]:
     module = _module()
     base = _base()
@@ -244,28 +354,14 @@ def search_model_versions(original: Callable[..., Any]) -> Callable[..., Any]:
         if type(self) is not base:
             return original(self, filter_string, max_results, order_by, page_token)
         from mlflow.store.entities.paged_list import PagedList
-        from mlflow.store.model_registry.dbmodels.models import SqlModelVersion as MV
-        from mlflow.utils import search_utils
-
-        utils: Any = search_utils  # MLflow is untyped
 
         _check_max_results(max_results, module.SEARCH_MODEL_VERSION_MAX_RESULTS_THRESHOLD,
                            positive=True)
-        parsed_filters = utils.SearchModelVersionUtils.parse_search_filter(filter_string)
-        filter_query = self._get_search_model_versions_filter_clauses(
-            parsed_filters, self.engine.dialect.name)
-        parsed_orderby = self._parse_search_model_versions_order_by(
-            order_by or ["last_updated_timestamp DESC", "name ASC", "version_number DESC"])
-        offset = utils.SearchUtils.parse_start_offset_from_page_token(page_token)
+        query, offset = _versions_query(self, self._get_active_workspace(), filter_string,
+                                        _hashable(order_by), page_token, max_results + 1)
         max_results_for_query = max_results + 1
         with read_rows(self) as session:
-            query = (filter_query
-                     .filter(MV.current_stage != module.STAGE_DELETED_INTERNAL)
-                     .order_by(*parsed_orderby)
-                     .limit(max_results_for_query))
-            if page_token:
-                query = query.offset(offset)
-            rows = session.execute(_as_columns(query, MV)).all()
+            rows = session.execute(query).all()
             next_page_token = self._compute_next_token(
                 max_results_for_query, len(rows), offset, max_results)
             versions = _versions(self, session, list(rows)[:max_results])
@@ -286,24 +382,14 @@ def search_registered_models(original: Callable[..., Any]) -> Callable[..., Any]
             return original(self, filter_string, max_results, order_by, page_token)
         from mlflow.entities.model_registry import RegisteredModel
         from mlflow.store.entities.paged_list import PagedList
-        from mlflow.store.model_registry.dbmodels.models import SqlRegisteredModel as RM
-        from mlflow.utils import search_utils
-
-        utils: Any = search_utils  # MLflow is untyped
 
         _check_max_results(max_results, module.SEARCH_REGISTERED_MODEL_MAX_RESULTS_THRESHOLD,
                            positive=False)
-        parsed_filters = utils.SearchModelUtils.parse_search_filter(filter_string)
-        parsed_orderby = self._parse_search_registered_models_order_by(order_by)
-        offset = utils.SearchUtils.parse_start_offset_from_page_token(page_token)
+        query, offset = _models_query(self, self._get_active_workspace(), filter_string,
+                                      _hashable(order_by), page_token, max_results + 1)
         max_results_for_query = max_results + 1
         with read_rows(self) as session:
-            filter_query = self._get_search_registered_model_filter_query(
-                session, parsed_filters, self.engine.dialect.name)
-            query = filter_query.order_by(*parsed_orderby).limit(max_results_for_query)
-            if page_token:
-                query = query.offset(offset)
-            models = session.execute(_as_columns(query, RM)).all()
+            models = session.execute(query).all()
             next_page_token = self._compute_next_token(
                 max_results_for_query, len(models), offset, max_results)
             models = list(models)[:max_results]
