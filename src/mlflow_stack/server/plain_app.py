@@ -16,16 +16,18 @@ charts' bulk-interval call and artifact listings (server/patches/fast_reads.py) 
 registry searches (server/patches/fast_registry.py), search filters and orderings are parsed
 once per text (server/patches/parse_cache.py), and
 downloads through the server stream from S3 without a temporary copy
-(server/patches/stream_downloads.py), as on the SSO app. MLflow's gateway-timing and
+(server/patches/stream_downloads.py), and a pooled database connection is pinged only after
+it sat idle (server/patches/idle_ping.py), as on the SSO app. MLflow's gateway-timing and
 workspace layers step aside for requests they do nothing for (server/idle_layers.py), and
 Flask's responses come back from its thread in one piece (server/wsgi_bridge.py).
 """
 
 from __future__ import annotations
 
-from mlflow_stack.server.patches import read_sessions
+from mlflow_stack.server.patches import idle_ping, read_sessions
 
 read_sessions.apply()  # before MLflow's app is imported: no store may exist without it
+idle_ping.apply_mlflow()  # the same: engines ping a connection only after it sat idle
 
 from mlflow.server.fastapi_app import app  # noqa: E402
 

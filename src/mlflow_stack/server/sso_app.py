@@ -33,7 +33,8 @@ responses without pretty-printing: the same JSON values, ~0.4x the bytes, C enco
 JSON), ``fast_reads`` (metric history, the charts' bulk-interval call and artifact listings
 likewise, the charts' call in one statement instead of two per run), ``fast_registry``
 (registry searches read tags, aliases and latest versions as rows, not ORM objects),
-``parse_cache`` (search filters and orderings parsed once per text). Disk:
+``parse_cache`` (search filters and orderings parsed once per text), ``idle_ping`` (a pooled
+database connection pinged only after it sat idle for a second). Disk:
 ``stream_downloads`` (downloads through the server stream from S3, without a temporary copy of
 the file).
 
@@ -59,6 +60,7 @@ from mlflow_stack.server.patches import (
     flask_pool,
     host_validation,
     idle_middleware,
+    idle_ping,
     jwks_refresh,
     login_identity,
     metrics_scrape,
@@ -74,7 +76,7 @@ from mlflow_stack.server.patches import (
 #: Applied before mlflow-oidc-auth builds its app, in this order.
 BEFORE_APP: tuple[BeforeApp, ...] = (
     jwks_refresh, bearer_auth, user_facts, denial_reason, login_identity, otlp_ingest,
-    flask_pool, idle_middleware, compact_json, read_sessions,
+    flask_pool, idle_middleware, compact_json, read_sessions, idle_ping,
 )
 #: Applied to the built app, in this order (the middleware added last runs outermost).
 ON_APP: tuple[OnApp, ...] = (run_lookup, trace_links, flask_first, basic_auth, cross_site,
