@@ -89,14 +89,18 @@ def _sorted(items: list[Any]) -> list[Any]:
 
 def _sent(entity: Any) -> dict[str, Any]:
     """The entity as the server sends it, with MLflow's unordered lists sorted."""
-    body: dict[str, Any] = json.loads(message_to_json(entity.to_proto()))
+    return _sorted_body(json.loads(message_to_json(entity.to_proto())))
+
+
+def _sorted_body(item: dict[str, Any]) -> dict[str, Any]:
+    """A model or version as JSON, with MLflow's unordered lists sorted."""
     for field in ("tags", "aliases"):
-        if field in body:
-            body[field] = _sorted(body[field])
-    if "latest_versions" in body:
-        body["latest_versions"] = _sorted([
-            {**v, "tags": _sorted(v.get("tags", []))} for v in body["latest_versions"]])
-    return body
+        if field in item:
+            item[field] = _sorted(item[field])
+    if "latest_versions" in item:
+        item["latest_versions"] = _sorted([
+            {**v, "tags": _sorted(v.get("tags", []))} for v in item["latest_versions"]])
+    return item
 
 
 def _result(method: Callable[..., Any], store: Any, **args: Any) -> Any:
@@ -323,12 +327,3 @@ def test_mlflow_s_handlers_get_the_same_answer_through_it(
         monkeypatch.setattr(SqlAlchemyStore, method, _fast(method))
     assert answers() == expected
 
-
-def _sorted_body(item: dict[str, Any]) -> dict[str, Any]:
-    for field in ("tags", "aliases"):
-        if field in item:
-            item[field] = _sorted(item[field])
-    if "latest_versions" in item:
-        item["latest_versions"] = _sorted([
-            {**v, "tags": _sorted(v.get("tags", []))} for v in item["latest_versions"]])
-    return item
