@@ -116,11 +116,6 @@ def _in(column: Any, name: str) -> Any:
     return column.in_(bindparam(name, expanding=True))
 
 
-def _scoped(model: Any, workspace: str | None) -> list[Any]:
-    """MLflow's workspace clauses for ``model``, with the workspace bound at each call."""
-    return [] if workspace is None else [model.workspace == bindparam("workspace")]
-
-
 # The statements below are built once per shape and run with their values bound: building
 # an ORM expression cost more than running it (bench/scale.py: ~0.3 ms a statement).
 
@@ -193,7 +188,8 @@ def _latest_statement(scoped: bool) -> Any:
     from mlflow.store.model_registry.dbmodels.models import SqlModelVersion as MV
     from mlflow.store.model_registry.dbmodels.models import SqlModelVersionTag as T
 
-    workspace_clauses = _scoped(MV, "" if scoped else None)
+    # MLflow's workspace clauses, with the workspace bound at each call.
+    workspace_clauses = [MV.workspace == bindparam("workspace")] if scoped else []
     row_num = sqlalchemy.func.row_number().over(
         partition_by=[MV.workspace, MV.name, MV.current_stage],
         order_by=MV.version.desc()).label("rn")
@@ -357,9 +353,9 @@ def search_model_versions(original: Callable[..., Any]) -> Callable[..., Any]:
 
         _check_max_results(max_results, module.SEARCH_MODEL_VERSION_MAX_RESULTS_THRESHOLD,
                            positive=True)
-        query, offset = _versions_query(self, self._get_active_workspace(), filter_string,
-                                        _hashable(order_by), page_token, max_results + 1)
         max_results_for_query = max_results + 1
+        query, offset = _versions_query(self, self._get_active_workspace(), filter_string,
+                                        _hashable(order_by), page_token, max_results_for_query)
         with read_rows(self) as session:
             rows = session.execute(query).all()
             next_page_token = self._compute_next_token(
@@ -385,9 +381,9 @@ def search_registered_models(original: Callable[..., Any]) -> Callable[..., Any]
 
         _check_max_results(max_results, module.SEARCH_REGISTERED_MODEL_MAX_RESULTS_THRESHOLD,
                            positive=False)
-        query, offset = _models_query(self, self._get_active_workspace(), filter_string,
-                                      _hashable(order_by), page_token, max_results + 1)
         max_results_for_query = max_results + 1
+        query, offset = _models_query(self, self._get_active_workspace(), filter_string,
+                                      _hashable(order_by), page_token, max_results_for_query)
         with read_rows(self) as session:
             models = session.execute(query).all()
             next_page_token = self._compute_next_token(
