@@ -79,7 +79,12 @@ def env(keycloak: KeycloakServer, tmp_path_factory: pytest.TempPathFactory) -> I
     assert settings.auth.default_permission == "READ" and settings.effective_workers > 1
     tmp = tmp_path_factory.mktemp("attacks-access")
     with running(settings, tmp / "state") as server:
-        yield Env(realm, server, tmp)
+        env = Env(realm, server, tmp)
+        # Every account exists before a test sets permissions for it (a first request creates
+        # it), made while there is nothing but the Default experiment whose decision it caches.
+        for who in realm.users:
+            env.ok(who, "GET", f"{API}/experiments/search?max_results=1")
+        yield env
 
 
 def _name(prefix: str) -> str:
@@ -378,6 +383,61 @@ def test_model_search_filter_injection(env: Env, hidden: Owned, filter_string: s
         r = env.call("dave", "GET", f"{API}/{path}", params={"filter": filter_string})
         _assert_nothing_hidden(r, hidden, f"{path} {filter_string}")
     _assert_store_intact(env, hidden)
+
+
+def _pages(env: Env, who: str, path: str, params: dict[str, str]) -> list[list[str]]:
+    """Every page of a registry search, as the model names on each."""
+    pages: list[list[str]] = []
+    token = ""
+    while True:
+        body = env.ok(who, "GET", f"{API}/{path}?" + "&".join(
+            f"{k}={quote(v)}" for k, v in {**params, "page_token": token}.items() if v))
+        rows = body.get("registered_models", body.get("model_versions", []))
+        pages.append([row["name"] for row in rows])
+        token = body.get("next_page_token", "")
+        if not token:
+            return pages
+
+
+def test_registry_search_pages_show_only_what_the_user_may_read(env: Env) -> None:
+    """A page the user may read whole goes out as MLflow wrote it (server/patches/
+    registry_filter.py); one with a hidden model is filtered and topped up to full pages."""
+    prefix = _name("paged")
+    names = [f"{prefix}-{i}" for i in range(6)]
+    hidden = {names[1], names[4]}
+    exp = str(env.ok("bob", "POST", f"{API}/experiments/create", {"name": prefix})
+              ["experiment_id"])
+    run = env.ok("bob", "POST", f"{API}/runs/create", {"experiment_id": exp})["run"]["info"]
+    for name in names:
+        env.ok("bob", "POST", f"{API}/registered-models/create", {"name": name})
+        env.ok("bob", "POST", f"{API}/model-versions/create",
+               {"name": name, "source": run["artifact_uri"], "run_id": run["run_id"]})
+        if name in hidden:
+            env.ok("bob", "POST", f"{API}/permissions/users/{env.email('dave')}"
+                   f"/registered-models/{name}", {"permission": "NO_PERMISSIONS"})
+    visible = [n for n in names if n not in hidden]
+    matching = {"filter": f"name LIKE '{prefix}-%'"}
+    models = {**matching, "order_by": "name ASC"}
+    for who, expected in (("alice", names), ("bob", names), ("dave", visible)):
+        for size in ("2", "3", "100"):
+            pages = _pages(env, who, "registered-models/search", {**models, "max_results": size})
+            assert [n for p in pages for n in p] == expected, (who, size, pages)
+            assert all(len(p) == int(size) for p in pages[:-1]), (who, size, pages)
+            pages = _pages(env, who, "model-versions/search", {**matching, "max_results": size})
+            assert sorted(n for p in pages for n in p) == expected, (who, size, pages)
+            assert all(len(p) == int(size) for p in pages[:-1]), (who, size, pages)
+    # dave's first page of two holds a hidden model: the filter removes it and tops the page up.
+    assert _pages(env, "dave", "registered-models/search", {**models, "max_results": "2"}) == \
+        [[names[0], names[2]], [names[3], names[5]]]
+    # A page dave may read whole is the page bob (also no admin) and alice (the admin) get.
+    only = {"filter": f"name = '{names[3]}'"}
+    for path in ("registered-models/search", "model-versions/search"):
+        r = env.call("dave", "GET", f"{API}/{path}", params=only)
+        assert r.status_code == 200 and r.json() == env.ok("alice", "GET", f"{API}/{path}?"
+                                                          f"filter={quote(only['filter'])}")
+        for name in hidden:
+            r = env.call("dave", "GET", f"{API}/{path}", params={"filter": f"name = '{name}'"})
+            assert r.status_code == 200 and name not in r.text, (path, name, r.text[:300])
 
 
 @pytest.mark.parametrize("order_by", ORDER_BYS)

@@ -33,8 +33,10 @@ responses without pretty-printing: the same JSON values, ~0.4x the bytes, C enco
 JSON), ``fast_reads`` (metric history, the charts' bulk-interval call and artifact listings
 likewise, the charts' call in one statement instead of two per run), ``fast_registry``
 (registry searches read tags, aliases and latest versions as rows, not ORM objects),
-``parse_cache`` (search filters and orderings parsed once per text), ``idle_ping`` (a pooled
-database connection pinged only after it sat idle for a second). Disk:
+``parse_cache`` (search filters and orderings parsed once per text), ``registry_filter`` (a
+registry search page the user may read whole is not parsed and written again by the permission
+filter), ``idle_ping`` (a pooled database connection pinged only after it sat idle for a
+second). Disk:
 ``stream_downloads`` (downloads through the server stream from S3, without a temporary copy of
 the file).
 
@@ -67,6 +69,7 @@ from mlflow_stack.server.patches import (
     otlp_ingest,
     parse_cache,
     read_sessions,
+    registry_filter,
     run_lookup,
     stream_downloads,
     trace_links,
@@ -81,7 +84,8 @@ BEFORE_APP: tuple[BeforeApp, ...] = (
 #: Applied to the built app, in this order (the middleware added last runs outermost).
 ON_APP: tuple[OnApp, ...] = (run_lookup, trace_links, flask_first, basic_auth, cross_site,
                              host_validation, metrics_scrape, fast_runs_search, fast_reads,
-                             fast_registry, parse_cache, stream_downloads)
+                             fast_registry, parse_cache, registry_filter,
+                             stream_downloads)
 
 _PATCHED = False
 
