@@ -12,11 +12,20 @@ from plain clients) that was a whole copy of the file on the server's disk. Thos
 instead read from the connection as Flask reads them (``ReceivedBody``), and MLflow's upload
 handler passes them on to the store as they arrive (server/s3_repository.py streams them to
 S3). Every other body is spooled as before.
+
+The adapter hands every response message from Flask's thread to the event loop and waits for
+it (asgiref's ``AsyncToSync``): three hand-offs per API call (start, body, end), each waking
+the loop and waiting for the GIL to come back, ~15 % of a small call's samples on 2 cores.
+Here the thread keeps the messages (the body joined into one) and the loop sends them when the
+thread is done, as server/wsgi_bridge.py does for the server without SSO; a response that
+grows past ``wsgi_bridge.BUFFER_LIMIT`` (a streamed file) is handed over message by message
+as before, so memory stays bounded.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -24,6 +33,7 @@ from mlflow_stack.server.guards import Shape, UpstreamChanged
 from mlflow_stack.server.request_limits import is_artifact_upload
 from mlflow_stack.server.streams import PulledReader
 from mlflow_stack.server.tunables import seconds
+from mlflow_stack.server.wsgi_bridge import BUFFER_LIMIT
 
 RUN_WSGI_APP = Shape("asgiref.wsgi", "WsgiToAsgiInstance.run_wsgi_app", ("self", "body"))
 ADAPTER = Shape("asgiref.wsgi", "WsgiToAsgi", ("wsgi_application", "duplicate_header_limit"))
@@ -59,6 +69,45 @@ class ReceivedBody(PulledReader):
         return bytes(message.get("body", b""))
 
 
+class KeptSends:
+    """The adapter's ``sync_send``, in Flask's thread: a response is kept (start, and the body
+    joined) for the loop to send; past ``limit`` bytes every message goes through ``handoff``
+    (asgiref's thread-to-loop send) at once, the kept ones first."""
+
+    def __init__(self, handoff: Callable[[dict[str, Any]], None],
+                 limit: int = BUFFER_LIMIT) -> None:
+        self.handoff = handoff
+        self.limit = limit
+        self.start: dict[str, Any] | None = None
+        self.body: list[bytes] = []
+        self.size = 0
+        self.streaming = False
+
+    def __call__(self, message: dict[str, Any]) -> None:
+        if self.streaming:
+            self.handoff(message)
+        elif message["type"] == "http.response.start":
+            self.start = message
+        else:
+            chunk = message.get("body", b"")
+            if chunk:
+                self.body.append(chunk)
+                self.size += len(chunk)
+            if self.size > self.limit:
+                kept = self.kept(more_body=True)
+                self.streaming, self.body = True, []
+                for message in kept:
+                    self.handoff(message)
+
+    def kept(self, more_body: bool = False) -> list[dict[str, Any]]:
+        """What is left for the loop to send (nothing once streaming)."""
+        if self.streaming:
+            return []
+        start = [self.start] if self.start is not None else []
+        return [*start, {"type": "http.response.body", "body": b"".join(self.body),
+                         "more_body": more_body}]
+
+
 def apply() -> None:
     for shape in (RUN_WSGI_APP, ADAPTER, INSTANCE, CALL):
         shape.require()
@@ -75,10 +124,21 @@ def apply() -> None:
     wrapped = vars(WsgiToAsgiInstance)["run_wsgi_app"]
     func = wrapped.func if isinstance(wrapped, SyncToAsync) else wrapped
 
+    def run_keeping(instance: Any, body: Any) -> list[dict[str, Any]]:
+        sends = KeptSends(instance.sync_send)  # asgiref's AsyncToSync(send), made in the loop
+        instance.sync_send = sends
+        func(instance, body)
+        return sends.kept()
+
+    in_pool = SyncToAsync(run_keeping, thread_sensitive=False, executor=pool)
+
     class PooledInstance(WsgiToAsgiInstance):
-        run_wsgi_app = SyncToAsync(func, thread_sensitive=False, executor=pool)
+        async def run_wsgi_app(self, body: Any) -> None:
+            for message in await in_pool(self, body):
+                await self.loop_send(message)
 
         async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            self.loop_send = send
             if scope["type"] != "http" or not is_artifact_upload(scope):
                 await super().__call__(scope, receive, send)  # type: ignore[no-untyped-call]
                 return
