@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from mlflow_stack.server import wsgi_bridge
 from mlflow_stack.server.patches import flask_pool
 
 flask_pool.apply()
@@ -78,7 +79,7 @@ def test_a_large_answer_streams_with_every_byte_in_order() -> None:
     assert [m.get("more_body", False) for m in bodies][-1] is False
     assert all(m["more_body"] for m in bodies[:-1])
     # Past the limit nothing more is kept: no message holds more than the limit and a piece.
-    assert max(len(m.get("body", b"")) for m in bodies) <= flask_pool.BUFFER_LIMIT + piece
+    assert max(len(m.get("body", b"")) for m in bodies) <= wsgi_bridge.BUFFER_LIMIT + piece
     assert len(bodies) > 5
 
 
