@@ -24,7 +24,8 @@ from harness.platforms import SsoPlatform, sso_platform
 from harness.postgres import PostgresServer
 from harness.s3 import S3Server
 from mlflow_stack.local import process
-from mlflow_stack.server.gunicorn_conf import FORK_HAZARD, GC_LOG, GC_THRESHOLDS
+from mlflow_stack.server.gunicorn_conf import FORK_HAZARD, GC_LOG
+from mlflow_stack.server.tunables import GC_THRESHOLDS
 
 pytestmark = pytest.mark.integration  # real Keycloak, PostgreSQL and S3
 WORKERS = 3

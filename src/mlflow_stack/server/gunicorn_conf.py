@@ -28,14 +28,9 @@ import threading
 import weakref
 from typing import Any
 
+from mlflow_stack.server.tunables import GC_THRESHOLDS
+
 FORK_HAZARD = "fork hazard"
-# The collector's thresholds in the workers (gen0 allocations, gen1 and gen2 per younger pass).
-# Python's (700, 10, 10) runs a full collection every ~70,000 net allocations; a search page
-# of 100 runs builds ~4,100 ORM rows and their entities, protobufs and JSON (hundreds of
-# thousands of objects), so with defaults ~40 % of such requests paid a full collection of
-# the whole heap (+250-400 ms, bench/scale.py). Frozen imports plus these: 0.63x of the time.
-# Young garbage lives a little longer (at most ~50,000 objects per worker).
-GC_THRESHOLDS = (50_000, 20, 100)
 GC_LOG = "gc thresholds"
 
 # uvicorn's worker class for gunicorn, with the asyncio loop and h11.

@@ -35,8 +35,9 @@ likewise, the charts' call in one statement instead of two per run), ``fast_regi
 (registry searches read tags, aliases and latest versions as rows, not ORM objects),
 ``parse_cache`` (search filters and orderings parsed once per text), ``registry_filter`` (a
 registry search page the user may read whole is not parsed and written again by the permission
-filter), ``idle_ping`` (a pooled database connection pinged only after it sat idle for a
-second). Disk:
+filter), ``lean_dispatch`` (the authentication and permission middlewares without
+BaseHTTPMiddleware's task and response copy when they pass a request on), ``idle_ping`` (a
+pooled database connection pinged only after it sat idle for a second). Disk:
 ``stream_downloads`` (downloads through the server stream from S3, without a temporary copy of
 the file).
 
@@ -64,6 +65,7 @@ from mlflow_stack.server.patches import (
     idle_middleware,
     idle_ping,
     jwks_refresh,
+    lean_dispatch,
     login_identity,
     metrics_scrape,
     otlp_ingest,
@@ -85,7 +87,7 @@ BEFORE_APP: tuple[BeforeApp, ...] = (
 ON_APP: tuple[OnApp, ...] = (run_lookup, trace_links, flask_first, basic_auth, cross_site,
                              host_validation, metrics_scrape, fast_runs_search, fast_reads,
                              fast_registry, parse_cache, registry_filter,
-                             stream_downloads)
+                             lean_dispatch, stream_downloads)
 
 _PATCHED = False
 
