@@ -43,6 +43,7 @@ from mlflow_stack.server.patches import (  # noqa: E402
     fast_reads,
     fast_registry,
     fast_runs_search,
+    flask_first,
     metrics_scrape,
     parse_cache,
     stream_downloads,
@@ -60,5 +61,6 @@ surfaces.install(app, sso=False)
 db_metrics.install()  # mlflow_db_connection_errors_total on /metrics
 idle_layers.install(app)  # MLflow's gateway and workspace layers pass idle requests on
 wsgi_bridge.install(app)  # Flask's responses reach the loop in one piece, not per message
+flask_first.apply_mlflow(app)  # Flask's paths not matched against every FastAPI route first
 
 __all__ = ["app"]
