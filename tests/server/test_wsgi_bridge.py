@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 from flask import Flask, Response, request, stream_with_context
 from mlflow.server.fastapi_app import _EfficientWSGIMiddleware
 
+from harness.loops import run_alone
 from mlflow_stack.server import wsgi_bridge
 from mlflow_stack.server.wsgi_bridge import LeanWSGIMiddleware
 
@@ -79,10 +79,7 @@ async def _call(app: Any, method: str, path: str, body: bytes = b"",
     return sent, None
 
 
-def _run(coroutine: Any) -> Any:
-    """Run on a loop of its own thread (an earlier test may leave one running in this one)."""
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, coroutine).result()
+_run = run_alone
 
 
 def _delivered(sent: list[dict[str, Any]]) -> tuple[int, list[tuple[bytes, bytes]], bytes]:

@@ -7,13 +7,13 @@ test_hardening_live.py (96 MiB through the SSO server without a copy)."""
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import pytest
 
+from harness.loops import run_alone
 from mlflow_stack.server import wsgi_bridge
 from mlflow_stack.server.patches import flask_pool
 
@@ -44,7 +44,7 @@ def _serve(app: Callable[[dict[str, Any], Start], Iterable[bytes]], body: bytes 
                  "server": ("127.0.0.1", 5000), "client": ("127.0.0.1", 40000)}
         await Adapter(app)(scope, receive, send)
 
-    asyncio.run(main())
+    run_alone(main())
     return sent
 
 

@@ -15,6 +15,7 @@ from mlflow_oidc_auth.app import app as oidc_app
 from mlflow_oidc_auth.middleware.auth_middleware import AuthMiddleware
 from starlette.responses import JSONResponse, PlainTextResponse
 
+from harness.loops import run_alone
 from mlflow_stack.server.patches import lean_dispatch
 
 Message = dict[str, Any]
@@ -55,7 +56,7 @@ def _call(middleware: Any, path: str = "/api/2.0/mlflow/experiments/get",
                  "server": ("127.0.0.1", 5000), "client": ("127.0.0.1", 40000)}
         await asyncio.wait_for(middleware(scope, receive, send), 10)
 
-    asyncio.run(main())
+    run_alone(main())
     return sent
 
 
