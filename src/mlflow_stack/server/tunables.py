@@ -1,5 +1,6 @@
 """Numbers the server runtime reads from its environment (named in launch/command.py's
-SERVER_TUNABLES, so a local server inherits them)."""
+SERVER_TUNABLES, so a local server inherits them), and the collector thresholds it sets (here
+so that bench/scale.py can read them without importing gunicorn_conf)."""
 
 from __future__ import annotations
 

@@ -96,6 +96,20 @@ def test_zero_pings_at_every_checkout_as_mlflow_does(postgres_server: PostgresSe
         made.dispose()
 
 
+def test_both_apps_apply_the_rule() -> None:
+    from mlflow.store.db import utils
+    from mlflow_oidc_auth import sqlalchemy_store
+
+    from mlflow_stack.server import plain_app, sso_app
+
+    assert plain_app.app is not None and sso_app.app is not None  # nothing applied here
+    created: list[Any] = [utils.create_sqlalchemy_engine,
+                          sqlalchemy_store.SqlAlchemyStore._create_engine]
+    for create in created:
+        assert create.__qualname__ == "_lazy.<locals>.create", create
+        assert create.__wrapped__.__module__ != idle_ping.__name__, create  # wrapped once
+
+
 def test_the_apps_engines_get_the_rule(monkeypatch: pytest.MonkeyPatch,
                                        postgres_server: PostgresServer) -> None:
     from mlflow.store.db import utils

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from mlflow_oidc_auth.app import app as oidc_app
 from mlflow_oidc_auth.middleware.auth_middleware import AuthMiddleware
+from starlette.middleware.base import _CachedRequest
 from starlette.responses import JSONResponse, PlainTextResponse
 
 from harness.loops import run_alone
@@ -84,7 +85,8 @@ class _Lean:
         self.dispatch = dispatch
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        await lean_dispatch.run_lean(_echo, self.dispatch, scope, receive, send)
+        await lean_dispatch.run_lean(_echo, self.dispatch, _CachedRequest, scope, receive,
+                                      send)
 
 
 def test_the_apps_answer_goes_out_as_the_app_sent_it() -> None:
@@ -130,7 +132,11 @@ def test_the_permission_middleware_is_lean_only_where_it_has_no_validator(path: 
 
 
 def test_the_sso_app_has_both_middlewares_lean() -> None:
-    assert lean_dispatch.install(oidc_app)
+    from mlflow_stack.server import sso_app
+
+    assert sso_app.app is oidc_app  # its ON_APP patches applied it: checked before installing
+    assert getattr(AuthMiddleware.__call__, "lean_dispatch", False)
+    assert lean_dispatch.LeanPermission in [entry.cls for entry in oidc_app.user_middleware]
     assert lean_dispatch.install(oidc_app)  # idempotent: nothing wrapped twice
     assert sum(entry.cls is lean_dispatch.LeanPermission for entry in oidc_app.user_middleware) == 1
     classes = [entry.cls for entry in oidc_app.user_middleware]

@@ -107,3 +107,12 @@ def test_another_mlflow_oidc_auth_keeps_its_filters(monkeypatch: pytest.MonkeyPa
     assert registry_filter.install() == []
     assert originals == hooks.AFTER_REQUEST_HANDLERS
     assert "_top_up_page" in caplog.text
+
+
+def test_the_sso_app_wraps_both_searches() -> None:
+    from mlflow_stack.server import sso_app
+
+    assert sso_app.app is not None  # its ON_APP patches ran: nothing installed by this test
+    filters = _filters(hooks.AFTER_REQUEST_HANDLERS)
+    assert len(filters) >= 4
+    assert all(getattr(h, "registry_filter", False) for h in filters.values())

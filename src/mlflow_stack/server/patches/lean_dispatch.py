@@ -63,11 +63,11 @@ class _Passed:
 PASSED = _Passed()
 
 
-async def run_lean(app: Any, dispatch: Dispatch, scope: Any, receive: Any, send: Any,
-                   request_type: Any = None) -> None:
+async def run_lean(app: Any, dispatch: Dispatch, request_type: Any, scope: Any, receive: Any,
+                   send: Any) -> None:
     """``dispatch`` as BaseHTTPMiddleware runs it, the app's response sent as it comes.
-    ``request_type``: Starlette's ``_CachedRequest`` (looked up here when not given)."""
-    request = (request_type or CACHED_REQUEST.require())(scope, receive, send)
+    ``request_type``: Starlette's ``_CachedRequest``, looked up once by the caller."""
+    request = request_type(scope, receive, send)
     called = False
 
     async def call_next(_request: Any) -> _Passed:
@@ -103,7 +103,7 @@ class LeanPermission:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and self.find_validator(self.routed_path(scope)) is None:
-            await run_lean(self.app, self.dispatch, scope, receive, send, self.request_type)
+            await run_lean(self.app, self.dispatch, self.request_type, scope, receive, send)
         else:
             await self.full(scope, receive, send)
 
@@ -134,14 +134,14 @@ def install(app: Any) -> bool:
     owner = AUTH_CALL.owner()
     if not getattr(owner.__call__, "lean_dispatch", False):
         full_call = AUTH_CALL.require()
-        request_type = CACHED_REQUEST.require()  # once: require() inspects signatures
+        request_type = CACHED_REQUEST.require()
 
         @wrapping(full_call)
         async def lean_call(self: Any, scope: Any, receive: Any, send: Any) -> None:
             if scope["type"] != "http":
                 await full_call(self, scope, receive, send)
             else:
-                await run_lean(self.app, self.dispatch_func, scope, receive, send, request_type)
+                await run_lean(self.app, self.dispatch_func, request_type, scope, receive, send)
 
         setattr(lean_call, "lean_dispatch", True)  # noqa: B010  (a marker on a function)
         owner.__call__ = lean_call

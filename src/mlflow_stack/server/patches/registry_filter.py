@@ -53,9 +53,6 @@ PINS: dict[str, str] = {
         "b354114abee9898d0440658d3baab0f278f5fb67c3640171f2fe2d58b4c6b6a3",
 }
 
-#: Each filter, with the field its rows are in and the request message it pages by.
-_ROWS = {MODELS.name: ("registered_models", "SearchRegisteredModels"),
-         VERSIONS.name: ("model_versions", "SearchModelVersions")}
 
 
 def unchanged(payload: Any, rows_key: str, max_results: int,
@@ -111,19 +108,18 @@ def install() -> list[str]:
                     "shortcut was checked: %s)", ", ".join(differs))
         return []
     handlers: dict[tuple[str, str], Any] = HANDLERS.require()
-    wrapped: dict[Any, Any] = {}
+    # Each filter, wrapped once, with the field its rows are in and the message it pages by.
+    models, versions = MODELS.require(), VERSIONS.require()
+    replacements = {
+        models: _skipping(models, "registered_models", model_registry_pb2.SearchRegisteredModels),
+        versions: _skipping(versions, "model_versions", model_registry_pb2.SearchModelVersions),
+    }
     routes = []
     for route, handler in list(handlers.items()):
-        if getattr(handler, "registry_filter", False):
-            routes.append(route[0])
+        if handler in replacements:
+            handlers[route] = replacements[handler]
+        elif not getattr(handler, "registry_filter", False):
             continue
-        rows = _ROWS.get(getattr(handler, "__name__", ""))
-        if rows is None or handler not in (MODELS.require(), VERSIONS.require()):
-            continue
-        if handler not in wrapped:
-            wrapped[handler] = _skipping(handler, rows[0],
-                                         getattr(model_registry_pb2, rows[1]))
-        handlers[route] = wrapped[handler]
         routes.append(route[0])
     return routes
 
