@@ -9,12 +9,17 @@ from typing import Protocol, TypeVar
 
 import pytest
 
+from harness import interrupts
 from harness.browser import launch_chromium
 from harness.keycloak import KeycloakServer, default_cache_dir, ensure_keycloak_dist, start_keycloak
 from harness.kubeapi import KubeAPIServer, start_kube_apiserver
 from harness.node import KubeNode, start_node
 from harness.postgres import PostgresServer, start_postgres
 from harness.s3 import S3Server, start_s3
+
+
+def pytest_configure() -> None:
+    interrupts.stop_on_sigterm()  # CI's SIGTERM stops the run with teardown, not without
 
 
 class _Stoppable(Protocol):
