@@ -55,8 +55,10 @@ def _alive(pid: int) -> bool:
 def _run_and_terminate(tmp_path: Path, plugin: bool) -> tuple[int, int, bool]:
     (tmp_path / "conftest.py").write_text(CONFTEST)
     (tmp_path / "test_long.py").write_text(TEST)
+    # Its own basetemp: the run must not prune the numbered temp dirs other runs left.
     argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir",
-            str(tmp_path), "-o", "addopts=", "-o", "timeout=0", str(tmp_path)]
+            str(tmp_path), "--basetemp", str(tmp_path / "basetemp"), "-o", "addopts=",
+            "-o", "timeout=0", str(tmp_path / "test_long.py")]
     if plugin:
         argv[3:3] = ["-p", "harness.interrupts"]
     env = {**os.environ, "PYTHONPATH": str(REPO / "tests")}
