@@ -48,11 +48,14 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    with open(f"/proc/{pid}/stat") as stat:  # a zombie is gone for our purpose
-        return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    try:
+        with open(f"/proc/{pid}/stat") as stat:  # a zombie is gone for our purpose
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:  # reaped since the kill above
+        return False
 
 
-def _run_and_terminate(tmp_path: Path, plugin: bool) -> tuple[int, int, bool]:
+def _run_and_terminate(tmp_path: Path, plugin: bool) -> tuple[int, bool]:
     (tmp_path / "conftest.py").write_text(CONFTEST)
     (tmp_path / "test_long.py").write_text(TEST)
     # Its own basetemp: the run must not prune the numbered temp dirs other runs left.
@@ -74,7 +77,7 @@ def _run_and_terminate(tmp_path: Path, plugin: bool) -> tuple[int, int, bool]:
         gone = not _alive(pid)
         if not gone:
             os.killpg(pid, signal.SIGKILL)  # ours: the run above started it
-        return code, pid, gone
+        return code, gone
     finally:
         if run.poll() is None:
             run.kill()
@@ -87,13 +90,13 @@ def test_the_test_session_turns_sigterm_into_an_interrupt() -> None:
 
 
 def test_sigterm_stops_the_run_and_its_fixtures_services(tmp_path: Path) -> None:
-    code, _, gone = _run_and_terminate(tmp_path, plugin=True)
+    code, gone = _run_and_terminate(tmp_path, plugin=True)
     assert code == 2  # pytest's "interrupted"
     assert gone, "the fixture's service outlived the run"
 
 
 def test_without_it_the_service_outlives_the_run(tmp_path: Path) -> None:
     """The control: what happened before (Python's default for SIGTERM)."""
-    code, _, gone = _run_and_terminate(tmp_path, plugin=False)
+    code, gone = _run_and_terminate(tmp_path, plugin=False)
     assert code == -signal.SIGTERM
     assert not gone

@@ -79,8 +79,6 @@ async def _call(app: Any, method: str, path: str, body: bytes = b"",
     return sent, None
 
 
-_run = run_alone
-
 
 def _delivered(sent: list[dict[str, Any]]) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
     assert sent[0]["type"] == "http.response.start"
@@ -95,9 +93,9 @@ def _delivered(sent: list[dict[str, Any]]) -> tuple[int, list[tuple[bytes, bytes
 def test_responses_are_delivered_as_mlflow_s_adapter_delivers_them(
         method: str, path: str, body: bytes) -> None:
     flask_app = _flask()
-    theirs, error = _run(_call(_EfficientWSGIMiddleware(flask_app), method, path, body))
+    theirs, error = run_alone(_call(_EfficientWSGIMiddleware(flask_app), method, path, body))
     assert error is None
-    ours, error = _run(_call(LeanWSGIMiddleware(flask_app, LIMIT), method, path, body,
+    ours, error = run_alone(_call(LeanWSGIMiddleware(flask_app, LIMIT), method, path, body,
                                     parts=3))
     assert error is None
     assert _delivered(ours) == _delivered(theirs)
@@ -105,8 +103,8 @@ def test_responses_are_delivered_as_mlflow_s_adapter_delivers_them(
 
 def test_an_error_in_the_app_is_flask_s_500_both_ways() -> None:
     flask_app = _flask()
-    theirs, _ = _run(_call(_EfficientWSGIMiddleware(flask_app), "GET", "/boom"))
-    ours, _ = _run(_call(LeanWSGIMiddleware(flask_app, LIMIT), "GET", "/boom"))
+    theirs, _ = run_alone(_call(_EfficientWSGIMiddleware(flask_app), "GET", "/boom"))
+    ours, _ = run_alone(_call(LeanWSGIMiddleware(flask_app, LIMIT), "GET", "/boom"))
     assert _delivered(ours)[0] == _delivered(theirs)[0] == 500
 
 
@@ -120,10 +118,10 @@ def test_small_responses_need_no_hand_off_and_big_ones_stream_bounded(
         return real(coro, loop)
 
     monkeypatch.setattr(asyncio, "run_coroutine_threadsafe", counted)
-    sent, _ = _run(_call(LeanWSGIMiddleware(_flask(), LIMIT), "GET", "/small"))
+    sent, _ = run_alone(_call(LeanWSGIMiddleware(_flask(), LIMIT), "GET", "/small"))
     assert handed == [] and len(sent) == 2  # start, then the whole body at once
     closed.clear()
-    sent, _ = _run(_call(LeanWSGIMiddleware(_flask(), LIMIT), "GET", "/big"))
+    sent, _ = run_alone(_call(LeanWSGIMiddleware(_flask(), LIMIT), "GET", "/big"))
     assert len(handed) > 10  # past the limit: chunk by chunk, as it is made
     assert max(len(m.get("body", b"")) for m in sent) <= LIMIT + 10_000
     assert _delivered(sent)[2] == b"".join(bytes([n]) * 10_000 for n in range(40))
@@ -140,8 +138,8 @@ def test_websockets_are_refused_and_other_scopes_ignored() -> None:
         return {}
 
     bridge = LeanWSGIMiddleware(_flask())
-    _run(bridge({"type": "websocket", "path": "/"}, receive, send))
-    _run(bridge({"type": "lifespan"}, receive, send))
+    run_alone(bridge({"type": "websocket", "path": "/"}, receive, send))
+    run_alone(bridge({"type": "lifespan"}, receive, send))
     assert sent == [{"type": "websocket.close", "code": 1000}]
 
 

@@ -54,7 +54,6 @@ PINS: dict[str, str] = {
 }
 
 
-
 def unchanged(payload: Any, rows_key: str, max_results: int,
               readable: Callable[[str], bool]) -> bool:
     """Whether the filter would leave this body as it is: every row's model ``readable``, and
