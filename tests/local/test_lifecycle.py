@@ -36,7 +36,9 @@ def outside_the_venv(state_home: Path) -> dict[str, str]:
             "MLFLOW_STACK_HOME": str(state_home)}
 
 
-def test_foreground_up_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP],
+                         ids=["ctrl-c", "sigterm", "sighup"])
+def test_foreground_up_stops_cleanly_on_ctrl_c(tmp_path: Path, stop_signal: int) -> None:
     port = free_port()
     # stderr (progress, more of it on a slow machine) goes to a file: an unread pipe that
     # fills up would block `up` on a write, and it could not stop on Ctrl-C.
@@ -64,7 +66,7 @@ def test_foreground_up_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
         tree = [server, *server.children(recursive=True)]
         assert httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200
 
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(stop_signal)
         assert proc.wait(timeout=60) == 0
         _gone, alive = psutil.wait_procs(tree, timeout=10)
         assert not alive, f"left running: {alive}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import signal
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -23,6 +24,14 @@ from mlflow_stack.local.state import StateDir, default_state_dir
 # `status` exit codes (like systemctl's): running and answering, running but not answering
 # /health, not running.
 STATUS_HEALTHY, STATUS_NOT_ANSWERING, STATUS_NOT_RUNNING = 0, 1, 3
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM/SIGHUP in the foreground: stop as on Ctrl-C; a repeat no longer interrupts the
+    stop itself (a process manager follows up with SIGKILL if it will not wait)."""
+    for stop_signal in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(stop_signal, signal.SIG_IGN)
+    raise KeyboardInterrupt
 
 
 def state_dir_for(state_dir: Path | None) -> StateDir:
@@ -79,6 +88,10 @@ def up(
         return
     out.print("[dim]Press Ctrl-C to stop.[/]")
     try:
+        # A process manager's SIGTERM or a closed terminal's SIGHUP stops the server as Ctrl-C
+        # does; by default they ended `up` alone and left the server running (its own group).
+        for stop_signal in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(stop_signal, _interrupt)
         code = platform.wait_foreground(result)
     except KeyboardInterrupt:
         err.print("stopping ...")
