@@ -58,7 +58,8 @@ def read_rows(store: Any) -> Iterator[Any]:
     read (what each statement sees is the same: PostgreSQL's default READ COMMITTED gives every
     statement of a transaction its own snapshot anyway). Elsewhere MLflow's managed session,
     with its per-session settings (SQLite's PRAGMAs). Database errors become the
-    MlflowExceptions MLflow's managed session raises for them."""
+    MlflowExceptions MLflow's managed session raises for them (the driver's own too:
+    ``driver_rows`` executes on its cursor)."""
     from mlflow.exceptions import MlflowException
 
     if store.db_type != "postgresql":
@@ -68,14 +69,15 @@ def read_rows(store: Any) -> Iterator[Any]:
     from mlflow.protos import databricks_pb2
     from sqlalchemy import exc
 
+    driver = store.engine.dialect.loaded_dbapi
     try:
         with store.engine.connect() as connection:
             yield connection.execution_options(isolation_level="AUTOCOMMIT")
     except MlflowException:
         raise
-    except exc.OperationalError as error:
+    except (exc.OperationalError, driver.OperationalError) as error:
         raise MlflowException(message=str(error),
                               error_code=databricks_pb2.TEMPORARILY_UNAVAILABLE) from error
-    except exc.SQLAlchemyError as error:
+    except (exc.SQLAlchemyError, driver.Error) as error:
         raise MlflowException(message=str(error),
                               error_code=databricks_pb2.BAD_REQUEST) from error

@@ -38,7 +38,7 @@ def _page(*names: str, token: str = "") -> dict[str, Any]:
 ])
 def test_a_page_the_filter_would_not_change_passes(body: dict[str, Any],
                                                    max_results: int) -> None:
-    assert registry_filter.unchanged(body, "registered_models", max_results, _readable)
+    assert registry_filter.unchanged(body, "registered_models", lambda: max_results, _readable)
 
 
 @pytest.mark.parametrize(("body", "max_results"), [
@@ -53,7 +53,8 @@ def test_a_page_the_filter_would_not_change_passes(body: dict[str, Any],
     (None, 100),                          # not JSON
 ])
 def test_anything_else_goes_to_the_filter(body: Any, max_results: int) -> None:
-    assert not registry_filter.unchanged(body, "registered_models", max_results, _readable)
+    assert not registry_filter.unchanged(body, "registered_models", lambda: max_results,
+                                        _readable)
 
 
 def test_every_row_is_checked_until_one_fails() -> None:
@@ -65,10 +66,25 @@ def test_every_row_is_checked_until_one_fails() -> None:
 
     body = {"model_versions": [{"name": "a", "version": "1"}, {"name": "b", "version": "3"},
                                {"name": "secret", "version": "2"}, {"name": "c"}]}
-    assert not registry_filter.unchanged(body, "model_versions", 100, readable)
+    assert not registry_filter.unchanged(body, "model_versions", lambda: 100, readable)
     assert asked == ["a", "b", "secret"]
     # The rows are the named field's: another field's rows are not looked at.
-    assert registry_filter.unchanged(body, "registered_models", 100, readable)
+    assert registry_filter.unchanged(body, "registered_models", lambda: 100, readable)
+
+
+def test_the_page_size_is_asked_only_for_a_page_with_more_behind_it() -> None:
+    asked: list[int] = []
+
+    def max_results() -> int:  # parses the request again: only when it can matter
+        asked.append(2)
+        return 2
+
+    assert registry_filter.unchanged(_page("a", "b"), "registered_models", max_results,
+                                     _readable)
+    assert asked == []
+    assert registry_filter.unchanged(_page("a", "b", token="t"), "registered_models",
+                                     max_results, _readable)
+    assert asked == [2]
 
 
 def _filters(handlers: dict[tuple[str, str], Any]) -> dict[tuple[str, str], Any]:

@@ -32,6 +32,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from mlflow_stack.server.driver_rows import fetch_all
 from mlflow_stack.server.guards import Shape, wrapping
 from mlflow_stack.server.mirrors import changed, json_double, read_rows
 
@@ -142,7 +143,7 @@ def history_json(store: Any, run_id: str, metric_key: str, max_results: int | No
     if max_results is not None:
         values["limit"] = max_results + 1
     with read_rows(store) as session:
-        rows = session.execute(_history_statement(max_results is not None), values).all()
+        rows = fetch_all(session, _history_statement(max_results is not None), values)
     token = None
     if max_results is not None and len(rows) == max_results + 1:
         token = SearchUtils.create_page_token(offset + max_results)
@@ -349,7 +350,8 @@ def artifact_location(store: Any, run_id: str) -> _Run:
     from mlflow.protos.databricks_pb2 import INVALID_STATE, RESOURCE_DOES_NOT_EXIST
 
     with read_rows(store) as session:
-        found = session.execute(_location_statement(), {"run_id": run_id}).scalars().all()
+        found = [row[0] for row in fetch_all(session, _location_statement(),
+                                             {"run_id": run_id})]
     if not found:
         raise MlflowException(f"Run with id={run_id} not found", RESOURCE_DOES_NOT_EXIST)
     if len(found) > 1:

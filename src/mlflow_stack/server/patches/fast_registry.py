@@ -32,6 +32,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, select
 
+from mlflow_stack.server.driver_rows import any_in, arrays, fetch_all
 from mlflow_stack.server.guards import Shape, wrapping
 from mlflow_stack.server.mirrors import changed, read_rows
 
@@ -112,23 +113,19 @@ def _workspace(store: Any, model: Any) -> str | None:
     return store._get_active_workspace() if model in _module()._WORKSPACE_MODELS else None
 
 
-def _in(column: Any, name: str) -> Any:
-    return column.in_(bindparam(name, expanding=True))
-
-
 # The statements below are built once per shape and run with their values bound: building
 # an ORM expression cost more than running it (bench/scale.py: ~0.3 ms a statement).
 
 
 @functools.cache
-def _version_tags_statement() -> Any:
+def _version_tags_statement(as_arrays: bool) -> Any:
     from mlflow.store.model_registry.dbmodels.models import SqlModelVersionTag as T
 
     # IN lists per column, not a tuple IN: a few parameters (the driver's statement
     # preparation grows with them), then only the versions asked for are kept.
     return (select(T.workspace, T.name, T.version, T.key, T.value)
-            .where(_in(T.workspace, "workspaces"), _in(T.name, "names"),
-                   _in(T.version, "versions")))
+            .where(any_in(T.workspace, "workspaces", as_arrays),
+                   any_in(T.name, "names", as_arrays), any_in(T.version, "versions", as_arrays)))
 
 
 def _version_tags(session: Any, versions: list[Any]) -> dict[tuple[Any, ...], list[Any]]:
@@ -136,7 +133,7 @@ def _version_tags(session: Any, versions: list[Any]) -> dict[tuple[Any, ...], li
     found: dict[tuple[Any, ...], list[Any]] = defaultdict(list)
     keys = {(v.workspace, v.name, v.version) for v in versions}
     if keys:
-        rows = session.execute(_version_tags_statement(), {
+        rows = fetch_all(session, _version_tags_statement(arrays(session)), {
             "workspaces": list({k[0] for k in keys}), "names": list({k[1] for k in keys}),
             "versions": list({k[2] for k in keys})})
         for workspace, name, version, key, value in rows:
@@ -181,7 +178,7 @@ def _versions(store: Any, session: Any, rows: list[Any]) -> list[Any]:
 
 
 @functools.cache
-def _latest_statement(scoped: bool) -> Any:
+def _latest_statement(scoped: bool, as_arrays: bool) -> Any:
     """_get_latest_versions_for_models's window query, the versions' tags joined to it (a
     version without tags: one row of NULLs)."""
     import sqlalchemy
@@ -194,7 +191,7 @@ def _latest_statement(scoped: bool) -> Any:
         partition_by=[MV.workspace, MV.name, MV.current_stage],
         order_by=MV.version.desc()).label("rn")
     subquery = (select(MV.workspace, MV.name, MV.version, row_num)
-                .where(*workspace_clauses, _in(MV.name, "names"),
+                .where(*workspace_clauses, any_in(MV.name, "names", as_arrays),
                        MV.current_stage != _module().STAGE_DELETED_INTERNAL)
                 .subquery())
     return (select(*MV.__table__.columns, T.key.label("tag_key"), T.value.label("tag_value"))
@@ -217,7 +214,7 @@ def _latest_versions(store: Any, session: Any, model_names: list[str]) -> dict[s
     values: dict[str, Any] = {"names": model_names}
     if workspace is not None:
         values["workspace"] = workspace
-    rows = session.execute(_latest_statement(workspace is not None), values).all()
+    rows = fetch_all(session, _latest_statement(workspace is not None, arrays(session)), values)
     versions: dict[tuple[Any, ...], tuple[Any, list[Any]]] = {}
     for row in rows:
         _, tags = versions.setdefault((row.workspace, row.name, row.version), (row, []))
@@ -230,7 +227,7 @@ def _latest_versions(store: Any, session: Any, model_names: list[str]) -> dict[s
 
 
 @functools.cache
-def _children_statement() -> Any:
+def _children_statement(as_arrays: bool) -> Any:
     """The models' tags and aliases in one statement: (is_alias, workspace, name, key or
     alias, tag value, alias version)."""
     from mlflow.store.model_registry.dbmodels.models import SqlRegisteredModelAlias as A
@@ -240,9 +237,9 @@ def _children_statement() -> Any:
     return union_all(
         select(false().label("is_alias"), T.workspace, T.name, T.key, T.value,
                cast(null(), Integer).label("version"))
-        .where(_in(T.workspace, "workspaces"), _in(T.name, "names")),
+        .where(any_in(T.workspace, "workspaces", as_arrays), any_in(T.name, "names", as_arrays)),
         select(true(), A.workspace, A.name, A.alias, cast(null(), String), A.version)
-        .where(_in(A.workspace, "workspaces"), _in(A.name, "names")))
+        .where(any_in(A.workspace, "workspaces", as_arrays), any_in(A.name, "names", as_arrays)))
 
 
 def _model_children(session: Any, models: list[Any]) -> tuple[dict[Any, list[Any]], ...]:
@@ -255,7 +252,7 @@ def _model_children(session: Any, models: list[Any]) -> tuple[dict[Any, list[Any
     aliases: dict[Any, list[Any]] = defaultdict(list)
     keys = {(m.workspace, m.name) for m in models}
     if keys:
-        rows = session.execute(_children_statement(), {
+        rows = fetch_all(session, _children_statement(arrays(session)), {
             "workspaces": list({k[0] for k in keys}), "names": list({k[1] for k in keys})})
         for is_alias, workspace, name, key, value, version in rows:
             if (workspace, name) not in keys:
@@ -357,7 +354,7 @@ def search_model_versions(original: Callable[..., Any]) -> Callable[..., Any]:
         query, offset = _versions_query(self, self._get_active_workspace(), filter_string,
                                         _hashable(order_by), page_token, max_results_for_query)
         with read_rows(self) as session:
-            rows = session.execute(query).all()
+            rows = fetch_all(session, query)
             next_page_token = self._compute_next_token(
                 max_results_for_query, len(rows), offset, max_results)
             versions = _versions(self, session, list(rows)[:max_results])
@@ -385,7 +382,7 @@ def search_registered_models(original: Callable[..., Any]) -> Callable[..., Any]
         query, offset = _models_query(self, self._get_active_workspace(), filter_string,
                                       _hashable(order_by), page_token, max_results_for_query)
         with read_rows(self) as session:
-            models = session.execute(query).all()
+            models = fetch_all(session, query)
             next_page_token = self._compute_next_token(
                 max_results_for_query, len(models), offset, max_results)
             models = list(models)[:max_results]

@@ -54,16 +54,17 @@ PINS: dict[str, str] = {
 }
 
 
-def unchanged(payload: Any, rows_key: str, max_results: int,
+def unchanged(payload: Any, rows_key: str, max_results: Callable[[], int],
               readable: Callable[[str], bool]) -> bool:
     """Whether the filter would leave this body as it is: every row's model ``readable``, and
-    no top-up (no next page, or a full page). False for anything unexpected."""
+    no top-up (no next page, or a full page). False for anything unexpected. ``max_results``
+    is asked only for a page with more behind it (it parses the request again)."""
     if not isinstance(payload, dict):
         return False
     rows = payload.get(rows_key, [])
     if not isinstance(rows, list):
         return False
-    if payload.get("next_page_token") and len(rows) < max_results:
+    if payload.get("next_page_token") and len(rows) < max_results():
         return False  # a row was missing from a page that has more behind it: top-up path
     for row in rows:
         name = row.get("name") if isinstance(row, dict) else None
@@ -82,7 +83,9 @@ def _skipping(original: Callable[[Any], None], rows_key: str,
         if not get_fastapi_admin_status():
             username = get_fastapi_username()
             if not hooks._search_scope_denied(username):
-                max_results = hooks._get_request_message(request_type()).max_results
+                def max_results() -> int:
+                    return int(hooks._get_request_message(request_type()).max_results)
+
                 if unchanged(resp.json, rows_key, max_results,
                              lambda name: hooks._cached_can_read_registered_model(name,
                                                                                    username)):
