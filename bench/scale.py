@@ -461,9 +461,12 @@ class Call:
     params: list[tuple[str, str | int | float | bool | None]] | None = None
     check: Callable[[dict[str, Any]], bool] | None = None
 
-    def send(self, client: httpx.Client, side: Side) -> dict[str, Any]:
+    def send(self, client: httpx.Client, side: Side,
+             headers: dict[str, str] | None = None) -> dict[str, Any]:
+        """The call's answer; ``headers`` taken before the clock starts (a new token is a
+        Keycloak grant: the client's wait, not the server's), else ``side.headers()``."""
         response = client.request(self.method, self.path, json=self.body, params=self.params,
-                                  headers=side.headers())
+                                  headers=side.headers() if headers is None else headers)
         if response.status_code != 200:
             raise RuntimeError(f"{side.name} {self.name}: {response.status_code} "
                                f"{response.text[:300]}")
@@ -564,8 +567,9 @@ def measure(sides: list[Side], calls: list[Call], reps: int, warmup: int) -> Sam
             for call in calls:
                 shift = rep % len(sides)
                 for side in sides[shift:] + sides[:shift]:
+                    headers = side.headers()
                     started = time.perf_counter()
-                    call.send(clients[side.name], side)
+                    call.send(clients[side.name], side, headers)
                     ms = 1000 * (time.perf_counter() - started)
                     if rep >= warmup:
                         samples.setdefault((call.name, side.name), []).append(ms)
@@ -596,8 +600,9 @@ def measure_connections(sides: list[Side], dataset: Dataset, reps: int) -> Sampl
                     call.send(fresh, side)
                 for _ in range(reps):
                     for how, client in (("kept-alive", kept), ("new connection", fresh)):
+                        headers = side.headers()
                         started = time.perf_counter()
-                        call.send(client, side)
+                        call.send(client, side, headers)
                         samples.setdefault((f"{call.name} {how}", side.name), []).append(
                             1000 * (time.perf_counter() - started))
     return samples

@@ -7,6 +7,7 @@ Real PostgreSQL, S3 and Keycloak (the harness); the server is `mlflow-stack up`'
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import re
 import signal
@@ -14,6 +15,7 @@ import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -24,7 +26,8 @@ from harness.platforms import SsoPlatform, sso_platform
 from harness.postgres import PostgresServer
 from harness.s3 import S3Server
 from mlflow_stack.local import process
-from mlflow_stack.server.gunicorn_conf import FORK_HAZARD, GC_LOG
+from mlflow_stack.server import gunicorn_conf
+from mlflow_stack.server.gunicorn_conf import FORK_HAZARD, GC_LOG, ROUTES_LOG, STORES_LOG
 from mlflow_stack.server.tunables import GC_THRESHOLDS
 
 pytestmark = pytest.mark.integration  # real Keycloak, PostgreSQL and S3
@@ -154,3 +157,83 @@ def test_every_worker_runs_with_the_tuned_collector(plat: SsoPlatform) -> None:
         assert thresholds == expected
         # What the master froze before forking (MLflow and the app: hundreds of thousands).
         assert int(frozen) > 100_000, frozen
+        # And FastAPI's route contexts, built by the master: the worker's first request does
+        # not build them again.
+        routes = re.findall(rf"worker {worker.pid}: .* {ROUTES_LOG} (\d+)/(\d+)", log)
+        assert routes, f"worker {worker.pid} logged no {ROUTES_LOG}"
+        built, found_routers = map(int, routes[-1])
+        assert built == found_routers > 0, routes[-1]
+    master_line = re.findall(rf"{ROUTES_LOG}: (\d+) included routers built before the fork", log)
+    assert master_line and int(master_line[-1]) > 0, master_line
+    # MLflow's stores too (the master's connections closed before the fork: tested above).
+    assert f"{STORES_LOG}: tracking and model registry stores made before the fork" in log
+
+
+def _small_app() -> Any:
+    from fastapi import APIRouter, FastAPI
+
+    router = APIRouter()
+
+    @router.get("/items/{item_id}")
+    def item(item_id: int) -> dict[str, int]:
+        return {"item_id": item_id}
+
+    app = FastAPI()
+    app.include_router(router, prefix="/api")
+    return app
+
+
+def _forbid_building(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fastapi import routing
+
+    def refused(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("route contexts built while serving")
+
+    monkeypatch.setattr(routing._IncludedRouter, "_build_effective_context", refused)
+
+
+def test_route_contexts_are_built_before_the_first_request(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from fastapi.testclient import TestClient
+
+    app = _small_app()
+    assert gunicorn_conf.routes_built(app) == (0, 1)
+    assert gunicorn_conf.warm_routes(app) == 1
+    assert gunicorn_conf.routes_built(app) == (1, 1)
+    _forbid_building(monkeypatch)
+    assert TestClient(app).get("/api/items/7").json() == {"item_id": 7}
+    # Control: an app nobody warmed builds them on its first request.
+    with pytest.raises(AssertionError, match="while serving"):
+        TestClient(_small_app()).get("/api/items/7")
+
+
+def test_the_platform_app_s_routes_are_all_warmed() -> None:
+    from mlflow_stack.server.plain_app import app
+
+    count = gunicorn_conf.warm_routes(app)
+    assert count > 0
+    assert gunicorn_conf.routes_built(app) == (count, count)
+
+
+def test_stores_are_made_once_or_left_to_the_workers(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    from mlflow.server import handlers
+
+    monkeypatch.setattr(handlers, "_tracking_store", None)
+    monkeypatch.setattr(handlers, "_model_registry_store", None)
+    log = logging.getLogger("test.gunicorn")
+    # A database that cannot be opened: a warning naming no location, and nothing kept.
+    (tmp_path / "a-file").write_text("")  # a file where the database's directory would be
+    broken = f"sqlite:///{tmp_path}/a-file/secret-name.db"
+    monkeypatch.setenv("_MLFLOW_SERVER_FILE_STORE", broken)
+    monkeypatch.setenv("_MLFLOW_SERVER_ARTIFACT_ROOT", str(tmp_path / "artifacts"))
+    with caplog.at_level(logging.INFO, logger="test.gunicorn"):
+        assert not gunicorn_conf.warm_stores(log)
+    assert "each worker makes its own" in caplog.text and "secret-name" not in caplog.text
+    assert handlers._tracking_store is None
+    monkeypatch.setenv("_MLFLOW_SERVER_FILE_STORE", f"sqlite:///{tmp_path}/mlflow.db")
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="test.gunicorn"):
+        assert gunicorn_conf.warm_stores(log)
+    assert handlers._tracking_store is not None and handlers._model_registry_store is not None
+    assert "stores made before the fork" in caplog.text
