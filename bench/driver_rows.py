@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -92,6 +93,7 @@ def main() -> int:
             store.engine.dispose()
     finally:
         pg.stop()
+        shutil.rmtree(root, ignore_errors=True)
     return 0
 
 
