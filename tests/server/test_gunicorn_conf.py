@@ -218,9 +218,15 @@ def test_the_platform_app_s_routes_are_all_warmed() -> None:
 def test_stores_are_made_once_or_left_to_the_workers(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     from mlflow.server import handlers
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
 
     monkeypatch.setattr(handlers, "_tracking_store", None)
     monkeypatch.setattr(handlers, "_model_registry_store", None)
+    # Making a store also sets the process's tracking and registry URIs (MLFLOW_TRACKING_URI
+    # too): kept out of the rest of the test session.
+    monkeypatch.setattr(tracking_utils, "set_tracking_uri", lambda uri: None)
+    monkeypatch.setattr(registry_utils, "set_registry_uri", lambda uri: None)
     log = logging.getLogger("test.gunicorn")
     # A database that cannot be opened: a warning naming no location, and nothing kept.
     (tmp_path / "a-file").write_text("")  # a file where the database's directory would be
@@ -235,5 +241,8 @@ def test_stores_are_made_once_or_left_to_the_workers(
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="test.gunicorn"):
         assert gunicorn_conf.warm_stores(log)
-    assert handlers._tracking_store is not None and handlers._model_registry_store is not None
+    made: list[Any] = [handlers._tracking_store, handlers._model_registry_store]
+    assert None not in made
     assert "stores made before the fork" in caplog.text
+    for store in made:
+        store.engine.dispose()

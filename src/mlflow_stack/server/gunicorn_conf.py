@@ -162,6 +162,14 @@ def warm(log: Any) -> None:
                        aws_secret_access_key="warm")
 
 
+def _built(route: Any) -> bool:
+    """Whether an included router has its route contexts for its current routes (FastAPI's
+    private state: a FastAPI without it counts as not built, it never fails a start)."""
+    version = getattr(route, "_effective_candidates_version", None)
+    current = getattr(getattr(route, "original_router", None), "_get_routes_version", None)
+    return version is not None and callable(current) and version == current()
+
+
 def _included_routers(app: Any, build: bool) -> Iterator[tuple[Any, bool]]:
     """FastAPI's included routers in ``app`` and whether each has its route contexts (FastAPI
     builds them on the first request that reaches the router). ``build``: build them first;
@@ -171,13 +179,14 @@ def _included_routers(app: Any, build: bool) -> Iterator[tuple[Any, bool]]:
         route = pending.pop()
         if callable(getattr(route, "effective_candidates", None)):
             if build:
-                route.effective_candidates()
+                children = route.effective_candidates()
                 route.effective_low_priority_routes()
-            version = getattr(route, "_effective_candidates_version", None)
-            built = version is not None and version == route.original_router._get_routes_version()
+            else:
+                children = getattr(route, "_effective_candidates", [])
+            built = _built(route)
             yield route, built
             if built:
-                pending.extend(route._effective_candidates)
+                pending.extend(children)
         elif isinstance(getattr(route, "routes", None), list):  # a mount or a nested router
             pending.extend(route.routes)
 
@@ -220,14 +229,16 @@ def when_ready(server: Any) -> None:
     """In the master, app imported, before the first fork: everything it allocated goes to a
     generation the collector never scans, so collections in the workers do not write to (and
     un-share) those pages."""
-    others = sorted(t.name for t in threading.enumerate() if t is not threading.main_thread())
-    if others:  # a thread's work would silently not happen in the workers
-        server.log.warning("%s: threads running in the master before the workers fork: %s",
-                           FORK_HAZARD, ", ".join(others))
     warm(server.log)
     routers = warm_routes(getattr(server.app, "callable", None))  # preload_app's import
     server.log.info("%s: %d included routers built before the fork", ROUTES_LOG, routers)
     warm_stores(server.log)
+    # After the warm-ups: a thread any of them (or the import) started would silently not run
+    # in the workers.
+    others = sorted(t.name for t in threading.enumerate() if t is not threading.main_thread())
+    if others:
+        server.log.warning("%s: threads running in the master before the workers fork: %s",
+                           FORK_HAZARD, ", ".join(others))
     for engine in list(_ENGINES):  # the master serves nothing: no session to share
         engine.dispose()
     gc.collect()
