@@ -555,13 +555,17 @@ def percentile(values: list[float], q: float) -> float:
 
 
 Samples = dict[tuple[str, str], list[float]]  # (call, side) -> milliseconds
+# (call, side) -> seconds since the measurement began, one per sample (to date the slow ones)
+Moments = dict[tuple[str, str], list[float]]
 
 
-def measure(sides: list[Side], calls: list[Call], reps: int, warmup: int) -> Samples:
+def measure(sides: list[Side], calls: list[Call], reps: int, warmup: int,
+            moments: Moments | None = None) -> Samples:
     """Every call `reps` times on every side, sides alternating call by call (who goes first
     rotates), one keep-alive client per side."""
     samples: Samples = {}
     clients = {s.name: httpx.Client(base_url=s.url, timeout=120.0) for s in sides}
+    began = time.perf_counter()
     try:
         for rep in range(warmup + reps):
             for call in calls:
@@ -573,6 +577,9 @@ def measure(sides: list[Side], calls: list[Call], reps: int, warmup: int) -> Sam
                     ms = 1000 * (time.perf_counter() - started)
                     if rep >= warmup:
                         samples.setdefault((call.name, side.name), []).append(ms)
+                        if moments is not None:
+                            moments.setdefault((call.name, side.name), []).append(
+                                started - began)
     finally:
         for client in clients.values():
             client.close()
@@ -1056,6 +1063,22 @@ def print_table(title: str, calls: list[str], samples: Samples, sides: list[str]
         print(line)
 
 
+def print_slow(samples: Samples, moments: Moments, factor: float = 4.0) -> None:
+    """Calls that took over `factor` x their p50, with when they happened: a cache that expires
+    shows as slow calls at a steady interval."""
+    lines = []
+    for key, values in samples.items():
+        p50 = percentile(values, 0.5)
+        slow = [(at, ms) for at, ms in zip(moments[key], values, strict=True)
+                if ms > factor * p50 and ms > 20]
+        if slow:
+            when = ", ".join(f"{ms:.0f} ms at {at:.0f} s" for at, ms in slow)
+            lines.append(f"  {key[0]} / {key[1]} (p50 {p50:.0f} ms): {when}")
+    if lines:
+        print(f"\ncalls slower than {factor:g}x their p50 (seconds since measuring began):")
+        print("\n".join(lines))
+
+
 def print_distribution(samples: Samples, call: str, sides: list[str]) -> None:
     """Deciles of one call, to show a bimodal split if there is one."""
     for side in sides:
@@ -1155,9 +1178,11 @@ def main() -> int:
             print(f"measuring {len(calls)} calls x {args.reps} on {', '.join(side_names)} ...",
                   flush=True)
             floor = sql_floor(pg, statements, args.reps)
-            samples = measure(sides, calls, args.reps, args.warmup)
+            moments: Moments = {}
+            samples = measure(sides, calls, args.reps, args.warmup, moments)
             print_table("MLflow's schema as shipped", names, samples, side_names, "plain", floor)
             print_distribution(samples, names[0], side_names)
+            print_slow(samples, moments)
             connections = measure_connections(sides, dataset, 30)
             print("\nsmall calls, one kept-alive connection vs a new connection per call "
                   "(p50 / p95 ms):")

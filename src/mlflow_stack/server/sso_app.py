@@ -35,9 +35,11 @@ likewise, the charts' call in one statement instead of two per run), ``fast_regi
 (registry searches read tags, aliases and latest versions as rows, not ORM objects),
 ``parse_cache`` (search filters and orderings parsed once per text), ``registry_filter`` (a
 registry search page the user may read whole is not parsed and written again by the permission
-filter), ``lean_dispatch`` (the authentication and permission middlewares without
-BaseHTTPMiddleware's task and response copy when they pass a request on), ``idle_ping`` (a
-pooled database connection pinged only after it sat idle for a second). Disk:
+filter), ``grant_reads`` (a user's pattern grants and groups read once per filtered search, not
+once per row, when the permission cache has expired), ``lean_dispatch`` (the authentication and
+permission middlewares without BaseHTTPMiddleware's task and response copy when they pass a
+request on), ``idle_ping`` (a pooled database connection pinged only after it sat idle for a
+second). Disk:
 ``stream_downloads`` (downloads through the server stream from S3, without a temporary copy of
 the file).
 
@@ -61,6 +63,7 @@ from mlflow_stack.server.patches import (
     fast_runs_search,
     flask_first,
     flask_pool,
+    grant_reads,
     host_validation,
     idle_middleware,
     idle_ping,
@@ -86,7 +89,7 @@ BEFORE_APP: tuple[BeforeApp, ...] = (
 #: Applied to the built app, in this order (the middleware added last runs outermost).
 ON_APP: tuple[OnApp, ...] = (run_lookup, trace_links, flask_first, basic_auth, cross_site,
                              host_validation, metrics_scrape, fast_runs_search, fast_reads,
-                             fast_registry, parse_cache, registry_filter,
+                             fast_registry, parse_cache, registry_filter, grant_reads,
                              lean_dispatch, stream_downloads)
 
 _PATCHED = False

@@ -13,7 +13,9 @@ with its own per-request-memoized functions: the user is no admin (for an admin 
 returns at once anyway), the search's workspace is readable (``_search_scope_denied``), every
 row of the JSON names a model the user may read, and there is nothing to top up (no further
 page, or the page already holds ``max_results`` rows: the top-up runs only while it is short).
-Anything else, including a body of another shape, runs mlflow-oidc-auth's filter as it is. The
+Anything else, including a body of another shape, runs mlflow-oidc-auth's filter as it is.
+Either way a user's pattern grants and groups are read once for the request, not once per row
+(``grant_reads.py``: the rows of a page whose permissions are no longer cached). The
 filter functions the equivalence rests on are pinned by source digest (``mirrors.changed``):
 another mlflow-oidc-auth leaves its filters alone, with a warning, until this is checked again.
 tests/server/patches/test_registry_filter.py; tests/server/test_attacks_access.py pages a
@@ -28,6 +30,7 @@ from typing import Any
 
 from mlflow_stack.server.guards import Shape, wrapping
 from mlflow_stack.server.mirrors import changed
+from mlflow_stack.server.patches import grant_reads
 
 log = logging.getLogger(__name__)
 
@@ -80,17 +83,18 @@ def _skipping(original: Callable[[Any], None], rows_key: str,
 
     @wrapping(original)
     def filtered(resp: Any) -> None:
-        if not get_fastapi_admin_status():
-            username = get_fastapi_username()
-            if not hooks._search_scope_denied(username):
-                def max_results() -> int:
-                    return int(hooks._get_request_message(request_type()).max_results)
+        with grant_reads.once_per_request():  # rows resolved on a cold cache share user reads
+            if not get_fastapi_admin_status():
+                username = get_fastapi_username()
+                if not hooks._search_scope_denied(username):
+                    def max_results() -> int:
+                        return int(hooks._get_request_message(request_type()).max_results)
 
-                if unchanged(resp.json, rows_key, max_results,
-                             lambda name: hooks._cached_can_read_registered_model(name,
-                                                                                   username)):
-                    return
-        original(resp)
+                    if unchanged(resp.json, rows_key, max_results,
+                                 lambda name: hooks._cached_can_read_registered_model(
+                                     name, username)):
+                        return
+            original(resp)
 
     # route_policy tells filtered routes by the handler's name (``_filter_*``).
     filtered.__name__ = original.__name__
