@@ -208,7 +208,7 @@ def test_waits_time_out_naming_what_is_missing(kube_api: KubeAPIServer, admin: C
     with pytest.raises(MigrationFailed, match=r"did not finish in 1 s"):
         k8s.apply_objects(settings, progress, job_timeout=1, rollout_timeout_s=1)
     assert any(d.startswith("waiting for Job mlflow-db-migrate-") and "active 0, failed 0" in d
-               for d in progress.details), progress.details
+               for d in progress.activities), progress.activities
     assert "Deployment" not in " ".join(progress.steps), "the Deployment waits for the Job"
 
     # The job controller's part, done by hand; the deployment controller stays absent.
@@ -218,7 +218,7 @@ def test_waits_time_out_naming_what_is_missing(kube_api: KubeAPIServer, admin: C
     with pytest.raises(KubernetesError, match=r"did not roll out in 1 s: waiting for the "
                                               r"controller to observe the new spec"):
         k8s.apply_objects(settings, progress, job_timeout=1, rollout_timeout_s=1)
-    assert any(d.startswith("waiting for Deployment mlflow: ") for d in progress.details)
+    assert any(d.startswith("waiting for Deployment mlflow: ") for d in progress.activities)
 
 
 def test_plan_shows_manual_drift_exactly_and_apply_repairs_it(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -17,6 +18,7 @@ import psutil
 import pytest
 
 from harness.ports import free_port
+from mlflow_stack.server.log import KNOWN_WARNINGS
 
 pytestmark = pytest.mark.integration
 CLI = [sys.executable, "-m", "mlflow_stack.cli.main"]
@@ -89,6 +91,11 @@ def test_detach_second_up_status_logs_down(tmp_path: Path) -> None:
             assert step in first.stderr  # progress for every step
         # What the server does while `health` waits, from its log (a new database here).
         assert "creating the database schema (first start only)" in first.stderr
+        assert "gc thresholds" not in first.stderr, "a worker's internals are not progress"
+        # A step's details come under its line (above it they read as the previous step's).
+        shown = first.stderr.splitlines()
+        started = next(i for i, line in enumerate(shown) if line.startswith("✓ start server"))
+        assert shown[started + 1].strip().startswith("pid "), first.stderr
         assert "stop with: " in first.stdout and " down --state-dir " in first.stdout
         # From a shell without the venv, on the default state dir: the hint names the venv's
         # command and leaves --state-dir out.
@@ -107,6 +114,8 @@ def test_detach_second_up_status_logs_down(tmp_path: Path) -> None:
         logs = cli("logs", "--state-dir", str(tmp_path), "-n", "500")
         assert logs.returncode == 0
         assert "Listening at: http://127.0.0.1:" in logs.stdout + logs.stderr
+        for message, _category in KNOWN_WARNINGS:  # MLflow's, on every start, not actionable
+            assert not re.search(message, logs.stdout + logs.stderr), message
     finally:
         # The hint works as printed.
         down = subprocess.run(shlex.split(stop_hint), env=shell, capture_output=True,

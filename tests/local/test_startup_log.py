@@ -17,7 +17,10 @@ Registry store URI not provided. Using backend store URI.
 2026/12/04 09:28:37 INFO: Starting gunicorn 23.0.0
 2026/12/04 09:28:37 INFO: Listening at: http://127.0.0.1:5066 (19428)
 2026/12/04 09:28:37 INFO: Using worker: uvicorn.workers.UvicornH11Worker
+2026/12/04 09:28:37 INFO: routes built: 8 included routers built before the fork
+2026/12/04 09:28:37 INFO: stores: tracking and model registry stores made before the fork
 2026/12/04 09:28:37 INFO: Booting worker with pid: 19672
+2026/12/04 09:28:37 INFO: worker 19672: gc thresholds 50000,20,100, 347308 objects frozen; r…
 2026/12/04 09:28:37 INFO: Started server process [19672]
 2026/12/04 09:28:37 INFO: Waiting for application startup.
 2026/12/04 09:28:37 INFO: Booting worker with pid: 19673
@@ -41,6 +44,8 @@ def test_first_start_reads_as_progress(tmp_path: Path) -> None:
         "bringing the database schema up to date",
         "migration: add user column",
         "listening on http://127.0.0.1:5066; starting workers",
+        "preparing the app once for all workers",
+        "opening the tracking and registry stores",
         "worker 1 of 2 starting",
         "worker 2 of 2 starting",
         "worker 1 of 2 ready",

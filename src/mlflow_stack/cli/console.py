@@ -23,31 +23,44 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 class RichProgress:
     """Each step shows a spinner while it runs (with what it is doing right now, on a
-    terminal), then a line with its duration."""
+    terminal), then a line with its duration, then its details: a detail reported while the
+    step runs belongs under that step's line, not above it (where it would read as the
+    previous step's)."""
 
     def __init__(self, console: Console = err) -> None:
         self.console = console
         self._status: Status | None = None
         self._title = ""
+        self._details: list[str] | None = None  # the running step's, printed after its line
 
     @contextmanager
     def step(self, title: str) -> Iterator[None]:
         start = time.monotonic()
+        outer, self._details = self._details, []
+        details = self._details
         try:
-            with self.console.status(f"{escape(title)} ...") as status:
-                self._status, self._title = status, title
-                try:
-                    yield
-                finally:
-                    self._status = None
-        except BaseException:
-            self.console.print(f"[red]✗[/red] {escape(title)}")
-            raise
-        took = time.monotonic() - start
-        self.console.print(f"[green]✓[/green] {escape(title)} [dim]({took:.1f}s)[/]")
+            try:
+                with self.console.status(f"{escape(title)} ...") as status:
+                    self._status, self._title = status, title
+                    try:
+                        yield
+                    finally:
+                        self._status = None
+            except BaseException:
+                self.console.print(f"[red]✗[/red] {escape(title)}")
+                raise
+            took = time.monotonic() - start
+            self.console.print(f"[green]✓[/green] {escape(title)} [dim]({took:.1f}s)[/]")
+        finally:
+            self._details = outer
+            for text in details:
+                self.detail(text)
 
     def detail(self, text: str) -> None:
-        self.console.print(f"  [dim]{escape(text)}[/]")
+        if self._details is not None:
+            self._details.append(text)
+        else:
+            self.console.print(f"  [dim]{escape(text)}[/]")
 
     def activity(self, text: str) -> None:
         if self._status is not None and self.console.is_terminal:

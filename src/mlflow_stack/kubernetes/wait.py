@@ -50,7 +50,7 @@ def _poll(what: str, read: Callable[[], T], check: Callable[[T], tuple[bool, str
         if now >= deadline:
             raise timed_out(missing)
         if now - last_report >= REPORT_EVERY:
-            progress.detail(f"waiting for {what}: {missing}")
+            progress.activity(f"waiting for {what}: {missing}")
             last_report = now
         time.sleep(POLL_SECONDS)
 

@@ -26,12 +26,15 @@ _KNOWN: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"Updating database tables"), "bringing the database schema up to date"),
     (re.compile(r"Running upgrade \S+ -> \S+,?\s*(?P<what>.*)"), "migration: {what}"),
     (re.compile(r"Listening at: (?P<url>\S+)"), "listening on {url}; starting workers"),
+    # server/gunicorn_conf.py: the parent prepares what the workers share before forking.
+    (re.compile(r"^routes built: "), "preparing the app once for all workers"),
+    (re.compile(r"^stores: "), "opening the tracking and registry stores"),
 )
 _WORKER_STARTED = re.compile(r"Started server process")
 _WORKER_READY = re.compile(r"Application startup complete")
 # Lines that say nothing about progress.
 _NOISE = re.compile(r"Waiting for application startup|Starting gunicorn|Using worker:|"
-                    r"Booting worker|"
+                    r"Booting worker|^worker \d+: gc thresholds|"
                     r"Registry store URI not provided|Security middleware|\"GET /health")
 
 
@@ -66,6 +69,8 @@ class StartupLog:
         if match is None:  # warnings' source lines, tracebacks' continuation lines
             return None
         level, msg = match["level"], match["msg"].strip()
+        # "stores: ..." (gunicorn_conf) reads as a logger's name: the patterns see the whole line.
+        whole = f"{match['logger']}: {msg}" if match["logger"] else msg
         if _WORKER_STARTED.search(msg):
             self.started += 1
             return f"worker {self.started} of {self.workers} starting"
@@ -73,10 +78,10 @@ class StartupLog:
             self.ready += 1
             return f"worker {self.ready} of {self.workers} ready"
         for pattern, template in _KNOWN:
-            found = pattern.search(msg)
+            found = pattern.search(whole)
             if found:
                 return _short(template.format(**found.groupdict()))
-        if _NOISE.search(msg) or level in ("DEBUG", "WARNING"):
+        if _NOISE.search(whole) or level in ("DEBUG", "WARNING"):
             return None
         return _short(f"{level.lower()}: {msg}" if level in ("ERROR", "CRITICAL") else msg)
 

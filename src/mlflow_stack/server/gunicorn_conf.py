@@ -34,7 +34,11 @@ import weakref
 from collections.abc import Iterator
 from typing import Any
 
+from mlflow_stack.server.log import quiet_known_warnings
 from mlflow_stack.server.tunables import GC_THRESHOLDS
+
+# Before the master imports the app (preload_app), which raises one of them.
+quiet_known_warnings()
 
 FORK_HAZARD = "fork hazard"
 GC_LOG = "gc thresholds"

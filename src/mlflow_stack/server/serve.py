@@ -18,6 +18,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from mlflow_stack.server.log import quiet_known_warnings
+
 # MLflow passes this to the server only when its job runner starts next (mlflow/server/__init__.py).
 _JOB_RUNNER_ENV = "_MLFLOW_HUEY_STORAGE_PATH"
 
@@ -51,6 +53,7 @@ def _require_shape() -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """`mlflow-stack-server server ...`: the arguments of `mlflow server`, after `server`."""
+    quiet_known_warnings()
     import mlflow.server
     from mlflow.cli import cli
 
