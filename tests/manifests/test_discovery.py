@@ -96,6 +96,16 @@ def test_client_secrets_hold_the_client_environment(reference_with_secrets: Sett
         }
 
 
+def test_the_client_secret_is_described_by_what_it_holds(reference: Settings) -> None:
+    def how(settings: Settings) -> set[str]:
+        return {n.how for n in render(settings).secrets_needed if n.name == "mlflow-client-env"}
+
+    [sso] = how(reference)
+    assert "Keycloak client secret" in sso and "password" in sso
+    [plain] = how(Settings())  # no SSO: only the tracking URI, nothing to keep secret
+    assert "Keycloak" not in plain and "password" not in plain and "tracking URI only" in plain
+
+
 def test_code_server_objects_and_patch(reference: Settings) -> None:
     rendered = render(reference)
     helpers = find(rendered.objects, "ConfigMap", "mlflow-auth-helpers", namespace="code-server")

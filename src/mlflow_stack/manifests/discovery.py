@@ -144,10 +144,17 @@ def plugin_configmap(settings: Settings) -> dict[str, Any]:
 
 
 def _client_secret_spec(settings: Settings, namespace: str) -> SecretSpec:
-    how = (f"the client environment: the Keycloak client secret "
-           f"({env_names('oidc_client_secret')}) and the user's password "
-           f"({env_names('admin_password')})")
-    values: dict[str, Value] = {v.name: v.value for v in client_env(settings)}
+    env = client_env(settings)
+    held = {v.name for v in env if v.secret}
+    parts = []
+    if "MLFLOW_CLIENT_SECRET" in held:
+        parts.append(f"the Keycloak client secret ({env_names('oidc_client_secret')})")
+    if "MLFLOW_AUTH_PASSWORD" in held:
+        parts.append(f"the user's password ({env_names('admin_password')})")
+    how = ("the client environment: " + " and ".join(parts) if parts else
+           "the client environment: the tracking URI only (no SSO, nothing secret; "
+           "--include-secrets writes it)")
+    values: dict[str, Value] = {v.name: v.value for v in env}
     return SecretSpec(lb.CLIENT_ENV_SECRET, namespace, "discovery", how, values=values)
 
 
