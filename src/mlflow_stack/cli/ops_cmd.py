@@ -30,7 +30,7 @@ def _counts_table(title: str, counts: dict[str, int]) -> Table:
 
 
 def backup(
-    out_dir: Annotated[Path, typer.Option("--out", help="New directory for the backup.")],
+    out_dir: Annotated[Path, typer.Option("--out", "-O", help="New directory for the backup.")],
     config: ConfigOpt = None,
     state_dir: StateDirOpt = None,
     output: OutputOpt = Output.text,
