@@ -9,7 +9,7 @@ from typing import Protocol, TypeVar
 
 import pytest
 
-from harness import interrupts
+from harness import interrupts, time_report
 from harness.browser import launch_chromium
 from harness.keycloak import KeycloakServer, default_cache_dir, ensure_keycloak_dist, start_keycloak
 from harness.kubeapi import KubeAPIServer, start_kube_apiserver
@@ -18,8 +18,9 @@ from harness.postgres import PostgresServer, start_postgres
 from harness.s3 import S3Server, start_s3
 
 
-def pytest_configure() -> None:
+def pytest_configure(config: pytest.Config) -> None:
     interrupts.stop_on_sigterm()  # CI's SIGTERM stops the run with teardown, not without
+    time_report.pytest_configure(config)  # where the run's time went, per module, at the end
 
 
 class _Stoppable(Protocol):
