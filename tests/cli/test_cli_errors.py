@@ -151,6 +151,7 @@ def all_commands() -> list[list[str]]:
                 for c in app.registered_commands]
     for group in app.registered_groups:
         assert group.typer_instance is not None
+        commands.append([str(group.name)])  # `mlflow-stack config --help` too
         commands += [[str(group.name), c.name or c.callback.__name__]  # type: ignore[union-attr]
                      for c in group.typer_instance.registered_commands]
     return commands
@@ -158,7 +159,7 @@ def all_commands() -> list[list[str]]:
 
 def test_every_command_has_help_with_example(tmp_path: Path) -> None:
     commands = all_commands()
-    assert ["up"] in commands and ["config", "check"] in commands
+    assert ["up"] in commands and ["config", "check"] in commands and ["config"] in commands
     for cmd in commands:
         result = run_cli(*cmd, "--help", cwd=tmp_path)
         assert result.returncode == 0, (cmd, result.stderr)

@@ -15,7 +15,9 @@ from mlflow_stack.cli.options import ConfigOpt, Output, OutputOpt
 from mlflow_stack.config.loader import LoadedConfig, load_config
 from mlflow_stack.config.model import Settings
 
-app = typer.Typer(help="Validate and inspect the configuration.", no_args_is_help=True,
+app = typer.Typer(help="Validate and inspect the configuration.\n\n"
+                  "Example:  mlflow-stack config check -c mlflow-stack.yaml",
+                  no_args_is_help=True,
                   cls=help.Group)
 
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v",

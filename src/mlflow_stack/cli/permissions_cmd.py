@@ -17,7 +17,8 @@ from mlflow_stack.cli.options import ConfigOpt, StateDirOpt
 from mlflow_stack.config.loader import load_config
 from mlflow_stack.errors import ConfigError
 
-app = typer.Typer(help="Grants as code: export today's grants to keep them in the config.",
+app = typer.Typer(help="Grants as code: export today's grants to keep them in the config.\n\n"
+                  "Example:  mlflow-stack permissions export -c mlflow-stack.yaml -f grants.yaml",
                   no_args_is_help=True, cls=help.Group)
 
 FileOpt = Annotated[Path | None, typer.Option(
