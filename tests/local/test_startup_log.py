@@ -22,6 +22,7 @@ Registry store URI not provided. Using backend store URI.
 2026/12/04 09:28:37 INFO: Booting worker with pid: 19672
 2026/12/04 09:28:37 INFO: worker 19672: gc thresholds 50000,20,100, 347308 objects frozen; r…
 2026/12/04 09:28:37 INFO: Started server process [19672]
+2026/12/04 09:28:37 WARNING: stores: not before the fork (each worker makes its own): x
 2026/12/04 09:28:37 INFO: Waiting for application startup.
 2026/12/04 09:28:37 INFO: Booting worker with pid: 19673
 2026/12/04 09:28:37 INFO: Started server process [19673]

@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from mlflow_stack.server.gunicorn_conf import GC_LOG, ROUTES_LOG, STORES_LOG
+
 # "2026/12/03 17:37:29 INFO mlflow.store.db.utils: Creating ..." (MLflow) and
 # "2026/12/04 09:28:37 INFO: Listening at: http://..." (gunicorn and its uvicorn workers).
 _RECORD = re.compile(
@@ -26,15 +28,17 @@ _KNOWN: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"Updating database tables"), "bringing the database schema up to date"),
     (re.compile(r"Running upgrade \S+ -> \S+,?\s*(?P<what>.*)"), "migration: {what}"),
     (re.compile(r"Listening at: (?P<url>\S+)"), "listening on {url}; starting workers"),
-    # server/gunicorn_conf.py: the parent prepares what the workers share before forking.
-    (re.compile(r"^routes built: "), "preparing the app once for all workers"),
-    (re.compile(r"^stores: "), "opening the tracking and registry stores"),
+    # server/gunicorn_conf.py: the parent prepares what the workers share before forking
+    # (its warning that it could not, "stores: not before the fork ...", is no progress).
+    (re.compile(rf"^{ROUTES_LOG}: \d+ included routers"), "preparing the app once for all workers"),
+    (re.compile(rf"^{STORES_LOG}: tracking and model registry stores made"),
+     "opening the tracking and registry stores"),
 )
 _WORKER_STARTED = re.compile(r"Started server process")
 _WORKER_READY = re.compile(r"Application startup complete")
 # Lines that say nothing about progress.
 _NOISE = re.compile(r"Waiting for application startup|Starting gunicorn|Using worker:|"
-                    r"Booting worker|^worker \d+: gc thresholds|"
+                    rf"Booting worker|^worker \d+: {GC_LOG}|"
                     r"Registry store URI not provided|Security middleware|\"GET /health")
 
 
