@@ -85,6 +85,10 @@ def test_a_fixed_statement_runs_on_the_driver_with_the_same_rows(
     with mirrors.read_rows(store) as connection:
         again = driver_rows.fetch_all(connection, statement, {"name": "p2"})
     assert [row.id for row in again] == [2, 5, 8]
+    with mirrors.read_rows(store) as connection:
+        plain = driver_rows.fetch_all(connection, statement, {"name": "p1"}, named=False)
+    assert plain == expected  # the driver's own tuples, not copied into named rows
+    assert not hasattr(plain[0], "name")
 
 
 def test_lists_are_one_array_parameter_on_postgresql(store: Store) -> None:

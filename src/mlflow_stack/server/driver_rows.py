@@ -105,23 +105,25 @@ def _watched(connection: Any) -> bool:
                 or dispatch.after_cursor_execute)
 
 
-def fetch_all(connection: Any, statement: Any, values: Mapping[str, Any] | None = None
-              ) -> list[Any]:
-    """``connection.execute(statement, values).all()``: rows whose columns are also attributes.
+def fetch_all(connection: Any, statement: Any, values: Mapping[str, Any] | None = None,
+              named: bool = True) -> list[Any]:
+    """``connection.execute(statement, values).all()``: rows whose columns are also attributes
+    (with ``named=False``, rows that are only sequences: the driver's own tuples, not copied).
     ``connection`` is what ``mirrors.read_rows`` gives (a Connection or MLflow's Session)."""
     from sqlalchemy.engine import Connection
 
     found = None
     if isinstance(connection, Connection) and not _watched(connection):
         found = plan(statement, connection.dialect)
-    rows = None if found is None else _driver_rows(connection, statement, found, values)
+    rows = None if found is None else _driver_rows(connection, statement, found, values,
+                                                   named)
     if rows is None:
         return list(connection.execute(statement, dict(values or {})).all())
     return rows
 
 
 def _driver_rows(connection: Any, statement: Any, found: _Plan,
-                 values: Mapping[str, Any] | None) -> list[Any] | None:
+                 values: Mapping[str, Any] | None, named: bool = True) -> list[Any] | None:
     """The rows from the driver's cursor; None when SQLAlchemy must run the statement."""
     params = {**found.params, **(values or {})}
     for name, process in found.processors.items():
@@ -145,6 +147,9 @@ def _driver_rows(connection: Any, statement: Any, found: _Plan,
             # (db_metrics counts disconnects there).
             return None
         raise  # a statement error: mirrors.read_rows maps it as it maps SQLAlchemy's
+    if not named:
+        tuples: list[Any] = rows
+        return tuples
     make = found.row._make
     return [make(row) for row in rows]
 

@@ -39,7 +39,9 @@ filter), ``grant_reads`` (a user's pattern grants and groups read once per filte
 once per row, when the permission cache has expired), ``lean_dispatch`` (the authentication and
 permission middlewares without BaseHTTPMiddleware's task and response copy when they pass a
 request on), ``idle_ping`` (a pooled database connection pinged only after it sat idle for a
-second). Disk:
+second), ``empty_body`` (a request without a body is not parsed for one),
+``cookie_session`` (Flask's signed session not set up for requests without a cookie),
+``mcp_prefixes`` (the MCP registry's route prefixes worked out once). Disk:
 ``stream_downloads`` (downloads through the server stream from S3, without a temporary copy of
 the file).
 
@@ -56,8 +58,10 @@ from mlflow_stack.server.patches import (
     basic_auth,
     bearer_auth,
     compact_json,
+    cookie_session,
     cross_site,
     denial_reason,
+    empty_body,
     fast_reads,
     fast_registry,
     fast_runs_search,
@@ -70,6 +74,7 @@ from mlflow_stack.server.patches import (
     jwks_refresh,
     lean_dispatch,
     login_identity,
+    mcp_prefixes,
     metrics_scrape,
     otlp_ingest,
     parse_cache,
@@ -84,13 +89,13 @@ from mlflow_stack.server.patches import (
 #: Applied before mlflow-oidc-auth builds its app, in this order.
 BEFORE_APP: tuple[BeforeApp, ...] = (
     jwks_refresh, bearer_auth, user_facts, denial_reason, login_identity, otlp_ingest,
-    flask_pool, idle_middleware, compact_json, read_sessions, idle_ping,
+    flask_pool, idle_middleware, compact_json, read_sessions, idle_ping, empty_body,
 )
 #: Applied to the built app, in this order (the middleware added last runs outermost).
 ON_APP: tuple[OnApp, ...] = (run_lookup, trace_links, flask_first, basic_auth, cross_site,
                              host_validation, metrics_scrape, fast_runs_search, fast_reads,
                              fast_registry, parse_cache, registry_filter, grant_reads,
-                             lean_dispatch, stream_downloads)
+                             lean_dispatch, stream_downloads, cookie_session, mcp_prefixes)
 
 _PATCHED = False
 

@@ -310,6 +310,28 @@ def test_a_listing_reads_the_run_s_location_only(
     assert len(sent) == 1 and "artifact_uri" in sent[0], sent  # MLflow: 7 (the whole run)
 
 
+@pytest.mark.parametrize("run_id", [None, "0123abc"])
+def test_points_are_written_as_the_dicts_would_be_dumped(run_id: str | None) -> None:
+    """The directly written points (points_text) are _dump's bytes for every kind of value,
+    and rows of other types take _dump's path."""
+    rows = [(key, value, timestamp, step, is_nan)
+            for key in ("loss", "ü \"q\"\n")
+            for value, is_nan in ((0.1, False), (-0.0, False), (1e16, False), (1e-5, False),
+                                  (5e-324, False), (sys.float_info.max, False), (math.inf, False),
+                                  (-math.inf, False), (math.nan, False), (0.0, True),
+                                  (3, False), (True, False))
+            for timestamp, step in ((T0, 0), (BIG, -(2**63)), (0, 2**63 - 1))]
+    for key in ("loss", "ü \"q\"\n"):
+        points = []
+        for row_key, value, timestamp, step, is_nan in rows:
+            point = fast_reads._point(row_key, value, timestamp, step, is_nan)
+            if run_id is not None:
+                point["run_id"] = run_id
+            points.append(point)
+        expected = fast_reads._dump({"metrics": points})
+        assert '{"metrics":[' + fast_reads.points_text(key, rows, run_id) + "]}" == expected
+
+
 def test_points_are_not_built_as_entities(pg_store: tuple[Any, dict[str, Any]],
                                           views: Callable[[Any, dict[str, Any]], dict[str, Any]],
                                           monkeypatch: pytest.MonkeyPatch) -> None:

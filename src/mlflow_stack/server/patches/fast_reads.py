@@ -29,7 +29,7 @@ import functools
 import json
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from mlflow_stack.server.driver_rows import fetch_all
@@ -115,6 +115,36 @@ def _dump(body: dict[str, Any]) -> str:
     return json.dumps(body, separators=(",", ":"))
 
 
+_FLOAT_TEXT = float.__repr__  # what json.dumps writes for a finite float
+
+
+def points_text(key: str, rows: Iterable[Sequence[Any]], run_id: str | None = None) -> str:
+    """``_point(key, *row)`` (and ``run_id``) for ``rows`` of (key, value, timestamp, step,
+    is_nan), as ``_dump`` writes a list of them, without the list: the same bytes. Written
+    directly because building the dicts and encoding them was two thirds of a 100-point
+    history's Python time; a row whose types are not the database's usual ones (a float, two
+    ints) goes through ``_dump``."""
+    head = '{"key":' + json.dumps(key) + ',"value":'
+    tail = "}" if run_id is None else ',"run_id":' + json.dumps(run_id) + "}"
+    parts = []
+    for row_key, value, timestamp, step, is_nan in rows:
+        if (row_key == key and type(value) is float and type(timestamp) is int
+                and type(step) is int):
+            if is_nan:
+                text = '"NaN"'
+            elif value - value == 0:  # finite (inf - inf and NaN - NaN are NaN)
+                text = _FLOAT_TEXT(value)
+            else:
+                text = json.dumps(json_double(value))
+            parts.append(f'{head}{text},"timestamp":{timestamp},"step":{step}{tail}')
+        else:
+            point = _point(row_key, value, timestamp, step, is_nan)
+            if run_id is not None:
+                point["run_id"] = run_id
+            parts.append(_dump(point))
+    return ",".join(parts)
+
+
 # --------------------------------------------------------------------------------------------
 # metrics/get-history
 
@@ -143,17 +173,19 @@ def history_json(store: Any, run_id: str, metric_key: str, max_results: int | No
     if max_results is not None:
         values["limit"] = max_results + 1
     with read_rows(store) as session:
-        rows = fetch_all(session, _history_statement(max_results is not None), values)
+        rows = fetch_all(session, _history_statement(max_results is not None), values,
+                         named=False)
     token = None
     if max_results is not None and len(rows) == max_results + 1:
         token = SearchUtils.create_page_token(offset + max_results)
         rows = rows[:max_results]
-    body: dict[str, Any] = {}
+    members = []
     if rows:
-        body["metrics"] = [_point(*row) for row in rows]
+        members.append('"metrics":[' + points_text(metric_key, rows) + "]")
     if token:
-        body["next_page_token"] = token.decode() if isinstance(token, bytes) else token
-    return _dump(body)
+        text = token.decode() if isinstance(token, bytes) else token
+        members.append('"next_page_token":' + json.dumps(text))
+    return "{" + ",".join(members) + "}"
 
 
 def history_view(original: Callable[[], Any]) -> Callable[[], Any]:
@@ -257,13 +289,14 @@ def bulk_interval_json(store: Any, run_ids: list[str], metric_key: str, max_resu
                                             start_step, end_step)
             for row in session.execute(statement):
                 by_run[row.run_uuid].append(row)
-    points = []
+    runs = []
     for run_id in run_ids:  # request order, repeats included, as MLflow's loop
-        for row in _sampled(by_run.get(run_id, ()), max_results):
-            point = _point(metric_key, row.value, row.timestamp, row.step, row.is_nan)
-            point["run_id"] = run_id
-            points.append(point)
-    return _dump({"metrics": points} if points else {})
+        kept = _sampled(by_run.get(run_id, ()), max_results)
+        if kept:
+            runs.append(points_text(metric_key, [
+                (metric_key, row.value, row.timestamp, row.step, row.is_nan) for row in kept],
+                run_id))
+    return '{"metrics":[' + ",".join(runs) + "]}" if runs else "{}"
 
 
 def bulk_interval_view(original: Callable[[], Any]) -> Callable[[], Any]:
