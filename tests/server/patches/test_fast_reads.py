@@ -62,7 +62,7 @@ def _populate(store: Any, artifacts: Path) -> dict[str, Any]:
     log(runs[2], [Metric("loss", float(v), T0 + v, 0) for v in range(40)])  # all at step 0
     log(runs[3], [Metric("loss", 2.0, T0, 5)])  # one point
     # runs[4]: no points; runs[5]: another key only
-    log(runs[5], [Metric("acc", 0.5, T0, 1)])
+    log(runs[5], [Metric("acc", 0.5, T0, 1), Metric("größe", 0.25, T0, 1)])  # non-ASCII key
     log(runs[6], [Metric("loss", float(s % 7), T0 + 3 * s, s // 3) for s in range(3000)])
     log(runs[7], [Metric("loss", 1.0, T0 + s, s) for s in range(9)]
         + [Metric("loss", float("nan"), T0 + 9, 9)])  # the last point is NaN
@@ -148,8 +148,8 @@ def views(monkeypatch: pytest.MonkeyPatch) -> Callable[[Any, dict[str, Any]], di
 
 def _compact(text: str) -> str:
     """MLflow's JSON without its indentation (what the servers send: compact_json.py), the
-    same keys in the same order, the same numbers."""
-    return json.dumps(json.loads(text), separators=(",", ":"), ensure_ascii=False)
+    same keys in the same order, the same numbers, non-ASCII escaped as MLflow escapes it."""
+    return json.dumps(json.loads(text), separators=(",", ":"))
 
 
 def _same(pair: tuple[Any, Any], path: str, query: Any) -> Answer:
@@ -174,7 +174,7 @@ def test_metric_history_answers_what_mlflow_answers(
     pair = views(store, data)[HISTORY]
     runs = data["runs"]
     for run in runs:
-        for key in ("loss", "acc", "raw", "nope"):
+        for key in ("loss", "acc", "raw", "nope", "größe"):
             _same(pair, HISTORY, {"run_id": run, "metric_key": key})
     # Pages, followed to the end, with the same tokens.
     for run, size in ((runs[0], 7), (runs[6], 1000), (runs[1], 1), (runs[3], 1), (runs[10], 9)):
@@ -238,6 +238,7 @@ def test_bulk_interval_samples_as_mlflow_samples(
     _same(pair, BULK, _bulk([runs[9], runs[0], runs[9]], max_results=4))  # order, repeats
     _same(pair, BULK, _bulk([runs[4], "0" * 32], max_results=4))  # no points, no run
     _same(pair, BULK, _bulk(runs, key="acc"))
+    _same(pair, BULK, _bulk(runs, key="größe"))  # escaped as MLflow escapes it
     _same(pair, BULK, _bulk(runs, key="raw", max_results=2))
     ends = json.loads(_same(pair, BULK, _bulk([runs[7]], max_results=3))[1])["metrics"]
     assert ends[-1]["value"] == "NaN" and ends[-1]["step"] == 9  # the NaN end point is kept
