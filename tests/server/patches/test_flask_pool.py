@@ -7,6 +7,7 @@ test_hardening_live.py (96 MiB through the SSO server without a copy)."""
 
 from __future__ import annotations
 
+import tempfile
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -119,3 +120,52 @@ def test_kept_sends_hand_over_everything_once_past_the_limit() -> None:
                                            "http.response.body"]
     assert (handed[1]["body"], handed[1]["more_body"]) == (b"abcde", True)
     assert sends.kept() == []
+
+
+def _received(*messages: dict[str, Any]) -> Callable[[], Any]:
+    pending = list(messages)
+
+    async def receive() -> dict[str, Any]:
+        return pending.pop(0)
+
+    return receive
+
+
+def test_a_request_body_is_kept_in_memory_only_up_to_asgiref_s_64_kib() -> None:
+    small = [{"type": "http.request", "body": b"a" * 1000, "more_body": True},
+             {"type": "http.request", "body": b"b" * 1000, "more_body": False}]
+    body = run_alone(flask_pool.read_body(_received(*small)))
+    assert body.read() == b"a" * 1000 + b"b" * 1000
+    assert not isinstance(body, tempfile.SpooledTemporaryFile)  # no file for a small body
+
+    parts = [bytes([i]) * 20_000 for i in range(10)]  # 200 kB in ten messages
+    large = [{"type": "http.request", "body": part, "more_body": i < 9}
+             for i, part in enumerate(parts)]
+    spooled = run_alone(flask_pool.read_body(_received(*large)))
+    assert isinstance(spooled, tempfile.SpooledTemporaryFile)
+    rolled: Any = spooled
+    assert rolled._rolled  # on disk, as asgiref's adapter had it past 64 KiB
+    assert spooled.read() == b"".join(parts)
+    spooled.close()
+
+
+def test_a_client_gone_mid_body_is_asgiref_s_error() -> None:
+    gone: list[dict[str, Any]] = [
+        {"type": "http.request", "body": b"x" * 70_000, "more_body": True},
+        {"type": "http.disconnect"}]
+    with pytest.raises(ValueError, match="non-HTTP-request message"):
+        run_alone(flask_pool.read_body(_received(*gone)))
+
+
+def test_a_large_request_body_reaches_flask_whole() -> None:
+    got: list[bytes] = []
+
+    def app(environ: dict[str, Any], start_response: Start) -> Iterable[bytes]:
+        got.append(environ["wsgi.input"].read())
+        start_response("200 OK", [])
+        return [b"{}"]
+
+    body = bytes(range(256)) * 1000  # 256 kB: spooled, not an upload
+    sent = _serve(app, body=body, path="/api/2.0/mlflow/runs/log-batch")
+    assert got == [body]
+    assert sent[0][0]["status"] == 200

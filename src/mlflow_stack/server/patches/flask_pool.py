@@ -28,9 +28,8 @@ the event loop's context afterwards) was ~80-100 µs of a metric-history call, a
 ~1 ms the whole call costs. Nothing on the loop's side reads a variable Flask sets (the audit
 trail's per-request record is one dict, shared); the server without SSO runs Flask the same
 way (anyio copies the context and does not copy it back). The rest is asgiref's own adapter
-code: its environ (duplicate-header limit included), its response rules; the body is read
-whole as before (into memory instead of a file spooled to disk past 64 KiB: request bodies
-are bounded by ``hardening``'s request-body limit, uploads are not read here at all).
+code: its environ (duplicate-header limit included), its response rules, its body reading
+(whole, in a file spooled to disk past 64 KiB; that file is only made for such a body).
 """
 
 from __future__ import annotations
@@ -38,15 +37,18 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import io
+import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import IO, Any
 
 from mlflow_stack.server.guards import Shape, UpstreamChanged
 from mlflow_stack.server.request_limits import is_artifact_upload
 from mlflow_stack.server.streams import PulledReader
 from mlflow_stack.server.tunables import seconds
 from mlflow_stack.server.wsgi_bridge import BUFFER_LIMIT
+
+SPOOL_AT = 65536  # bytes of a request body kept in memory, as asgiref's adapter keeps them
 
 RUN_WSGI_APP = Shape("asgiref.wsgi", "WsgiToAsgiInstance.run_wsgi_app", ("self", "body"))
 ADAPTER = Shape("asgiref.wsgi", "WsgiToAsgi", ("wsgi_application", "duplicate_header_limit"))
@@ -121,6 +123,42 @@ class KeptSends:
                          "more_body": more_body}]
 
 
+async def read_body(receive: Any, in_memory: int = SPOOL_AT) -> IO[bytes]:
+    """The whole request body, as asgiref's adapter reads it (the same checks): in memory up
+    to ``in_memory`` bytes, in a file spooled to disk past that (asgiref's 64 KiB), so a large
+    body costs each request no more memory than before. The file is positioned at its start.
+    """
+    chunks: list[bytes] = []
+    size = 0
+    spooled: IO[bytes] | None = None
+    try:
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                raise ValueError("WSGI wrapper received a non-HTTP-request message")
+            chunk = message.get("body", b"")
+            if spooled is not None:
+                spooled.write(chunk)
+            elif chunk:
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > in_memory:
+                    # Closed by the caller once Flask is done with it (or below, on error).
+                    spooled = tempfile.SpooledTemporaryFile(max_size=in_memory)  # noqa: SIM115
+                    spooled.writelines(chunks)
+                    chunks = []
+            if not message.get("more_body"):
+                break
+    except BaseException:
+        if spooled is not None:
+            spooled.close()
+        raise
+    if spooled is None:
+        return io.BytesIO(b"".join(chunks))
+    spooled.seek(0)
+    return spooled
+
+
 def apply() -> None:
     for shape in (RUN_WSGI_APP, ADAPTER, INSTANCE, CALL):
         shape.require()
@@ -166,17 +204,11 @@ def apply() -> None:
             if is_artifact_upload(scope):  # read as Flask reads it, not spooled first
                 await self.run_wsgi_app(ReceivedBody(receive))
                 return
-            chunks = []
-            while True:  # asgiref's loop, into memory
-                message = await receive()
-                if message["type"] != "http.request":
-                    raise ValueError("WSGI wrapper received a non-HTTP-request message")
-                chunks.append(message.get("body", b""))
-                if not message.get("more_body"):
-                    break
-            body = io.BytesIO(b"".join(chunks))
-            del chunks
-            await self.run_wsgi_app(body)
+            body = await read_body(receive)
+            try:
+                await self.run_wsgi_app(body)
+            finally:
+                body.close()
 
     class PooledWsgiToAsgi(WsgiToAsgi):
         async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
