@@ -53,3 +53,59 @@ def test_another_process_with_the_pid_is_not_the_server(child: subprocess.Popen[
     child.kill()
     child.wait()
     assert not process.is_alive(record)
+
+
+# A listener that forks a worker sharing its socket, as gunicorn's master does.
+_FORKING_LISTENER = """
+import os, socket, sys, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen()
+if os.fork() == 0:
+    time.sleep(60); os._exit(0)
+print("ready", flush=True); time.sleep(60)
+"""
+
+
+def test_the_server_s_own_workers_are_not_others_on_its_port(
+        child: subprocess.Popen[bytes]) -> None:
+    from harness.ports import free_port
+
+    port = free_port()
+    master = subprocess.Popen([sys.executable, "-c", _FORKING_LISTENER, str(port)],
+                              stdout=subprocess.PIPE)
+    try:
+        assert master.stdout is not None and master.stdout.readline() == b"ready\n"
+        tree = process.tree_pids(master.pid)
+        # The socket is reported once, under one of the processes sharing it.
+        holders = process.port_holders("127.0.0.1", port)
+        assert len(tree) == 2 and holders and holders <= tree
+        assert process.port_holders_besides(master.pid, "127.0.0.1", port) == set()
+        # Seen from another server (any other process), they are others.
+        assert process.port_holders_besides(child.pid, "127.0.0.1", port) == holders
+    finally:
+        for pid in process.tree_pids(master.pid) - {master.pid}:
+            psutil.Process(pid).kill()
+        master.kill()
+        master.wait()
+
+
+def test_listeners_are_read_before_the_tree_and_gone_ones_do_not_count(
+        monkeypatch: pytest.MonkeyPatch, child: subprocess.Popen[bytes]) -> None:
+    """The race seen in CI: a worker forked between reading the server's tree and reading the
+    port's listeners counted as another process on the port (and `upgrade` refused)."""
+    calls: list[str] = []
+    gone = 2**22 + 12_345  # above pid_max: no such process
+    forked_meanwhile = child.pid  # a worker appearing while the listeners are read
+
+    def holders(host: str, port: int) -> set[int | None]:
+        calls.append("listeners")
+        return {forked_meanwhile, gone, None}
+
+    def tree(pid: int) -> set[int]:
+        calls.append("tree")
+        return {pid, forked_meanwhile}  # read after: the new worker is in it
+
+    monkeypatch.setattr(process, "port_holders", holders)
+    monkeypatch.setattr(process, "tree_pids", tree)
+    assert process.port_holders_besides(1, "127.0.0.1", 1) == {None}  # another user's socket
+    assert calls == ["listeners", "tree"]

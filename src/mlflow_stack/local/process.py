@@ -144,6 +144,15 @@ def port_holders(host: str, port: int) -> set[int | None]:
     return holders
 
 
+def port_holders_besides(pid: int, host: str, port: int) -> set[int | None]:
+    """Listeners on host:port that are neither ``pid`` nor one of its descendants. The
+    listeners are read before the tree, so a worker the server forks meanwhile is in the tree,
+    and one that has exited since (replaced) no longer counts."""
+    holders = port_holders(host, port)
+    others = holders - tree_pids(pid)
+    return {p for p in others if p is None or psutil.pid_exists(p)}
+
+
 def tree_pids(pid: int) -> set[int]:
     """The pid and all its descendants (empty when it is gone)."""
     try:

@@ -116,8 +116,7 @@ def _check_restartable(settings: Settings, record: ServerRecord, state: StateDir
     """Refuse (before anything changes) when the restarted server could not get its address
     back: something other than the running server listens there."""
     host, port = settings.server.bind_host, settings.server.port
-    ours = process.tree_pids(record.pid)
-    others = process.port_holders(host, port) - ours
+    others = process.port_holders_besides(record.pid, host, port)
     if others:
         who = ", ".join(f"pid {p}" for p in sorted(p for p in others if p is not None)) \
             or "a process of another user"
