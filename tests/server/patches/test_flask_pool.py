@@ -93,14 +93,20 @@ def test_a_failing_app_sends_nothing_and_raises() -> None:
         _serve(app)
 
 
-def test_an_upload_is_read_as_flask_reads_it_and_answered() -> None:
-    got: list[bytes] = []
+def _reading(got: list[bytes]) -> Callable[[dict[str, Any], Start], Iterable[bytes]]:
+    """A WSGI app that reads the whole request body into ``got`` and answers ``{}``."""
 
     def app(environ: dict[str, Any], start_response: Start) -> Iterable[bytes]:
         got.append(environ["wsgi.input"].read())
         start_response("200 OK", [])
         return [b"{}"]
 
+    return app
+
+
+def test_an_upload_is_read_as_flask_reads_it_and_answered() -> None:
+    got: list[bytes] = []
+    app = _reading(got)
     path = "/api/2.0/mlflow-artifacts/artifacts/1/run/artifacts/model.bin"
     sent = _serve(app, body=b"x" * 1000, path=path)
     assert got == [b"x" * 1000]
@@ -159,12 +165,7 @@ def test_a_client_gone_mid_body_is_asgiref_s_error() -> None:
 
 def test_a_large_request_body_reaches_flask_whole() -> None:
     got: list[bytes] = []
-
-    def app(environ: dict[str, Any], start_response: Start) -> Iterable[bytes]:
-        got.append(environ["wsgi.input"].read())
-        start_response("200 OK", [])
-        return [b"{}"]
-
+    app = _reading(got)
     body = bytes(range(256)) * 1000  # 256 kB: spooled, not an upload
     sent = _serve(app, body=body, path="/api/2.0/mlflow/runs/log-batch")
     assert got == [body]
