@@ -26,7 +26,7 @@ import collections
 import threading
 import weakref
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 #: The driver whose cursor this runs on (its placeholders are the compiled SQL's).
 DRIVER = "psycopg"
@@ -148,8 +148,7 @@ def _driver_rows(connection: Any, statement: Any, found: _Plan,
             return None
         raise  # a statement error: mirrors.read_rows maps it as it maps SQLAlchemy's
     if not named:
-        tuples: list[Any] = rows
-        return tuples
+        return cast(list[Any], rows)
     make = found.row._make
     return [make(row) for row in rows]
 

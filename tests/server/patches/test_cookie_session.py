@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from flask import Flask, session
+from flask import Flask, request, session
 from flask.sessions import SecureCookieSessionInterface
 
 from mlflow_stack.server.guards import UpstreamChanged
@@ -70,7 +70,7 @@ def test_without_a_secret_key_the_session_stays_null(app: tuple[Flask, list[int]
     made, _ = app
     made.secret_key = None
     with made.test_request_context("/read"):
-        opened = made.session_interface.open_session(made, __import__("flask").request)
+        opened = made.session_interface.open_session(made, request)
     assert opened is None  # Flask then gives its NullSession, as without the patch
 
 

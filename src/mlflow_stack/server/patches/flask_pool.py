@@ -24,12 +24,13 @@ as before, so memory stays bounded.
 Flask's call is submitted to the pool with a copy of the request's context variables
 (``loop.run_in_executor``), not through asgiref's ``SyncToAsync``: its per-call machinery
 (thread-sensitivity bookkeeping, copying every context variable Flask's thread set back into
-the event loop's context afterwards) was ~80-100 µs of a metric-history call, against the
-~1 ms the whole call costs. Nothing on the loop's side reads a variable Flask sets (the audit
-trail's per-request record is one dict, shared); the server without SSO runs Flask the same
-way (anyio copies the context and does not copy it back). The rest is asgiref's own adapter
-code: its environ (duplicate-header limit included), its response rules, its body reading
-(whole, in a file spooled to disk past 64 KiB; that file is only made for such a body).
+the event loop's context afterwards) was 40-90 µs of a metric-history call (in process,
+alternating), against the ~1.2 ms the whole call cost with SSO. Nothing on the loop's side
+reads a variable Flask sets (the audit trail's per-request record is one dict, shared); the
+server without SSO runs Flask the same way (anyio copies the context and does not copy it
+back). The rest is asgiref's own adapter code: its environ (duplicate-header limit included),
+its response rules, its body reading (whole, in a file spooled to disk past 64 KiB; that file
+is only made for such a body).
 """
 
 from __future__ import annotations
