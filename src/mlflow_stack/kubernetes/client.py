@@ -7,7 +7,8 @@ service account, `$KUBECONFIG`, `~/.kube/config`); `kubernetes.context` picks a 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import ssl
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,8 @@ from typing import Any
 
 import httpx2
 from lightkube import ApiError, Client, KubeConfig
+from lightkube.config.client_adapter import verify_cluster
+from lightkube.config.kubeconfig import SingleConfig
 from lightkube.core.exceptions import ConfigError as KubeConfigError
 from lightkube.core.resource_registry import resource_registry
 from lightkube.generic_resource import create_namespaced_resource
@@ -38,6 +41,35 @@ class KubernetesError(StackError):
     """The API server is unreachable, refused us, or rejected an object."""
 
     exit_code = 1
+
+
+class _SteadyAlpnContext(ssl.SSLContext):
+    """An SSLContext whose ALPN list is set once.
+
+    httpcore sets the ALPN list on the shared context before every new connection. CPython's
+    SSL_new copies the context's list without the GIL, so a thread opening a connection while
+    another replaces the list can copy freed memory: the API server then rejects the garbled
+    ClientHello ("tlsv1 alert decode error", seen once in CI under parallel reads). Setting
+    the same list again is what httpcore does each time, and is now a no-op."""
+
+    _alpn: list[str] | None = None
+
+    def set_alpn_protocols(self, alpn_protocols: Iterable[str]) -> None:
+        wanted = list(alpn_protocols)
+        if wanted != self._alpn:
+            super().set_alpn_protocols(wanted)
+            self._alpn = wanted
+
+
+def tls_context(single: SingleConfig) -> ssl.SSLContext:
+    """lightkube's context for the cluster (CA, client certificate), safe to share between the
+    threads of parallel reads (see _SteadyAlpnContext)."""
+    assert single.user is not None  # lightkube fills in an empty user
+    ctx = verify_cluster(single.cluster, single.user, single.abs_file)
+    if type(ctx) is ssl.SSLContext:  # on macOS/Windows httpx may hand back truststore's
+        ctx.__class__ = _SteadyAlpnContext
+        ctx.set_alpn_protocols(["http/1.1"])  # what httpcore sets without http2
+    return ctx
 
 
 def kubeconfig_path(settings: Settings) -> Path | None:
@@ -74,7 +106,9 @@ def connect(settings: Settings) -> Kube:
         raise ConfigError(f"{where}: {exc}",
                           hint="Check kubernetes.kubeconfig and kubernetes.context.") from None
     assert single is not None
-    return Kube(Client(config=single, field_manager=FIELD_MANAGER, timeout=TIMEOUT),
+    transport = httpx2.HTTPTransport(verify=tls_context(single))
+    return Kube(Client(config=single, field_manager=FIELD_MANAGER, timeout=TIMEOUT,
+                       transport=transport),
                 str(single.cluster.server))
 
 
