@@ -16,6 +16,7 @@ from harness.kubeapi import KubeAPIServer, start_kube_apiserver
 from harness.node import KubeNode, start_node
 from harness.postgres import PostgresServer, start_postgres
 from harness.s3 import S3Server, start_s3
+from harness.tls import SslCalls, count_ssl_calls
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -107,3 +108,9 @@ def chromium() -> Iterator[object]:
     """Debian Chromium under Playwright, shared by all browser tests (one sync loop at a time)."""
     with launch_chromium() as browser:
         yield browser
+
+
+@pytest.fixture
+def ssl_calls(monkeypatch: pytest.MonkeyPatch) -> SslCalls:
+    """What this test's code asks of the stdlib's SSLContext (ALPN lists set, client wraps)."""
+    return count_ssl_calls(monkeypatch)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import ssl
 import subprocess
 import threading
 import time
@@ -24,6 +23,7 @@ import pytest
 from harness.client_site import ClientSite, run_cli
 from harness.http_server import QuietHandler, serving
 from harness.ports import free_port
+from harness.tls import self_signed, server_context
 from mlflow_stack.client.helpers import HELPER_NAMES, helper_text
 from mlflow_stack.client.oidc import KeycloakUnreachable, TokenConfigError
 from mlflow_stack.client.tokens import manager_from_env
@@ -210,23 +210,14 @@ def test_helper_reports_missing_variables_and_bad_ca_bundle(
 @pytest.fixture
 def tls_endpoint(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """An HTTPS token endpoint with a self-signed certificate: (URL, the certificate)."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.fail("openssl is not installed")
-    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run([openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj",
-                    "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    cert, key = self_signed(tmp_path)
 
     class Handler(QuietHandler):
         def do_POST(self) -> None:
             self.rfile.read(int(self.headers.get("Content-Length") or 0))
             self.send_body(404, b'{"error": "Realm does not exist"}')
 
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    with serving(Handler, tls=context) as url:
+    with serving(Handler, tls=server_context(cert, key)) as url:
         yield f"{url}/realms/r/protocol/openid-connect/token", cert
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import ssl
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +25,7 @@ from lightkube.generic_resource import create_namespaced_resource
 from mlflow_stack.config.model import Settings
 from mlflow_stack.errors import ConfigError, StackError
 from mlflow_stack.manifests.labels import FIELD_MANAGER
+from mlflow_stack.server.tls import shareable
 
 # Gateway API is a CRD, unknown to lightkube's typed models: register it once as generic.
 HTTPRoute = create_namespaced_resource("gateway.networking.k8s.io", "v1", "HTTPRoute",
@@ -43,33 +44,11 @@ class KubernetesError(StackError):
     exit_code = 1
 
 
-class _SteadyAlpnContext(ssl.SSLContext):
-    """An SSLContext whose ALPN list is set once.
-
-    httpcore sets the ALPN list on the shared context before every new connection. CPython's
-    SSL_new copies the context's list without the GIL, so a thread opening a connection while
-    another replaces the list can copy freed memory: the API server then rejects the garbled
-    ClientHello ("tlsv1 alert decode error", seen once in CI under parallel reads). Setting
-    the same list again is what httpcore does each time, and is now a no-op."""
-
-    _alpn: list[str] | None = None
-
-    def set_alpn_protocols(self, alpn_protocols: Iterable[str]) -> None:
-        wanted = list(alpn_protocols)
-        if wanted != self._alpn:
-            super().set_alpn_protocols(wanted)
-            self._alpn = wanted
-
-
 def tls_context(single: SingleConfig) -> ssl.SSLContext:
-    """lightkube's context for the cluster (CA, client certificate), safe to share between the
-    threads of parallel reads (see _SteadyAlpnContext)."""
+    """lightkube's context for the cluster (CA, client certificate), shareable by the threads
+    of parallel reads (see mlflow_stack.server.tls)."""
     assert single.user is not None  # lightkube fills in an empty user
-    ctx = verify_cluster(single.cluster, single.user, single.abs_file)
-    if type(ctx) is ssl.SSLContext:  # on macOS/Windows httpx may hand back truststore's
-        ctx.__class__ = _SteadyAlpnContext
-        ctx.set_alpn_protocols(["http/1.1"])  # what httpcore sets without http2
-    return ctx
+    return shareable(verify_cluster(single.cluster, single.user, single.abs_file))
 
 
 def kubeconfig_path(settings: Settings) -> Path | None:

@@ -25,6 +25,8 @@ from urllib.parse import quote
 
 import httpx
 
+from mlflow_stack.server.tls import verifying
+
 
 class DirectoryError(Exception):
     """Keycloak could not be asked (unreachable, credentials refused, unexpected answer)."""
@@ -65,7 +67,8 @@ class KeycloakDirectory:
         self.client_id = client_id
         self._secret = client_secret
         self.client_roles = client_roles
-        self._http = http or httpx.Client(timeout=10.0, verify=verify)
+        # Shared by the server's request threads: see mlflow_stack.server.tls.
+        self._http = http or httpx.Client(timeout=10.0, verify=verifying(verify))
         self._clock = clock
         self._token: tuple[float, str] | None = None
         self._client_uuid: str | None = None
