@@ -100,7 +100,7 @@ def test_handshakes_survive_a_thread_setting_the_list_meanwhile(pki: tuple[Path,
 
     client = shareable(ssl.create_default_context(cafile=str(pki[0])))
     failures: list[str] = []
-    handshakes = 0
+    handshakes: list[int] = []  # appended to by several threads (atomic, unlike +=)
     deadline = time.monotonic() + 4.0
 
     def reset_alpn() -> None:
@@ -108,12 +108,11 @@ def test_handshakes_survive_a_thread_setting_the_list_meanwhile(pki: tuple[Path,
             client.set_alpn_protocols(["http/1.1"])
 
     def connect(_: int) -> None:
-        nonlocal handshakes
         while time.monotonic() < deadline:
             with socket.create_connection(("127.0.0.1", port)) as raw:
                 try:
                     client.wrap_socket(raw, server_hostname="127.0.0.1").close()
-                    handshakes += 1
+                    handshakes.append(1)
                 except ssl.SSLError as exc:
                     failures.append(str(exc))
 
@@ -126,6 +125,9 @@ def test_handshakes_survive_a_thread_setting_the_list_meanwhile(pki: tuple[Path,
             list(pool.map(connect, range(4)))
     finally:
         stop.set()
+        listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept(); close() alone does not
         listener.close()
+        for t in threads:
+            t.join(10)
     assert failures == []
-    assert handshakes > 100  # the race was given its chance
+    assert len(handshakes) > 100  # the race was given its chance
